@@ -1,9 +1,13 @@
 //! Plain domain types shared by every layer. Nothing here does I/O or knows about HTTP.
 
 pub mod claims;
+pub mod event;
 pub mod ids;
+pub mod path;
 pub mod perms;
 
 pub use claims::{Claims, Privilege};
+pub use event::{Action, Event, PolicyView, UserPolicy, SCHEMA_VERSION};
 pub use ids::{BadId, Oid, Tstamp, FOREVER};
+pub use path::{ObjPath, PathError};
 pub use perms::Perms;

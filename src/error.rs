@@ -1,0 +1,87 @@
+//! The service layer's error: what went wrong, in terms a client can act on.
+//!
+//! `write` and `read` return this; `http::error` maps `Kind` to a status code, and is the
+//! only place that does.
+
+use crate::store::StoreError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Malformed input.
+    BadRequest,
+    /// Identity could not be established.
+    Unauthorized,
+    /// The caller lacks a permission.
+    Forbidden,
+    /// Absent, deleted, expired, or not readable by the caller.
+    NotFound,
+    /// Conflicts with the store's state (stale tstamp, duplicate name, non-empty folder).
+    Conflict,
+    /// Over a configured limit.
+    TooLarge,
+    /// The route exists, the method does not.
+    MethodNotAllowed,
+    /// Not built yet.
+    NotImplemented,
+    /// The store could not do its part; not the client's fault.
+    Internal,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct Error {
+    pub kind: Kind,
+    /// A stable machine-readable code, e.g. `stale_tstamp`.
+    pub code: &'static str,
+    pub message: String,
+    /// The index of the failing event within a write transaction.
+    pub index: Option<usize>,
+}
+
+macro_rules! ctor {
+    ($fn:ident, $kind:ident) => {
+        pub fn $fn(code: &'static str, message: impl Into<String>) -> Error {
+            Error {
+                kind: Kind::$kind,
+                code,
+                message: message.into(),
+                index: None,
+            }
+        }
+    };
+}
+
+impl Error {
+    ctor!(bad_request, BadRequest);
+    ctor!(unauthorized, Unauthorized);
+    ctor!(forbidden, Forbidden);
+    ctor!(not_found, NotFound);
+    ctor!(conflict, Conflict);
+    ctor!(too_large, TooLarge);
+    ctor!(method_not_allowed, MethodNotAllowed);
+    ctor!(not_implemented, NotImplemented);
+    ctor!(internal, Internal);
+
+    /// Names the failing event, unless an inner step already did.
+    pub fn at(mut self, index: usize) -> Error {
+        self.index.get_or_insert(index);
+        self
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Error {
+        match e {
+            StoreError::UniqueName => Error::conflict(
+                "duplicate_name",
+                "a live object with this name already exists in the folder",
+            ),
+            other => {
+                tracing::error!(error = %other, "store error");
+                Error::internal("store", "the metadata store failed; see the server log")
+            }
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

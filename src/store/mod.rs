@@ -1,0 +1,84 @@
+//! Metadata storage: the append-only event log and the current-state index.
+//!
+//! The write path (`crate::write`) and the read path (`crate::read`) are written against
+//! the narrow traits [`MetaRead`] and [`MetaWrite`] only, so that another backend
+//! (PostgreSQL, for deployments that outgrow one machine) can follow. `sqlite` is the
+//! embedded default. Nothing here knows about HTTP or policies.
+
+pub mod clock;
+pub mod sqlite;
+
+use crate::model::{Event, Oid, Tstamp, UserPolicy};
+
+pub use sqlite::{SqliteStore, Synchronous};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("a live object with this name already exists in the folder")]
+    UniqueName,
+    #[error("stored event {0} does not decode: {1}")]
+    Corrupt(String, serde_json::Error),
+    #[error("the writer thread is gone")]
+    WriterGone,
+    #[error("commit failed: {0}")]
+    Commit(String),
+    #[error("migration: {0}")]
+    Migration(String),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The current state of an object, from the index.
+#[derive(Debug, Clone)]
+pub struct Current {
+    /// The current version. Its `fulldir` is the live one from the index (a move of an
+    /// ancestor changes it without a new version of this object).
+    pub event: Event,
+    /// False once the current version is a delete.
+    pub live: bool,
+}
+
+/// Reads against one consistent snapshot: a reader's read transaction, or the writer's
+/// open transaction (which includes the events planned so far in this batch).
+pub trait MetaRead {
+    fn current(&self, oid: Oid) -> Result<Option<Current>, StoreError>;
+    /// The live child named `name`, if any.
+    fn child_by_name(&self, parent: Oid, name: &str) -> Result<Option<Oid>, StoreError>;
+    /// Whether `oid` has children: live ones only, or any not yet purged.
+    fn has_children(&self, oid: Oid, live_only: bool) -> Result<bool, StoreError>;
+    fn version(&self, oid: Oid, tstamp: Tstamp) -> Result<Option<Event>, StoreError>;
+    /// Every version not purged, oldest first.
+    fn history(&self, oid: Oid) -> Result<Vec<Event>, StoreError>;
+    /// Live children ordered by oid, after `after`, at most `limit`.
+    fn children(
+        &self,
+        parent: Oid,
+        after: Option<Oid>,
+        limit: usize,
+    ) -> Result<Vec<Current>, StoreError>;
+    /// Live objects whose current `derived.oid` is `oid`.
+    fn derived_from(&self, oid: Oid) -> Result<Vec<Current>, StoreError>;
+    fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError>;
+}
+
+/// Changes; only available inside the writer's transaction.
+pub trait MetaWrite: MetaRead {
+    fn next_tstamp(&mut self) -> Tstamp;
+    fn next_oid(&mut self) -> Oid;
+    /// Appends a version and brings the index up to date (including the `fulldir` of
+    /// every descendant when a directory moves).
+    fn append(&mut self, event: &Event) -> Result<(), StoreError>;
+    /// Removes every version of `oid` (or only `version`) and records the purge.
+    /// Returns the removed events.
+    fn purge(
+        &mut self,
+        oid: Oid,
+        version: Option<Tstamp>,
+        at: Tstamp,
+        who: &UserPolicy,
+        jwthash: &str,
+    ) -> Result<Vec<Event>, StoreError>;
+    fn meta_set(&mut self, key: &str, value: &str) -> Result<(), StoreError>;
+}

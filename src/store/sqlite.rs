@@ -1,0 +1,736 @@
+//! The embedded SQLite backend: WAL, one writer thread with group commit, a pool of
+//! read-only connections.
+//!
+//! Group commit: concurrent write jobs queue on a channel; the writer takes every job
+//! waiting, runs each inside its own SAVEPOINT of one `BEGIN IMMEDIATE` transaction, and
+//! commits once. A job that fails is rolled back to its savepoint alone. Callers hear
+//! back only after COMMIT returns, so with `synchronous=FULL` a reply means the job's
+//! events are on disk, and one fsync is shared by the whole batch.
+
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+use super::clock::Clock;
+use super::{Current, MetaRead, MetaWrite, StoreError};
+use crate::model::{Event, Oid, Tstamp, UserPolicy};
+
+/// Migrations, applied in order; `PRAGMA user_version` records how many ran.
+/// DO NOT CHANGE or reorder released entries: append.
+const MIGRATIONS: &[&str] = &[include_str!("../../schema/0001_init.sql")];
+
+/// Most jobs one commit carries. Bounds the latency a batch adds to its first job.
+const MAX_BATCH_JOBS: usize = 512;
+
+/// Idle reader connections kept open.
+const MAX_IDLE_READERS: usize = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Synchronous {
+    /// A committed transaction survives power loss (fsync on every commit).
+    Full,
+    /// Survives a crash of the process, not of the machine.
+    Normal,
+}
+
+/// A job for the writer: runs inside a savepoint, returns whether to keep its changes and
+/// how to deliver its result once the batch's fate (commit error or not) is known.
+type Deliver = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+type Job = Box<dyn FnOnce(&mut WriteCtx<'_>) -> (bool, Deliver) + Send>;
+
+pub struct SqliteStore {
+    jobs: mpsc::Sender<Job>,
+    readers: Arc<ReaderPool>,
+    db_path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `dir/vellum.db`, runs migrations, starts the writer.
+    pub fn open(dir: &Path, sync: Synchronous) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(dir)?;
+        let db_path = dir.join("vellum.db");
+        let conn = Connection::open(&db_path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(
+            None,
+            "synchronous",
+            match sync {
+                Synchronous::Full => "FULL",
+                Synchronous::Normal => "NORMAL",
+            },
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        migrate(&conn)?;
+        let high_water: i64 = conn.query_row(
+            "SELECT max(coalesce((SELECT max(tstamp) FROM events), 0),
+                        coalesce((SELECT max(oid) FROM objects), 0),
+                        coalesce((SELECT max(tstamp) FROM purges), 0))",
+            [],
+            |r| r.get(0),
+        )?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("vellum-writer".into())
+            .spawn(move || writer_loop(conn, Clock::new(high_water as u64), rx))?;
+        Ok(SqliteStore {
+            jobs: tx,
+            readers: Arc::new(ReaderPool {
+                path: db_path.clone(),
+                idle: Mutex::new(Vec::new()),
+            }),
+            db_path,
+        })
+    }
+
+    pub fn db_path(&self) -> &Path {
+        &self.db_path
+    }
+
+    /// Runs `f` in the writer's transaction; its changes are kept if it returns Ok, and
+    /// the result arrives once they are committed.
+    pub async fn write<R, E, F>(&self, f: F) -> Result<R, E>
+    where
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        self.submit(f, false).await
+    }
+
+    /// Runs `f` in the writer's transaction and always rolls it back: a rehearsal that
+    /// sees exactly what a real write would (used to authorise before receiving blobs).
+    pub async fn dry_run<R, E, F>(&self, f: F) -> Result<R, E>
+    where
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        self.submit(f, true).await
+    }
+
+    async fn submit<R, E, F>(&self, f: F, dry: bool) -> Result<R, E>
+    where
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<R, E>>();
+        let job: Job = Box::new(move |ctx| {
+            let result = f(ctx);
+            let keep = result.is_ok() && !dry;
+            let deliver: Deliver = Box::new(move |commit_error| {
+                let out = match (commit_error, result) {
+                    (Some(e), Ok(_)) if !dry => Err(E::from(StoreError::Commit(e.to_string()))),
+                    (_, r) => r,
+                };
+                let _ = tx.send(out);
+            });
+            (keep, deliver)
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| E::from(StoreError::WriterGone))?;
+        rx.await.map_err(|_| E::from(StoreError::WriterGone))?
+    }
+
+    /// Runs `f` on a pooled read-only connection inside one read transaction (one
+    /// consistent snapshot), on the blocking pool.
+    pub async fn read<R, E, F>(&self, f: F) -> Result<R, E>
+    where
+        F: FnOnce(&ReadSnapshot<'_>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || pool.with_snapshot(f))
+            .await
+            .map_err(|_| E::from(StoreError::WriterGone))?
+    }
+
+    /// A handle for reads from an already-blocking context (streamed listings).
+    pub fn reader(&self) -> Arc<ReaderPool> {
+        self.readers.clone()
+    }
+}
+
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let done: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let done = done as usize;
+    if done > MIGRATIONS.len() {
+        return Err(StoreError::Migration(format!(
+            "the database is at schema {done}, newer than this binary ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)
+            .map_err(|e| StoreError::Migration(format!("migration {}: {e}", i + 1)))?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn writer_loop(conn: Connection, mut clock: Clock, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH_JOBS {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            // Dropping the jobs drops their reply channels: each caller sees WriterGone.
+            tracing::error!(error = %e, "cannot begin a write transaction; batch refused");
+            continue;
+        }
+        let mut deliveries = Vec::with_capacity(batch.len());
+        for job in batch {
+            if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+                tracing::error!(error = %e, "savepoint failed");
+            }
+            let mut ctx = WriteCtx {
+                conn: &conn,
+                clock: &mut clock,
+            };
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut ctx)));
+            match outcome {
+                Ok((true, deliver)) => {
+                    let _ = conn.execute_batch("RELEASE job");
+                    deliveries.push(deliver);
+                }
+                Ok((false, deliver)) => {
+                    let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                    deliveries.push(deliver);
+                }
+                Err(_) => {
+                    // The job's sender is dropped with it; its caller sees WriterGone.
+                    tracing::error!("a write job panicked; its changes were rolled back");
+                    let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                }
+            }
+        }
+        let commit = conn.execute_batch("COMMIT").map_err(StoreError::Sqlite);
+        let err = commit.err();
+        if let Some(e) = &err {
+            tracing::error!(error = %e, "commit failed; the batch is lost");
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for d in deliveries {
+            d(err.as_ref());
+        }
+    }
+}
+
+/// The writer's view: its open transaction and the clock.
+pub struct WriteCtx<'c> {
+    conn: &'c Connection,
+    clock: &'c mut Clock,
+}
+
+/// A reader's consistent snapshot.
+pub struct ReadSnapshot<'c> {
+    conn: &'c Connection,
+}
+
+pub struct ReaderPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReaderPool {
+    fn take(&self) -> Result<Connection, StoreError> {
+        if let Some(c) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return Ok(c);
+        }
+        let c = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )?;
+        c.busy_timeout(std::time::Duration::from_secs(10))?;
+        c.pragma_update(None, "query_only", true)?;
+        Ok(c)
+    }
+
+    fn give_back(&self, c: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(c);
+        }
+    }
+
+    /// Runs `f` against one read transaction. Blocking.
+    pub fn with_snapshot<R, E, F>(&self, f: F) -> Result<R, E>
+    where
+        F: FnOnce(&ReadSnapshot<'_>) -> Result<R, E>,
+        E: From<StoreError>,
+    {
+        let conn = self.take().map_err(E::from)?;
+        conn.execute_batch("BEGIN")
+            .map_err(|e| E::from(StoreError::Sqlite(e)))?;
+        let out = f(&ReadSnapshot { conn: &conn });
+        let _ = conn.execute_batch("COMMIT");
+        self.give_back(conn);
+        out
+    }
+}
+
+trait HasConn {
+    fn conn(&self) -> &Connection;
+}
+impl HasConn for WriteCtx<'_> {
+    fn conn(&self) -> &Connection {
+        self.conn
+    }
+}
+impl HasConn for ReadSnapshot<'_> {
+    fn conn(&self) -> &Connection {
+        self.conn
+    }
+}
+
+fn decode(oid: i64, tstamp: i64, body: &str) -> Result<Event, StoreError> {
+    serde_json::from_str(body)
+        .map_err(|e| StoreError::Corrupt(format!("{}@{}", Oid::from_i64(oid), Tstamp::from_i64(tstamp)), e))
+}
+
+const CURRENT_SELECT: &str = "SELECT o.oid, o.tstamp, o.live, o.fulldir, e.body
+     FROM objects o JOIN events e ON e.oid = o.oid AND e.tstamp = o.tstamp";
+
+fn current_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, i64, bool, String, String)> {
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+}
+
+fn to_current((oid, tstamp, live, fulldir, body): (i64, i64, bool, String, String)) -> Result<Current, StoreError> {
+    let mut event = decode(oid, tstamp, &body)?;
+    event.fulldir = fulldir;
+    Ok(Current { event, live })
+}
+
+impl<T: HasConn> MetaRead for T {
+    fn current(&self, oid: Oid) -> Result<Option<Current>, StoreError> {
+        let mut st = self
+            .conn()
+            .prepare_cached(&format!("{CURRENT_SELECT} WHERE o.oid = ?1"))?;
+        let row = st.query_row([oid.as_i64()], current_from_row).optional()?;
+        row.map(to_current).transpose()
+    }
+
+    fn child_by_name(&self, parent: Oid, name: &str) -> Result<Option<Oid>, StoreError> {
+        let mut st = self.conn().prepare_cached(
+            "SELECT oid FROM objects WHERE parentoid = ?1 AND name = ?2 AND live = 1",
+        )?;
+        Ok(st
+            .query_row(params![parent.as_i64(), name], |r| r.get::<_, i64>(0))
+            .optional()?
+            .map(Oid::from_i64))
+    }
+
+    fn has_children(&self, oid: Oid, live_only: bool) -> Result<bool, StoreError> {
+        let sql = if live_only {
+            "SELECT EXISTS (SELECT 1 FROM objects WHERE parentoid = ?1 AND live = 1 AND oid != ?1)"
+        } else {
+            "SELECT EXISTS (SELECT 1 FROM objects WHERE parentoid = ?1 AND oid != ?1)"
+        };
+        let mut st = self.conn().prepare_cached(sql)?;
+        Ok(st.query_row([oid.as_i64()], |r| r.get(0))?)
+    }
+
+    fn version(&self, oid: Oid, tstamp: Tstamp) -> Result<Option<Event>, StoreError> {
+        let mut st = self
+            .conn()
+            .prepare_cached("SELECT body FROM events WHERE oid = ?1 AND tstamp = ?2")?;
+        let body: Option<String> = st
+            .query_row(params![oid.as_i64(), tstamp.as_i64()], |r| r.get(0))
+            .optional()?;
+        body.map(|b| decode(oid.as_i64(), tstamp.as_i64(), &b))
+            .transpose()
+    }
+
+    fn history(&self, oid: Oid) -> Result<Vec<Event>, StoreError> {
+        let mut st = self
+            .conn()
+            .prepare_cached("SELECT tstamp, body FROM events WHERE oid = ?1 ORDER BY tstamp")?;
+        let rows = st.query_map([oid.as_i64()], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (t, body) = row?;
+            out.push(decode(oid.as_i64(), t, &body)?);
+        }
+        Ok(out)
+    }
+
+    fn children(
+        &self,
+        parent: Oid,
+        after: Option<Oid>,
+        limit: usize,
+    ) -> Result<Vec<Current>, StoreError> {
+        let mut st = self.conn().prepare_cached(&format!(
+            "{CURRENT_SELECT} WHERE o.parentoid = ?1 AND o.live = 1 AND o.oid > ?2 AND o.oid != ?1
+             ORDER BY o.oid LIMIT ?3"
+        ))?;
+        let rows = st.query_map(
+            params![
+                parent.as_i64(),
+                after.map(Oid::as_i64).unwrap_or(-1),
+                limit.min(i64::MAX as usize) as i64
+            ],
+            current_from_row,
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(to_current(row?)?);
+        }
+        Ok(out)
+    }
+
+    fn derived_from(&self, oid: Oid) -> Result<Vec<Current>, StoreError> {
+        let mut st = self.conn().prepare_cached(&format!(
+            "{CURRENT_SELECT} WHERE o.derived_oid = ?1 AND o.live = 1 ORDER BY o.oid"
+        ))?;
+        let rows = st.query_map([oid.as_i64()], current_from_row)?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(to_current(row?)?);
+        }
+        Ok(out)
+    }
+
+    fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let mut st = self
+            .conn()
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?;
+        Ok(st.query_row([key], |r| r.get(0)).optional()?)
+    }
+}
+
+fn map_unique(e: rusqlite::Error) -> StoreError {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, Some(msg))
+            if f.code == rusqlite::ErrorCode::ConstraintViolation
+                && msg.contains("objects.parentoid") =>
+        {
+            StoreError::UniqueName
+        }
+        _ => StoreError::Sqlite(e),
+    }
+}
+
+impl WriteCtx<'_> {
+    fn upsert_index(&self, e: &Event) -> Result<(), StoreError> {
+        let old_fulldir: Option<String> = self
+            .conn
+            .prepare_cached("SELECT fulldir FROM objects WHERE oid = ?1")?
+            .query_row([e.oid.as_i64()], |r| r.get(0))
+            .optional()?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO objects (oid, tstamp, parentoid, name, live, isfile, fulldir, expiration, derived_oid)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (oid) DO UPDATE SET tstamp = ?2, parentoid = ?3, name = ?4, live = ?5,
+                    isfile = ?6, fulldir = ?7, expiration = ?8, derived_oid = ?9",
+            )?
+            .execute(params![
+                e.oid.as_i64(),
+                e.tstamp.as_i64(),
+                e.parentoid.as_i64(),
+                e.name,
+                e.action != crate::model::Action::D,
+                e.isfile,
+                e.fulldir,
+                e.expiration.as_i64(),
+                e.derived_oid().map(Oid::as_i64),
+            ])
+            .map_err(map_unique)?;
+        // A directory that moved takes its subtree along: rewrite descendants' fulldir.
+        if let Some(old) = old_fulldir {
+            if old != e.fulldir && !e.isfile {
+                let old_prefix = format!("{old}{}/", e.oid);
+                let new_prefix = format!("{}{}/", e.fulldir, e.oid);
+                self.conn
+                    .prepare_cached(
+                        "UPDATE objects SET fulldir = ?2 || substr(fulldir, length(?1) + 1)
+                         WHERE substr(fulldir, 1, length(?1)) = ?1",
+                    )?
+                    .execute(params![old_prefix, new_prefix])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl MetaWrite for WriteCtx<'_> {
+    fn next_tstamp(&mut self) -> Tstamp {
+        self.clock.tstamp()
+    }
+
+    fn next_oid(&mut self) -> Oid {
+        self.clock.oid()
+    }
+
+    fn append(&mut self, event: &Event) -> Result<(), StoreError> {
+        let mut stored = event.clone();
+        stored.tstampend = None;
+        stored.policy = None;
+        let body = serde_json::to_string(&stored).map_err(|e| StoreError::Corrupt("encode".into(), e))?;
+        self.conn
+            .prepare_cached("INSERT INTO events (oid, tstamp, body) VALUES (?1, ?2, ?3)")?
+            .execute(params![event.oid.as_i64(), event.tstamp.as_i64(), body])?;
+        self.upsert_index(event)
+    }
+
+    fn purge(
+        &mut self,
+        oid: Oid,
+        version: Option<Tstamp>,
+        at: Tstamp,
+        who: &UserPolicy,
+        jwthash: &str,
+    ) -> Result<Vec<Event>, StoreError> {
+        let removed: Vec<Event> = match version {
+            None => self.history(oid)?,
+            Some(t) => self.version(oid, t)?.into_iter().collect(),
+        };
+        self.conn.execute("INSERT INTO purge_guard (active) VALUES (1)", [])?;
+        let deleted = match version {
+            None => self
+                .conn
+                .execute("DELETE FROM events WHERE oid = ?1", [oid.as_i64()])?,
+            Some(t) => self.conn.execute(
+                "DELETE FROM events WHERE oid = ?1 AND tstamp = ?2",
+                params![oid.as_i64(), t.as_i64()],
+            )?,
+        };
+        self.conn.execute("DELETE FROM purge_guard", [])?;
+        // Re-point the index at the newest version left, or drop the object.
+        let newest: Option<(i64, String)> = self
+            .conn
+            .query_row(
+                "SELECT tstamp, body FROM events WHERE oid = ?1 ORDER BY tstamp DESC LIMIT 1",
+                [oid.as_i64()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        match newest {
+            None => {
+                self.conn
+                    .execute("DELETE FROM objects WHERE oid = ?1", [oid.as_i64()])?;
+            }
+            Some((t, body)) => {
+                let current: i64 = self.conn.query_row(
+                    "SELECT tstamp FROM objects WHERE oid = ?1",
+                    [oid.as_i64()],
+                    |r| r.get(0),
+                )?;
+                if current != t {
+                    let e = decode(oid.as_i64(), t, &body)?;
+                    self.upsert_index(&e)?;
+                }
+            }
+        }
+        self.conn.execute(
+            "INSERT INTO purges (tstamp, oid, purgetstamp, versions, label, jwthash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                at.as_i64(),
+                oid.as_i64(),
+                version.map(Tstamp::as_i64),
+                deleted as i64,
+                who.label,
+                jwthash
+            ],
+        )?;
+        Ok(removed)
+    }
+
+    fn meta_set(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT (key) DO UPDATE SET value = ?2",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Action, SCHEMA_VERSION};
+
+    fn event(oid: Oid, parent: Oid, name: &str, tstamp: Tstamp) -> Event {
+        serde_json::from_value(serde_json::json!({
+            "tstamp": tstamp, "userpolicy": {"label": "t"}, "jwthash": "", "schemaversion": SCHEMA_VERSION,
+            "name": name, "action": "C", "oid": oid, "parentoid": parent,
+            "expiration": Tstamp::FOREVER, "checkedtstamp": "0000000000000000",
+            "fulldir": format!("/{parent}/"),
+        }))
+        .unwrap()
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_log_refuses_update_and_delete_outside_a_purge() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), Synchronous::Normal).unwrap();
+        rt().block_on(async {
+            store
+                .write(|ctx| -> Result<(), StoreError> {
+                    let t = ctx.next_tstamp();
+                    ctx.append(&event(Oid(10), Oid::ROOT, "a", t))
+                })
+                .await
+                .unwrap();
+        });
+        let conn = Connection::open(store.db_path()).unwrap();
+        let upd = conn.execute("UPDATE events SET body = '{}'", []);
+        assert!(upd.unwrap_err().to_string().contains("append-only"));
+        let del = conn.execute("DELETE FROM events", []);
+        assert!(del.unwrap_err().to_string().contains("append-only"));
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn a_failed_job_leaves_nothing_while_its_batch_mates_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = std::sync::Arc::new(SqliteStore::open(dir.path(), Synchronous::Normal).unwrap());
+        rt().block_on(async {
+            let mut handles = Vec::new();
+            for i in 0..20u64 {
+                let store = store.clone();
+                handles.push(tokio::spawn(async move {
+                    store
+                        .write(move |ctx| -> Result<(), StoreError> {
+                            let t = ctx.next_tstamp();
+                            ctx.append(&event(Oid(100 + i), Oid::ROOT, &format!("n{i}"), t))?;
+                            if i % 2 == 1 {
+                                // Odd jobs fail after writing: their row must vanish.
+                                return Err(StoreError::WriterGone);
+                            }
+                            Ok(())
+                        })
+                        .await
+                }));
+            }
+            for (i, h) in handles.into_iter().enumerate() {
+                assert_eq!(h.await.unwrap().is_ok(), i % 2 == 0);
+            }
+        });
+        let conn = Connection::open(store.db_path()).unwrap();
+        let oids: Vec<i64> = conn
+            .prepare("SELECT oid FROM events ORDER BY oid")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(oids, (0..20).filter(|i| i % 2 == 0).map(|i| 100 + i).collect::<Vec<i64>>());
+    }
+
+    #[test]
+    fn live_names_are_unique_per_folder_and_free_again_after_a_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), Synchronous::Normal).unwrap();
+        rt().block_on(async {
+            let dup = store
+                .write(|ctx| -> Result<(), StoreError> {
+                    let t = ctx.next_tstamp();
+                    ctx.append(&event(Oid(10), Oid::ROOT, "same", t))?;
+                    let t = ctx.next_tstamp();
+                    ctx.append(&event(Oid(11), Oid::ROOT, "same", t))
+                })
+                .await;
+            assert!(matches!(dup, Err(StoreError::UniqueName)));
+            store
+                .write(|ctx| -> Result<(), StoreError> {
+                    let t = ctx.next_tstamp();
+                    ctx.append(&event(Oid(10), Oid::ROOT, "same", t))?;
+                    let mut d = event(Oid(10), Oid::ROOT, "same", ctx.next_tstamp());
+                    d.action = Action::D;
+                    ctx.append(&d)?;
+                    let t = ctx.next_tstamp();
+                    ctx.append(&event(Oid(11), Oid::ROOT, "same", t))
+                })
+                .await
+                .unwrap();
+        });
+    }
+
+    #[test]
+    fn a_purge_removes_versions_and_repoints_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), Synchronous::Normal).unwrap();
+        rt().block_on(async {
+            let (t1, t2) = store
+                .write(|ctx| -> Result<(Tstamp, Tstamp), StoreError> {
+                    let t1 = ctx.next_tstamp();
+                    ctx.append(&event(Oid(10), Oid::ROOT, "v1", t1))?;
+                    let t2 = ctx.next_tstamp();
+                    ctx.append(&event(Oid(10), Oid::ROOT, "v2", t2))?;
+                    Ok((t1, t2))
+                })
+                .await
+                .unwrap();
+            let who = UserPolicy { label: "p".into() };
+            store
+                .write(move |ctx| -> Result<(), StoreError> {
+                    let at = ctx.next_tstamp();
+                    let gone = ctx.purge(Oid(10), Some(t2), at, &who, "")?;
+                    assert_eq!(gone.len(), 1);
+                    let cur = ctx.current(Oid(10))?.unwrap();
+                    assert_eq!((cur.event.tstamp, cur.event.name.as_str()), (t1, "v1"));
+                    let at = ctx.next_tstamp();
+                    ctx.purge(Oid(10), None, at, &who, "")?;
+                    assert!(ctx.current(Oid(10))?.is_none());
+                    assert!(ctx.history(Oid(10))?.is_empty());
+                    Ok(())
+                })
+                .await
+                .unwrap();
+        });
+        // The guard row never outlives the purge's transaction.
+        let conn = Connection::open(store.db_path()).unwrap();
+        let guards: i64 = conn
+            .query_row("SELECT count(*) FROM purge_guard", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(guards, 0);
+        let purges: i64 = conn
+            .query_row("SELECT count(*) FROM purges", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(purges, 2);
+    }
+
+    #[test]
+    fn a_reopened_store_keeps_its_clock_ahead_of_everything_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let future = Tstamp(u64::MAX / 4);
+        {
+            let store = SqliteStore::open(dir.path(), Synchronous::Normal).unwrap();
+            rt().block_on(store.write(move |ctx| -> Result<(), StoreError> {
+                ctx.append(&event(Oid(10), Oid::ROOT, "x", future))
+            }))
+            .unwrap();
+        }
+        let store = SqliteStore::open(dir.path(), Synchronous::Normal).unwrap();
+        let next = rt()
+            .block_on(store.write(|ctx| -> Result<Tstamp, StoreError> { Ok(ctx.next_tstamp()) }))
+            .unwrap();
+        assert!(next > future);
+    }
+}
