@@ -177,7 +177,11 @@ impl TokenVerifier {
 
     /// The same rules whatever the algorithm: `exp` required and numeric; `nbf` and `iat`
     /// numeric when present; `iss`/`aud` only when configured.
-    fn validate_claims(&self, claims: &Map<String, Value>, now: f64) -> Result<(), TokenError> {
+    pub(crate) fn validate_claims(
+        &self,
+        claims: &Map<String, Value>,
+        now: f64,
+    ) -> Result<(), TokenError> {
         let exp = numeric(claims, "exp")?.ok_or(TokenError::MissingExp)?;
         if now >= exp + self.leeway_secs {
             return Err(TokenError::Expired);

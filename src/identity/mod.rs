@@ -21,9 +21,10 @@ mod tests;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::model::Claims;
@@ -252,7 +253,14 @@ pub struct Authenticator {
     users: Option<users::Users>,
     trusted_proxies: Vec<ipnet::IpNet>,
     anonymous: Identity,
+    /// Tokens whose signature already verified, by SHA-256 of the token: a client sends
+    /// the same token on every request, and an ES512 verification costs far more than the
+    /// request. The claims rules (exp, nbf, iss, aud) are checked again on every use.
+    verified: quick_cache::sync::Cache<[u8; 32], Arc<Map<String, Value>>>,
 }
+
+/// Verified tokens remembered (a few KiB each at most).
+const VERIFIED_TOKENS: usize = 10_000;
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -343,6 +351,7 @@ impl Authenticator {
             dev_key,
             users,
             trusted_proxies: cfg.trusted_proxies.clone(),
+            verified: quick_cache::sync::Cache::new(VERIFIED_TOKENS),
             anonymous: Identity::anonymous(),
         };
         tracing::info!(
@@ -403,10 +412,21 @@ impl Authenticator {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
-        let claims = self.verifier.verify(token, now)?;
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let claims = match self.verified.get(&digest) {
+            Some(known) => {
+                self.verifier.validate_claims(&known, now)?;
+                Map::clone(&known)
+            }
+            None => {
+                let claims = self.verifier.verify(token, now)?;
+                self.verified.insert(digest, Arc::new(claims.clone()));
+                claims
+            }
+        };
         Ok(Identity {
             claims: Claims::new(Value::Object(claims)),
-            jwthash: hex::encode(Sha256::digest(token.as_bytes())),
+            jwthash: hex::encode(digest),
             kind: IdentityKind::Jwt,
         })
     }
