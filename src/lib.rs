@@ -1,11 +1,19 @@
 //! Vellum: a policy-enforcing, append-only, gm-data-compatible object store.
 //!
-//! Layers depend only downwards: `http` → `write`/`read` → `policy`, `identity`, `store`
-//! → `model`. Nothing below `http` knows about HTTP. See ARCHITECTURE.md.
+//! Layers depend only downwards: `http` → `write`/`read`/`access` → `policy`,
+//! `identity`, `store`, `crypto` → `model`. Nothing below `http` knows about HTTP.
+//! See ARCHITECTURE.md.
 
-pub mod error;
-pub mod model;
-pub mod store;
-pub mod identity;
-pub mod policy;
+pub mod access;
+pub mod app;
+pub mod cli;
+pub mod config;
 pub mod crypto;
+pub mod error;
+pub mod http;
+pub mod identity;
+pub mod model;
+pub mod policy;
+pub mod read;
+pub mod store;
+pub mod write;

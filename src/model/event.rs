@@ -109,7 +109,13 @@ impl Event {
     pub fn policy_view(&self) -> Value {
         let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
         if let Value::Object(m) = &mut v {
-            for k in ["encrypteddata", "encryptednonce", "blobkey", "policy", "tstampend"] {
+            for k in [
+                "encrypteddata",
+                "encryptednonce",
+                "blobkey",
+                "policy",
+                "tstampend",
+            ] {
                 m.remove(k);
             }
         }
@@ -118,12 +124,7 @@ impl Event {
 
     /// The `derived.oid` this event declares, if any.
     pub fn derived_oid(&self) -> Option<Oid> {
-        self.derived
-            .as_ref()?
-            .get("oid")?
-            .as_str()?
-            .parse()
-            .ok()
+        self.derived.as_ref()?.get("oid")?.as_str()?.parse().ok()
     }
 
     /// `defaultfile` for a directory, with gm-data's default.
@@ -144,7 +145,9 @@ mod tests {
         Event {
             tstamp: Tstamp(0x158340da66e0d624),
             tstampend: Some(Tstamp::FOREVER),
-            userpolicy: UserPolicy { label: "asRoot".into() },
+            userpolicy: UserPolicy {
+                label: "asRoot".into(),
+            },
             jwthash: "ab".into(),
             schemaversion: SCHEMA_VERSION,
             name: "jane".into(),

@@ -76,7 +76,10 @@ macro_rules! hex_id {
     };
 }
 
-hex_id!(Oid, "An object id: 16 hex digits, the root is `0000000000000001`.");
+hex_id!(
+    Oid,
+    "An object id: 16 hex digits, the root is `0000000000000001`."
+);
 hex_id!(Tstamp, "A version's nanosecond timestamp: 16 hex digits.");
 
 impl Oid {
@@ -103,12 +106,22 @@ mod tests {
     #[test]
     fn ids_parse_short_and_upper_case_forms() {
         assert_eq!("1".parse::<Oid>().unwrap(), Oid::ROOT);
-        assert_eq!("158340DA66D4A444".parse::<Oid>().unwrap(), Oid(0x158340da66d4a444));
+        assert_eq!(
+            "158340DA66D4A444".parse::<Oid>().unwrap(),
+            Oid(0x158340da66d4a444)
+        );
     }
 
     #[test]
     fn ids_reject_garbage_and_overflow() {
-        for bad in ["", "xyz", "12345678901234567", "ffffffffffffffff", "-1", " 1"] {
+        for bad in [
+            "",
+            "xyz",
+            "12345678901234567",
+            "ffffffffffffffff",
+            "-1",
+            " 1",
+        ] {
             assert!(bad.parse::<Oid>().is_err(), "{bad:?} parsed");
         }
     }

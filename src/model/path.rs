@@ -61,7 +61,9 @@ impl ObjPath {
 
     pub fn from_segments(mut segs: impl Iterator<Item = String>) -> Result<ObjPath, PathError> {
         let first = segs.next().ok_or(PathError::Empty)?;
-        let start: Oid = first.parse().map_err(|_| PathError::BadStart(first.clone()))?;
+        let start: Oid = first
+            .parse()
+            .map_err(|_| PathError::BadStart(first.clone()))?;
         let mut names = Vec::new();
         for n in segs {
             check_name(&n)?;
@@ -106,7 +108,13 @@ mod tests {
     #[test]
     fn bad_paths_are_refused() {
         assert_eq!(ObjPath::parse(""), Err(PathError::Empty));
-        assert!(matches!(ObjPath::parse("world/jane"), Err(PathError::BadStart(_))));
-        assert!(matches!(ObjPath::parse("1/../x"), Err(PathError::BadName(_))));
+        assert!(matches!(
+            ObjPath::parse("world/jane"),
+            Err(PathError::BadStart(_))
+        ));
+        assert!(matches!(
+            ObjPath::parse("1/../x"),
+            Err(PathError::BadName(_))
+        ));
     }
 }

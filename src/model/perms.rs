@@ -6,14 +6,7 @@ use serde::{Serialize, Serializer};
 pub struct Perms(u8);
 
 /// DO NOT CHANGE the order: it is the order letters are printed in.
-const LETTERS: [(char, u8); 6] = [
-    ('C', 1),
-    ('R', 2),
-    ('U', 4),
-    ('D', 8),
-    ('X', 16),
-    ('P', 32),
-];
+const LETTERS: [(char, u8); 6] = [('C', 1), ('R', 2), ('U', 4), ('D', 8), ('X', 16), ('P', 32)];
 
 impl Perms {
     pub const NONE: Perms = Perms(0);

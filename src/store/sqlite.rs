@@ -296,18 +296,30 @@ impl HasConn for ReadSnapshot<'_> {
 }
 
 fn decode(oid: i64, tstamp: i64, body: &str) -> Result<Event, StoreError> {
-    serde_json::from_str(body)
-        .map_err(|e| StoreError::Corrupt(format!("{}@{}", Oid::from_i64(oid), Tstamp::from_i64(tstamp)), e))
+    serde_json::from_str(body).map_err(|e| {
+        StoreError::Corrupt(
+            format!("{}@{}", Oid::from_i64(oid), Tstamp::from_i64(tstamp)),
+            e,
+        )
+    })
 }
 
 const CURRENT_SELECT: &str = "SELECT o.oid, o.tstamp, o.live, o.fulldir, e.body
      FROM objects o JOIN events e ON e.oid = o.oid AND e.tstamp = o.tstamp";
 
 fn current_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, i64, bool, String, String)> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+    ))
 }
 
-fn to_current((oid, tstamp, live, fulldir, body): (i64, i64, bool, String, String)) -> Result<Current, StoreError> {
+fn to_current(
+    (oid, tstamp, live, fulldir, body): (i64, i64, bool, String, String),
+) -> Result<Current, StoreError> {
     let mut event = decode(oid, tstamp, &body)?;
     event.fulldir = fulldir;
     Ok(Current { event, live })
@@ -357,7 +369,9 @@ impl<T: HasConn> MetaRead for T {
         let mut st = self
             .conn()
             .prepare_cached("SELECT tstamp, body FROM events WHERE oid = ?1 ORDER BY tstamp")?;
-        let rows = st.query_map([oid.as_i64()], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        let rows = st.query_map([oid.as_i64()], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?;
         let mut out = Vec::new();
         for row in rows {
             let (t, body) = row?;
@@ -479,7 +493,8 @@ impl MetaWrite for WriteCtx<'_> {
         let mut stored = event.clone();
         stored.tstampend = None;
         stored.policy = None;
-        let body = serde_json::to_string(&stored).map_err(|e| StoreError::Corrupt("encode".into(), e))?;
+        let body =
+            serde_json::to_string(&stored).map_err(|e| StoreError::Corrupt("encode".into(), e))?;
         self.conn
             .prepare_cached("INSERT INTO events (oid, tstamp, body) VALUES (?1, ?2, ?3)")?
             .execute(params![event.oid.as_i64(), event.tstamp.as_i64(), body])?;
@@ -498,7 +513,8 @@ impl MetaWrite for WriteCtx<'_> {
             None => self.history(oid)?,
             Some(t) => self.version(oid, t)?.into_iter().collect(),
         };
-        self.conn.execute("INSERT INTO purge_guard (active) VALUES (1)", [])?;
+        self.conn
+            .execute("INSERT INTO purge_guard (active) VALUES (1)", [])?;
         let deleted = match version {
             None => self
                 .conn
@@ -609,7 +625,8 @@ mod tests {
     #[test]
     fn a_failed_job_leaves_nothing_while_its_batch_mates_commit() {
         let dir = tempfile::tempdir().unwrap();
-        let store = std::sync::Arc::new(SqliteStore::open(dir.path(), Synchronous::Normal).unwrap());
+        let store =
+            std::sync::Arc::new(SqliteStore::open(dir.path(), Synchronous::Normal).unwrap());
         rt().block_on(async {
             let mut handles = Vec::new();
             for i in 0..20u64 {
@@ -640,7 +657,13 @@ mod tests {
             .unwrap()
             .map(Result::unwrap)
             .collect();
-        assert_eq!(oids, (0..20).filter(|i| i % 2 == 0).map(|i| 100 + i).collect::<Vec<i64>>());
+        assert_eq!(
+            oids,
+            (0..20)
+                .filter(|i| i % 2 == 0)
+                .map(|i| 100 + i)
+                .collect::<Vec<i64>>()
+        );
     }
 
     #[test]

@@ -1,0 +1,1 @@
+(if (contains email "x@example.com") (yield-all) (yield R X))

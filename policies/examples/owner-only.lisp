@@ -1,0 +1,1 @@
+(if (contains email "jane.doe@deciphernow.com") (yield-all))

@@ -1,0 +1,217 @@
+//! Building and running the service: `Application::build(config)` opens the store,
+//! makes sure the root and the namespace folder exist, binds the listener; `run` serves.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::identity::Authenticator;
+use crate::model::{Action, Event, Oid, Tstamp, UserPolicy, SCHEMA_VERSION};
+use crate::policy::PolicyEngine;
+use crate::store::{MetaRead, MetaWrite, SqliteStore};
+use crate::write::Namespace;
+
+/// The built-in policies (policies/ in the source tree).
+const ROOT_POLICY: &str = include_str!("../policies/root.json");
+const NAMESPACE_POLICY: &str = include_str!("../policies/namespace.rego");
+
+/// Everything a request handler needs, shared by all connections.
+pub struct AppState {
+    pub config: Config,
+    pub store: SqliteStore,
+    pub auth: Authenticator,
+    pub policy: Arc<PolicyEngine>,
+    pub namespace: Namespace,
+}
+
+impl AppState {
+    /// GET /config.
+    pub fn public_config(&self) -> serde_json::Value {
+        json!({
+            "GMDATA_NAMESPACE": self.config.namespace,
+            "GMDATA_NAMESPACE_OID": self.namespace.oid,
+            "GMDATA_NAMESPACE_USERFIELD": self.namespace.userfield,
+            "schemaversion": SCHEMA_VERSION,
+            "jwt_algorithms": self.auth.algorithms(),
+            "client_prefix": self.config.client_prefix,
+            "limits": self.config.limits,
+        })
+    }
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: Arc<AppState>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let store = SqliteStore::open(&config.data_dir, config.synchronous)?;
+        let policy = Arc::new(PolicyEngine::new(config.policy_limits()));
+        let auth = Authenticator::from_config(&config.identity)?;
+        let namespace = bootstrap(&store, &policy, &config).await?;
+        let listener = TcpListener::bind(config.listen).await?;
+        tracing::info!(
+            listen = %listener.local_addr()?,
+            data_dir = %config.data_dir.display(),
+            namespace = %config.namespace,
+            namespace_oid = %namespace.oid,
+            synchronous = ?config.synchronous,
+            "vellum is ready"
+        );
+        Ok(Application {
+            listener,
+            state: Arc::new(AppState {
+                config,
+                store,
+                auth,
+                policy,
+                namespace,
+            }),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until Ctrl-C or SIGTERM.
+    pub async fn run(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        crate::http::serve(self.listener, self.state, shutdown).await?;
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+fn system_event(
+    oid: Oid,
+    parent: Oid,
+    name: &str,
+    objectpolicy: serde_json::Value,
+    fulldir: String,
+    checked: Tstamp,
+) -> Event {
+    Event {
+        tstamp: Tstamp(0),
+        tstampend: None,
+        userpolicy: UserPolicy {
+            label: "vellum".into(),
+        },
+        jwthash: hex::encode(Sha256::digest(b"")),
+        schemaversion: SCHEMA_VERSION,
+        name: name.into(),
+        action: Action::C,
+        oid,
+        parentoid: parent,
+        expiration: Tstamp::FOREVER,
+        checkedtstamp: checked,
+        objectpolicy: Some(objectpolicy),
+        originalobjectpolicy: None,
+        mimetype: None,
+        rname: None,
+        size: None,
+        derived: None,
+        isfile: false,
+        security: None,
+        extra: Default::default(),
+        sha256plain: None,
+        fulldir,
+        encrypteddata: None,
+        encryptednonce: None,
+        policy: None,
+    }
+}
+
+/// Creates the root and the namespace folder on first start (SPEC §6).
+async fn bootstrap(
+    store: &SqliteStore,
+    engine: &PolicyEngine,
+    config: &Config,
+) -> anyhow::Result<Namespace> {
+    let root_policy: serde_json::Value = serde_json::from_str(ROOT_POLICY)?;
+    let userfield = config.namespace_userfield.clone();
+    let rego = NAMESPACE_POLICY.replace("{{USERFIELD}}", &serde_json::to_string(&userfield)?);
+    let ns_policy = engine
+        .prepare(
+            Some(&json!({"label": "namespace: one home folder per caller", "rego": rego})),
+            None,
+        )?
+        .ok_or_else(|| anyhow::anyhow!("the namespace policy is empty"))?
+        .objectpolicy;
+    let ns_name = config.namespace.clone();
+    let oid = store
+        .write(move |ctx| -> Result<Oid, Error> {
+            let root = match ctx.current(Oid::ROOT)? {
+                Some(r) => r.event,
+                None => {
+                    let mut e = system_event(
+                        Oid::ROOT,
+                        Oid::NONE,
+                        "1",
+                        root_policy,
+                        "/".into(),
+                        Tstamp(0),
+                    );
+                    e.tstamp = ctx.next_tstamp();
+                    ctx.append(&e)?;
+                    e
+                }
+            };
+            if let Some(oid) = ctx.child_by_name(Oid::ROOT, &ns_name)? {
+                return Ok(oid);
+            }
+            let mut e = system_event(
+                Oid(0),
+                Oid::ROOT,
+                &ns_name,
+                ns_policy,
+                format!("/{}/", Oid::ROOT),
+                root.tstamp,
+            );
+            e.oid = ctx.next_oid();
+            e.tstamp = ctx.next_tstamp();
+            ctx.append(&e)?;
+            ctx.meta_set("namespace_oid", &e.oid.to_string())?;
+            Ok(e.oid)
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("bootstrap: {e}"))?;
+    Ok(Namespace { oid, userfield })
+}

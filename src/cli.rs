@@ -1,0 +1,102 @@
+//! The command line (SPEC §1): `vellum [serve]`, `vellum token`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, LogFormat, ServeArgs};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vellum",
+    version,
+    about = "A policy-enforcing, append-only object store (gm-data compatible)",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// `vellum` alone is `vellum serve`.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service (the default).
+    Serve(Box<ServeArgs>),
+    /// Mint a JWT for a claims file with the server's signing key (development, tests).
+    Token(TokenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    /// A claims JSON file: {"label": ..., "values": {"email": [...], ...}}.
+    #[arg(long)]
+    pub claims: PathBuf,
+    /// Lifetime, e.g. 1h, 30m, 7d.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+    pub ttl: Duration,
+    /// Private signing key: PEM text, base64 of PEM, or a path (default: the data
+    /// folder's development key).
+    #[arg(long, env = "JWT_PRIV", hide_env_values = true)]
+    pub key: Option<String>,
+    /// HMAC secret (HS256) instead of a key pair.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// Where the development key lives.
+    #[arg(long, env = "DATA_DIR", default_value = "./vellum-data")]
+    pub data_dir: PathBuf,
+}
+
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Token(t)) => token(t),
+        Some(Command::Serve(s)) => serve(*s),
+        None => serve(cli.serve),
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::from_args(args)?;
+    init_logging(config.log_format);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let app = crate::app::Application::build(config).await?;
+        app.run().await
+    })
+}
+
+fn token(t: TokenArgs) -> anyhow::Result<()> {
+    use crate::identity::TokenSigner;
+    let text = std::fs::read_to_string(&t.claims)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", t.claims.display()))?;
+    let claims: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{} is not JSON: {e}", t.claims.display()))?;
+    if !claims.is_object() {
+        anyhow::bail!("{}: claims must be a JSON object", t.claims.display());
+    }
+    let signer = match (&t.key, &t.secret) {
+        (Some(k), _) => TokenSigner::from_pem(k)?,
+        (None, Some(s)) => TokenSigner::hmac(s.as_bytes(), "HS256")?,
+        (None, None) => TokenSigner::dev(&t.data_dir)?,
+    };
+    println!("{}", signer.sign(&claims, t.ttl)?);
+    Ok(())
+}

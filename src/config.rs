@@ -1,0 +1,214 @@
+//! One typed configuration, read once at start-up from flags and environment (flags win;
+//! SPEC §1 names). Everything else receives the parts it needs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use ipnet::IpNet;
+
+use crate::store::Synchronous;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `vellum serve` flags; each also reads the environment variable SPEC §1 names.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8181")]
+    pub listen: SocketAddr,
+    /// SQLite file and local blobs.
+    #[arg(long, env = "DATA_DIR", default_value = "./vellum-data")]
+    pub data_dir: PathBuf,
+    /// Master key: 32 bytes in base64, or a passphrase.
+    #[arg(long, env = "MASTERKEY", hide_env_values = true)]
+    pub masterkey: Option<String>,
+    /// Several master keys, `id:key,id:key`; the first is active.
+    #[arg(long, env = "MASTERKEYS", hide_env_values = true)]
+    pub masterkeys: Option<String>,
+    /// Base64 of a PEM public key, PEM text, or a path.
+    #[arg(long, env = "JWT_PUB")]
+    pub jwt_pub: Option<String>,
+    /// HMAC secret for HS256/384/512 (only without JWT_PUB).
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Allowed JWT algorithms (default: the key's own family).
+    #[arg(long, env = "JWT_ALGORITHMS", value_delimiter = ',')]
+    pub jwt_algorithms: Vec<String>,
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// DN → claims file for USER_DN (default: fixtures/users.json if present).
+    #[arg(long, env = "USERS_FILE")]
+    pub users_file: Option<PathBuf>,
+    /// CIDRs whose USER_DN header is believed.
+    #[arg(
+        long,
+        env = "TRUSTED_PROXIES",
+        value_delimiter = ',',
+        default_value = "127.0.0.1/32,::1/128"
+    )]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Name of the home-folder root under `/`.
+    #[arg(long, env = "GMDATA_NAMESPACE", default_value = "world")]
+    pub gmdata_namespace: String,
+    /// The claim naming a user's home folder.
+    #[arg(long, env = "GMDATA_NAMESPACE_USERFIELD", default_value = "email")]
+    pub gmdata_namespace_userfield: String,
+    /// `full`: a 200 survives power loss; `normal`: survives a process crash.
+    #[arg(
+        long,
+        env = "SYNCHRONOUS",
+        value_enum,
+        ignore_case = true,
+        default_value = "full"
+    )]
+    pub synchronous: Synchronous,
+    /// A path prefix the API also answers under, e.g. /services/gm-data/0.1.
+    #[arg(long, env = "CLIENT_PREFIX")]
+    pub client_prefix: Option<String>,
+    #[arg(
+        long,
+        env = "LOG_FORMAT",
+        value_enum,
+        ignore_case = true,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+    /// Most events in one POST /write.
+    #[arg(long, env = "MAX_EVENTS_PER_WRITE", default_value_t = Limits::default().max_events_per_write)]
+    pub max_events_per_write: usize,
+    /// Largest metadata part of a POST /write, in bytes.
+    #[arg(long, env = "MAX_METADATA_BYTES", default_value_t = Limits::default().max_metadata_bytes)]
+    pub max_metadata_bytes: usize,
+    /// Largest policy text, in bytes.
+    #[arg(long, env = "MAX_POLICY_BYTES", default_value_t = Limits::default().max_policy_bytes)]
+    pub max_policy_bytes: usize,
+    /// Time one policy evaluation may take, e.g. `100ms`.
+    #[arg(long, env = "POLICY_TIMEOUT", value_parser = humantime::parse_duration, default_value = "100ms")]
+    pub policy_timeout: Duration,
+}
+
+/// Limits reported by GET /config. Each bounds what one request can cost the server.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Limits {
+    /// Events in one transaction: bounds the writer's time inside one commit (10,000
+    /// events commit in well under a second; see README's performance section).
+    pub max_events_per_write: usize,
+    /// The metadata part is parsed whole, so it is bounded (64 MiB).
+    pub max_metadata_bytes: usize,
+    /// Policy text size: bounds compile time and the policy cache's memory (64 KiB).
+    pub max_policy_bytes: usize,
+    /// One policy evaluation's wall time (100 ms): a slow policy denies, never stalls.
+    pub policy_timeout_ms: u64,
+    /// Longest object name (bytes).
+    pub max_name_bytes: usize,
+    /// Deepest path.
+    pub max_path_depth: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_events_per_write: 50_000,
+            max_metadata_bytes: 64 << 20,
+            max_policy_bytes: 64 << 10,
+            policy_timeout_ms: 100,
+            max_name_bytes: crate::model::path::MAX_NAME_BYTES,
+            max_path_depth: crate::model::path::MAX_PATH_DEPTH,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub masterkey: Option<String>,
+    pub masterkeys: Option<String>,
+    pub identity: crate::identity::IdentityConfig,
+    pub namespace: String,
+    pub namespace_userfield: String,
+    pub synchronous: Synchronous,
+    /// Normalised: starts with '/', no trailing '/'.
+    pub client_prefix: Option<String>,
+    pub log_format: LogFormat,
+    pub limits: Limits,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    pub fn from_args(a: ServeArgs) -> Result<Config, ConfigError> {
+        crate::model::path::check_name(&a.gmdata_namespace)
+            .map_err(|e| ConfigError::Invalid(format!("GMDATA_NAMESPACE: {e}")))?;
+        if a.gmdata_namespace_userfield.trim().is_empty() {
+            return Err(ConfigError::Invalid(
+                "GMDATA_NAMESPACE_USERFIELD is empty".into(),
+            ));
+        }
+        let client_prefix = a
+            .client_prefix
+            .as_deref()
+            .map(|p| format!("/{}", p.trim_matches('/')))
+            .filter(|p| p != "/");
+        // SPEC §1: USER_DN identities come from fixtures/users.json when present.
+        let users_file = a.users_file.clone().or_else(|| {
+            let p = PathBuf::from("fixtures/users.json");
+            p.exists().then_some(p)
+        });
+        if a.policy_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "POLICY_TIMEOUT must be above zero".into(),
+            ));
+        }
+        let limits = Limits {
+            max_events_per_write: a.max_events_per_write.max(1),
+            max_metadata_bytes: a.max_metadata_bytes.max(1024),
+            max_policy_bytes: a.max_policy_bytes.max(256),
+            policy_timeout_ms: a.policy_timeout.as_millis() as u64,
+            ..Limits::default()
+        };
+        Ok(Config {
+            listen: a.listen,
+            identity: crate::identity::IdentityConfig {
+                jwt_pub: a.jwt_pub.filter(|s| !s.trim().is_empty()),
+                jwt_secret: a.jwt_secret.filter(|s| !s.is_empty()),
+                jwt_algorithms: (!a.jwt_algorithms.is_empty()).then_some(a.jwt_algorithms),
+                jwt_issuer: a.jwt_issuer,
+                jwt_audience: a.jwt_audience,
+                users_file,
+                trusted_proxies: a.trusted_proxies,
+                data_dir: a.data_dir.clone(),
+                leeway: Duration::from_secs(5),
+            },
+            data_dir: a.data_dir,
+            masterkey: a.masterkey,
+            masterkeys: a.masterkeys,
+            namespace: a.gmdata_namespace,
+            namespace_userfield: a.gmdata_namespace_userfield,
+            synchronous: a.synchronous,
+            client_prefix,
+            log_format: a.log_format,
+            limits,
+        })
+    }
+
+    pub fn policy_limits(&self) -> crate::policy::PolicyLimits {
+        crate::policy::PolicyLimits {
+            max_policy_bytes: self.limits.max_policy_bytes,
+            eval_timeout: Duration::from_millis(self.limits.policy_timeout_ms),
+            ..Default::default()
+        }
+    }
+}

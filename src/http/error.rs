@@ -1,0 +1,54 @@
+//! The one place where errors become HTTP statuses.
+
+use bytes::Bytes;
+use http::{header, Response, StatusCode};
+
+use super::body::{full, Body};
+use crate::error::{Error, Kind};
+use crate::identity::AuthError;
+
+pub fn status(kind: Kind) -> StatusCode {
+    match kind {
+        Kind::BadRequest => StatusCode::BAD_REQUEST,
+        Kind::Unauthorized => StatusCode::UNAUTHORIZED,
+        Kind::Forbidden => StatusCode::FORBIDDEN,
+        Kind::NotFound => StatusCode::NOT_FOUND,
+        Kind::Conflict => StatusCode::CONFLICT,
+        Kind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Kind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        Kind::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+        Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<AuthError> for Error {
+    fn from(e: AuthError) -> Error {
+        Error::unauthorized("unauthorized", e.to_string())
+    }
+}
+
+/// `{"error": {"code": ..., "message": ..., "index": N}}` with the status for its kind.
+pub fn response(e: &Error) -> Response<Body> {
+    let mut inner = serde_json::Map::new();
+    inner.insert("code".into(), e.code.into());
+    inner.insert("message".into(), e.message.clone().into());
+    if let Some(i) = e.index {
+        inner.insert("index".into(), i.into());
+    }
+    let body = serde_json::json!({ "error": inner });
+    let mut bytes = serde_json::to_vec_pretty(&body).unwrap_or_default();
+    bytes.push(b'\n');
+    let mut resp = Response::new(full(Bytes::from(bytes)));
+    *resp.status_mut() = status(e.kind);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    if e.kind == Kind::Unauthorized {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+    }
+    resp
+}

@@ -1,0 +1,214 @@
+//! Parses a request line into a closed set of endpoints. Every endpoint states what it
+//! requires of the caller, so no route can skip the check.
+
+use http::Method;
+use percent_encoding::percent_decode_str;
+
+use crate::error::{Error, Result};
+use crate::model::{ObjPath, Oid};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListQuery {
+    pub limit: Option<usize>,
+    pub after: Option<Oid>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Write,
+    Props(ObjPath),
+    List(ObjPath, ListQuery),
+    History(ObjPath),
+    Derived(Oid),
+    /// Needs the blob store; answered 501 until it exists.
+    Stream(ObjPath),
+    Show(ObjPath),
+    SelfClaims,
+    Config,
+    Healthz,
+}
+
+/// What an endpoint requires before it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requirement {
+    /// Nothing: liveness and public configuration.
+    Nothing,
+    /// An identity (possibly anonymous); the object's policy decides per object.
+    Identity,
+    /// An identity allowed to write at all (not `readonly`); each event is then
+    /// authorised against its own policies.
+    Writer,
+}
+
+impl Endpoint {
+    pub fn requirement(&self) -> Requirement {
+        match self {
+            Endpoint::Healthz | Endpoint::Config => Requirement::Nothing,
+            Endpoint::Write => Requirement::Writer,
+            Endpoint::Props(_)
+            | Endpoint::List(..)
+            | Endpoint::History(_)
+            | Endpoint::Derived(_)
+            | Endpoint::Stream(_)
+            | Endpoint::Show(_)
+            | Endpoint::SelfClaims => Requirement::Identity,
+        }
+    }
+
+    /// The route's name for logs and metrics (no object names in it).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Endpoint::Write => "write",
+            Endpoint::Props(_) => "props",
+            Endpoint::List(..) => "list",
+            Endpoint::History(_) => "history",
+            Endpoint::Derived(_) => "derived",
+            Endpoint::Stream(_) => "stream",
+            Endpoint::Show(_) => "show",
+            Endpoint::SelfClaims => "self",
+            Endpoint::Config => "config",
+            Endpoint::Healthz => "healthz",
+        }
+    }
+}
+
+fn not_found(path: &str) -> Error {
+    Error::not_found("no_route", format!("no endpoint at {path}"))
+}
+
+fn method_not_allowed(allowed: &'static str) -> Error {
+    Error::method_not_allowed("method_not_allowed", format!("use {allowed}"))
+}
+
+fn decode_segments(rest: &str) -> Result<Vec<String>> {
+    rest.split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            percent_decode_str(s)
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| Error::bad_request("bad_path", "path is not UTF-8"))
+        })
+        .collect()
+}
+
+fn obj_path(rest: &str) -> Result<ObjPath> {
+    ObjPath::from_segments(decode_segments(rest)?.into_iter())
+        .map_err(|e| Error::bad_request("bad_path", e.to_string()))
+}
+
+fn parse_query(q: Option<&str>) -> Result<ListQuery> {
+    let mut out = ListQuery::default();
+    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode_str(v).decode_utf8_lossy();
+        match k {
+            "limit" if !v.is_empty() => {
+                out.limit = Some(v.parse().map_err(|_| {
+                    Error::bad_request("bad_query", format!("limit {v:?} is not a number"))
+                })?)
+            }
+            "after" if !v.is_empty() => {
+                out.after = Some(v.parse().map_err(|_| {
+                    Error::bad_request("bad_query", format!("after {v:?} is not an oid"))
+                })?)
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Routes `path` (with `CLIENT_PREFIX` already removed).
+pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Endpoint> {
+    let trimmed = path.trim_start_matches('/');
+    let (head, rest) = trimmed.split_once('/').unwrap_or((trimmed, ""));
+    let is_read = *method == Method::GET || *method == Method::HEAD;
+    let ep = match head {
+        "write" => {
+            if *method != Method::POST {
+                return Err(method_not_allowed("POST /write"));
+            }
+            if !rest.is_empty() {
+                return Err(not_found(path));
+            }
+            return Ok(Endpoint::Write);
+        }
+        "props" => Endpoint::Props(obj_path(rest)?),
+        "list" => Endpoint::List(obj_path(rest)?, parse_query(query)?),
+        "history" => Endpoint::History(obj_path(rest)?),
+        "stream" => Endpoint::Stream(obj_path(rest)?),
+        "show" => Endpoint::Show(obj_path(rest)?),
+        "derived" => {
+            let segs = decode_segments(rest)?;
+            match segs.as_slice() {
+                [oid] => Endpoint::Derived(oid.parse().map_err(|_| {
+                    Error::bad_request("bad_path", format!("{oid:?} is not an oid"))
+                })?),
+                _ => return Err(not_found(path)),
+            }
+        }
+        "self" if rest.is_empty() => Endpoint::SelfClaims,
+        "config" if rest.is_empty() => Endpoint::Config,
+        "healthz" if rest.is_empty() => Endpoint::Healthz,
+        _ => return Err(not_found(path)),
+    };
+    if !is_read {
+        return Err(method_not_allowed("GET or HEAD"));
+    }
+    Ok(ep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_decoded_per_segment() {
+        let ep = route(&Method::GET, "/props/1/world/jane%20doe/a%2Fb", None);
+        // "a/b" decoded from one segment is a bad name, not two names.
+        assert!(ep.is_err());
+        let ep = route(&Method::GET, "/props/1/world/jane%20doe", None).unwrap();
+        assert_eq!(
+            ep,
+            Endpoint::Props(ObjPath {
+                start: Oid::ROOT,
+                names: vec!["world".into(), "jane doe".into()]
+            })
+        );
+    }
+
+    #[test]
+    fn list_takes_limit_and_after() {
+        let ep = route(
+            &Method::GET,
+            "/list/1",
+            Some("limit=10&after=00000000000000ff"),
+        )
+        .unwrap();
+        assert_eq!(
+            ep,
+            Endpoint::List(
+                ObjPath::oid(Oid::ROOT),
+                ListQuery {
+                    limit: Some(10),
+                    after: Some(Oid(255))
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn writes_need_post_and_reads_need_get() {
+        assert!(route(&Method::GET, "/write", None).is_err());
+        assert!(route(&Method::POST, "/props/1", None).is_err());
+        assert_eq!(
+            route(&Method::POST, "/write", None).unwrap(),
+            Endpoint::Write
+        );
+        assert_eq!(
+            route(&Method::HEAD, "/healthz", None).unwrap(),
+            Endpoint::Healthz
+        );
+    }
+}

@@ -1,0 +1,153 @@
+//! The read path (SPEC §6), independent of HTTP: resolving addresses and filtering what
+//! the caller may see. Anything the caller may not read is reported as absent.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::access::Access;
+use crate::error::{Error, Result};
+use crate::model::{Event, ObjPath, Oid, Perms, PolicyView, Tstamp};
+use crate::store::{Current, MetaRead};
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+pub fn expired(e: &Event) -> bool {
+    e.expiration.get() <= now_ns()
+}
+
+fn absent(path: &ObjPath) -> Error {
+    Error::not_found("not_found", format!("{path} not found"))
+}
+
+/// Finds the object `path` names. Walking through a folder needs X on it. With
+/// `allow_deleted`, the last step may name a deleted object (for history).
+pub fn resolve<S: MetaRead>(
+    s: &S,
+    access: &Access,
+    path: &ObjPath,
+    allow_deleted: bool,
+) -> Result<Current> {
+    let mut cur = s.current(path.start)?.ok_or_else(|| absent(path))?;
+    for name in &path.names {
+        if !cur.live || cur.event.isfile || expired(&cur.event) {
+            return Err(absent(path));
+        }
+        if !access.perms(&cur.event, 'X', &cur.event).contains(Perms::X) {
+            return Err(absent(path));
+        }
+        let oid = s
+            .child_by_name(cur.event.oid, name)?
+            .ok_or_else(|| absent(path))?;
+        cur = s.current(oid)?.ok_or_else(|| absent(path))?;
+    }
+    if (!cur.live && !allow_deleted) || expired(&cur.event) {
+        return Err(absent(path));
+    }
+    Ok(cur)
+}
+
+/// Adds the read-time fields to a current version.
+pub fn present(access: &Access, mut e: Event, letters: Perms) -> Event {
+    e.tstampend = Some(Tstamp::FOREVER);
+    e.policy = Some(PolicyView { policy: letters });
+    let _ = access;
+    e
+}
+
+/// GET /props: the current version, if the caller may R it.
+pub fn props<S: MetaRead>(s: &S, access: &Access, path: &ObjPath) -> Result<Event> {
+    let cur = resolve(s, access, path, false)?;
+    let letters = access.letters(&cur.event);
+    if !letters.contains(Perms::R) {
+        return Err(absent(path));
+    }
+    Ok(present(access, cur.event, letters))
+}
+
+/// GET /history: every version the caller may R under that version's own policy.
+pub fn history<S: MetaRead>(s: &S, access: &Access, path: &ObjPath) -> Result<Vec<Event>> {
+    let cur = resolve(s, access, path, true)?;
+    let versions = s.history(cur.event.oid)?;
+    let ends: Vec<Tstamp> = versions
+        .iter()
+        .skip(1)
+        .map(|e| e.tstamp)
+        .chain(std::iter::once(Tstamp::FOREVER))
+        .collect();
+    let mut out = Vec::new();
+    for (mut e, end) in versions.into_iter().zip(ends) {
+        let letters = access.letters(&e);
+        if letters.contains(Perms::R) {
+            e.tstampend = Some(end);
+            e.policy = Some(PolicyView { policy: letters });
+            out.push(e);
+        }
+    }
+    if out.is_empty() {
+        return Err(absent(path));
+    }
+    Ok(out)
+}
+
+/// Checks that the caller may list (X) a folder: 404 if it may not even see it.
+pub fn listable<S: MetaRead>(s: &S, access: &Access, path: &ObjPath) -> Result<Current> {
+    let cur = resolve(s, access, path, false)?;
+    let letters = access.letters(&cur.event);
+    if !letters.contains(Perms::X) {
+        if letters.contains(Perms::R) {
+            return Err(Error::forbidden(
+                "permission_denied",
+                format!("X permission on {} is required to list it", cur.event.oid),
+            ));
+        }
+        return Err(absent(path));
+    }
+    Ok(cur)
+}
+
+/// One page of a listing: up to `want` readable children after `after`, scanning at
+/// most `scan` rows. Returns the visible events and the last oid scanned (None at end).
+pub fn list_page<S: MetaRead>(
+    s: &S,
+    access: &Access,
+    dir: Oid,
+    after: Option<Oid>,
+    scan: usize,
+) -> Result<(Vec<Event>, Option<Oid>)> {
+    let rows = s.children(dir, after, scan)?;
+    let last = if rows.len() == scan {
+        rows.last().map(|c| c.event.oid)
+    } else {
+        None
+    };
+    let mut out = Vec::with_capacity(rows.len());
+    for c in rows {
+        if expired(&c.event) {
+            continue;
+        }
+        let letters = access.letters(&c.event);
+        if letters.contains(Perms::R) {
+            out.push(present(access, c.event, letters));
+        }
+    }
+    Ok((out, last))
+}
+
+/// GET /derived: live objects derived from `oid` that the caller may read.
+pub fn derived<S: MetaRead>(s: &S, access: &Access, oid: Oid) -> Result<Vec<Event>> {
+    let mut out = Vec::new();
+    for c in s.derived_from(oid)? {
+        if expired(&c.event) {
+            continue;
+        }
+        let letters = access.letters(&c.event);
+        if letters.contains(Perms::R) {
+            out.push(present(access, c.event, letters));
+        }
+    }
+    Ok(out)
+}

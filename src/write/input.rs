@@ -1,0 +1,368 @@
+//! Parsing a POST /write metadata part into typed events (parse, don't validate).
+//!
+//! Field names are matched without regard to case, as gm-data's Go decoder did. Fields
+//! the server computes (`jwthash`, `fulldir`, ...) are ignored when a client echoes them
+//! back; an empty string means absent; JSON `null` clears an optional field on update.
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::model::{Action, ObjPath, Oid, Tstamp};
+use crate::policy::{PolicyEngine, PreparedPolicy};
+
+/// Fields the server sets; a client's copy is ignored, never an error (SPEC §5).
+const SERVER_FIELDS: &[&str] = &[
+    "tstampend",
+    "jwthash",
+    "jwt-hash",
+    "userpolicy",
+    "policy",
+    "fulldir",
+    "checkedtstamp",
+    "schemaversion",
+    "schema",
+    "encrypteddata",
+    "encryptednonce",
+    "blobkey",
+    "size",
+];
+
+/// Client fields with a type Vellum checks; every other field is kept as given.
+const TYPED_FIELDS: &[&str] = &["mimetype", "security", "derived", "rname", "sha256plain"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefField {
+    Oid,
+    ParentOid,
+    Tstamp,
+}
+
+/// `{"address": -1, "from": "oid", "to": "parentoid"}`: copy a field of an earlier
+/// event of the same transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct Reference {
+    /// Absolute index of the source event (already range-checked).
+    pub source: usize,
+    pub from: RefField,
+    pub to: RefField,
+}
+
+/// A change to an optional field.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Patch<T> {
+    Keep,
+    Clear,
+    Set(T),
+}
+
+impl<T: Clone> Patch<T> {
+    pub fn apply(&self, old: Option<T>) -> Option<T> {
+        match self {
+            Patch::Keep => old,
+            Patch::Clear => None,
+            Patch::Set(v) => Some(v.clone()),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WriteEvent {
+    pub index: usize,
+    pub action: Action,
+    pub oid: Option<Oid>,
+    pub parent: Option<ObjPath>,
+    pub name: Option<String>,
+    /// A client's `tstamp` on U/D/P: the version it read (optimistic concurrency).
+    pub precondition: Option<Tstamp>,
+    pub purgetstamp: Option<Tstamp>,
+    pub policy: Option<PreparedPolicy>,
+    pub isfile: Option<bool>,
+    pub allow_partial: bool,
+    pub references: Vec<Reference>,
+    pub expiration: Patch<Tstamp>,
+    pub mimetype: Patch<String>,
+    pub security: Patch<Value>,
+    pub derived: Patch<Value>,
+    /// A client's `rname`: names existing content (SPEC §5's counting rule).
+    pub rname: Option<Value>,
+    /// A client's `sha256plain`: checked against an uploaded part.
+    pub sha256plain: Option<String>,
+    /// Everything else (`custom`, `description`, `defaultfile`, `blobalgorithm`, ...).
+    pub extra: Vec<(String, Patch<Value>)>,
+}
+
+/// Parses the metadata part: a JSON array of events, or a single event object.
+pub fn parse_metadata(
+    bytes: &[u8],
+    engine: &PolicyEngine,
+    max_events: usize,
+) -> Result<Vec<WriteEvent>> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(Error::bad_request(
+            "empty_metadata",
+            "the metadata part is empty: send a JSON array of events",
+        ));
+    }
+    let doc: Value = serde_json::from_slice(bytes).map_err(|e| {
+        Error::bad_request("malformed_metadata", format!("metadata is not JSON: {e}"))
+    })?;
+    let items = match doc {
+        Value::Array(a) => a,
+        Value::Object(o) => vec![Value::Object(o)],
+        _ => {
+            return Err(Error::bad_request(
+                "malformed_metadata",
+                "metadata must be a JSON array of events or one event object",
+            ))
+        }
+    };
+    if items.is_empty() {
+        return Err(Error::bad_request(
+            "empty_metadata",
+            "the transaction has no events",
+        ));
+    }
+    if items.len() > max_events {
+        return Err(Error::too_large(
+            "too_many_events",
+            format!(
+                "the transaction has {} events; the limit is {max_events}",
+                items.len()
+            ),
+        ));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| parse_event(i, v, engine).map_err(|e| e.at(i)))
+        .collect()
+}
+
+fn bad(code: &'static str, msg: impl Into<String>) -> Error {
+    Error::bad_request(code, msg)
+}
+
+/// Lower-cases keys; "" means absent.
+fn normalise(obj: Map<String, Value>) -> Map<String, Value> {
+    let mut out = Map::with_capacity(obj.len());
+    for (k, v) in obj {
+        if matches!(&v, Value::String(s) if s.is_empty()) {
+            continue;
+        }
+        out.insert(k.to_ascii_lowercase(), v);
+    }
+    out
+}
+
+fn string_field(m: &Map<String, Value>, key: &str) -> Result<Option<String>> {
+    match m.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(bad(
+            "bad_field",
+            format!("{key} must be a string, not {other}"),
+        )),
+    }
+}
+
+fn id_field<T: std::str::FromStr>(m: &Map<String, Value>, key: &str) -> Result<Option<T>> {
+    match string_field(m, key)? {
+        None => Ok(None),
+        Some(s) => s
+            .parse()
+            .map(Some)
+            .map_err(|_| bad("bad_field", format!("{key} {s:?} is not 16 hex digits"))),
+    }
+}
+
+fn patch_value(m: &Map<String, Value>, key: &str, want_object: bool) -> Result<Patch<Value>> {
+    match m.get(key) {
+        None => Ok(Patch::Keep),
+        Some(Value::Null) => Ok(Patch::Clear),
+        Some(v) if want_object && !v.is_object() => {
+            Err(bad("bad_field", format!("{key} must be a JSON object")))
+        }
+        Some(v) => Ok(Patch::Set(v.clone())),
+    }
+}
+
+fn lower_keys(v: &Value) -> Value {
+    match v {
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+fn parse_event(index: usize, v: Value, engine: &PolicyEngine) -> Result<WriteEvent> {
+    let Value::Object(raw) = v else {
+        return Err(bad("malformed_event", "each event must be a JSON object"));
+    };
+    let m = normalise(raw);
+
+    let action = match m.get("action") {
+        None => return Err(bad("missing_action", "action is required (C, U, D or P)")),
+        Some(Value::String(s)) => Action::parse(s).ok_or_else(|| {
+            bad(
+                "unknown_action",
+                format!("unknown action {s:?}: use C, U, D or P"),
+            )
+        })?,
+        Some(other) => return Err(bad("unknown_action", format!("unknown action {other}"))),
+    };
+
+    let parent = match string_field(&m, "parentoid")? {
+        None => None,
+        Some(p) => Some(
+            ObjPath::parse(&p)
+                .map_err(|e| bad("bad_parentoid", format!("parentoid {p:?}: {e}")))?,
+        ),
+    };
+    let name = string_field(&m, "name")?;
+    if let Some(n) = &name {
+        crate::model::path::check_name(n).map_err(|e| bad("bad_name", e.to_string()))?;
+    }
+    let isfile = match m.get("isfile") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(Value::String(s)) if s == "true" || s == "false" => Some(s == "true"),
+        Some(other) => {
+            return Err(bad(
+                "bad_field",
+                format!("isfile must be a boolean, not {other}"),
+            ))
+        }
+    };
+    let allow_partial = matches!(m.get("allowpartialpermissions"), Some(Value::Bool(true)))
+        || matches!(m.get("allowpartialpermissions"), Some(Value::String(s)) if s == "true");
+
+    let objectpolicy = m.get("objectpolicy").filter(|v| !v.is_null());
+    if let Some(op) = objectpolicy {
+        if !op.is_object() {
+            return Err(bad("bad_policy", "objectpolicy must be a JSON object"));
+        }
+    }
+    let original = string_field(&m, "originalobjectpolicy")?;
+    let policy = engine
+        .prepare(objectpolicy, original.as_deref())
+        .map_err(|e| bad("bad_policy", e.to_string()))?;
+
+    let references = match m.get("references") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(refs)) => refs
+            .iter()
+            .map(|r| parse_reference(index, r))
+            .collect::<Result<_>>()?,
+        Some(_) => return Err(bad("bad_reference", "references must be an array")),
+    };
+
+    let expiration = match m.get("expiration") {
+        None => Patch::Keep,
+        Some(Value::Null) => Patch::Clear,
+        Some(_) => Patch::Set(id_field::<Tstamp>(&m, "expiration")?.unwrap_or(Tstamp::FOREVER)),
+    };
+    let mimetype = match m.get("mimetype") {
+        None => Patch::Keep,
+        Some(Value::Null) => Patch::Clear,
+        Some(_) => Patch::Set(string_field(&m, "mimetype")?.unwrap_or_default()),
+    };
+    let security = patch_value(&m, "security", true)?;
+    let derived = match patch_value(&m, "derived", true)? {
+        Patch::Set(d) => Patch::Set(lower_keys(&d)),
+        p => p,
+    };
+
+    let mut extra = Vec::new();
+    for (k, v) in &m {
+        let known = matches!(
+            k.as_str(),
+            "action"
+                | "oid"
+                | "parentoid"
+                | "name"
+                | "tstamp"
+                | "purgetstamp"
+                | "objectpolicy"
+                | "originalobjectpolicy"
+                | "isfile"
+                | "allowpartialpermissions"
+                | "references"
+                | "expiration"
+        );
+        if known || SERVER_FIELDS.contains(&k.as_str()) || TYPED_FIELDS.contains(&k.as_str()) {
+            continue;
+        }
+        if k == "defaultfile" {
+            if let Value::String(s) = v {
+                crate::model::path::check_name(s)
+                    .map_err(|e| bad("bad_field", format!("defaultfile: {e}")))?;
+            }
+        }
+        let patch = if v.is_null() {
+            Patch::Clear
+        } else {
+            Patch::Set(v.clone())
+        };
+        extra.push((k.clone(), patch));
+    }
+
+    Ok(WriteEvent {
+        index,
+        action,
+        oid: id_field(&m, "oid")?,
+        parent,
+        name,
+        precondition: id_field(&m, "tstamp")?,
+        purgetstamp: id_field(&m, "purgetstamp")?,
+        policy,
+        isfile,
+        allow_partial,
+        references,
+        expiration,
+        mimetype,
+        security,
+        derived,
+        rname: m.get("rname").filter(|v| !v.is_null()).cloned(),
+        sha256plain: string_field(&m, "sha256plain")?,
+        extra,
+    })
+}
+
+fn ref_field(v: Option<&Value>, which: &str) -> Result<RefField> {
+    let s = v.and_then(Value::as_str).unwrap_or("");
+    match s.to_ascii_lowercase().as_str() {
+        "oid" => Ok(RefField::Oid),
+        "parentoid" => Ok(RefField::ParentOid),
+        "tstamp" => Ok(RefField::Tstamp),
+        _ => Err(bad(
+            "bad_reference",
+            format!("reference {which} {s:?}: use oid, parentoid or tstamp"),
+        )),
+    }
+}
+
+fn parse_reference(index: usize, r: &Value) -> Result<Reference> {
+    let r = lower_keys(r);
+    let address = r.get("address").and_then(Value::as_i64).ok_or_else(|| {
+        bad(
+            "bad_reference",
+            "reference address must be a negative integer",
+        )
+    })?;
+    if address >= 0 || address.unsigned_abs() as usize > index {
+        return Err(bad(
+            "reference_out_of_range",
+            format!(
+                "reference address {address} from event {index} does not name an earlier event of this transaction"
+            ),
+        ));
+    }
+    Ok(Reference {
+        source: index - address.unsigned_abs() as usize,
+        from: ref_field(r.get("from"), "from")?,
+        to: ref_field(r.get("to"), "to")?,
+    })
+}

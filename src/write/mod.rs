@@ -1,0 +1,10 @@
+//! The write path: POST /write transactions (SPEC §5), independent of HTTP.
+//!
+//! `input` turns the metadata part into typed events; `plan` applies them inside the
+//! store's writer transaction, authorising each against the pending state.
+
+pub mod input;
+pub mod plan;
+
+pub use input::{parse_metadata, WriteEvent};
+pub use plan::{Applied, Namespace, Planner};

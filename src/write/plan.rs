@@ -1,0 +1,539 @@
+//! Applying one transaction's events to the store, in order, inside the writer's
+//! transaction. Each event is authorised against the store as it stands after the
+//! events before it (the transaction's own pending state), and the whole plan runs at
+//! commit time, so the check is always against the then-current state.
+
+use serde_json::{json, Value};
+
+use super::input::{Patch, RefField, WriteEvent};
+use crate::access::Access;
+use crate::error::{Error, Result};
+use crate::model::{Action, Event, ObjPath, Oid, Perms, Tstamp, UserPolicy, SCHEMA_VERSION};
+use crate::store::{Current, MetaWrite};
+
+/// The namespace folder (SPEC §6): where callers make their home folders.
+#[derive(Debug, Clone)]
+pub struct Namespace {
+    pub oid: Oid,
+    pub userfield: String,
+}
+
+/// What a transaction did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// One stored event per request event, in request order, then any folders made on
+    /// the way by path parentoids.
+    pub events: Vec<Event>,
+    /// Events removed by purges (their blobs may now be unreferenced).
+    pub purged: Vec<Event>,
+}
+
+pub struct Planner<'a, S: MetaWrite> {
+    store: &'a mut S,
+    access: &'a Access,
+    ns: &'a Namespace,
+    results: Vec<Event>,
+    made_dirs: Vec<Event>,
+    purged: Vec<Event>,
+}
+
+fn forbidden(letter: char, what: &str, oid: Oid) -> Error {
+    Error::forbidden(
+        "permission_denied",
+        format!("{letter} permission on {what} {oid} is required"),
+    )
+}
+
+impl<'a, S: MetaWrite> Planner<'a, S> {
+    pub fn new(store: &'a mut S, access: &'a Access, ns: &'a Namespace) -> Self {
+        Planner {
+            store,
+            access,
+            ns,
+            results: Vec::new(),
+            made_dirs: Vec::new(),
+            purged: Vec::new(),
+        }
+    }
+
+    /// Applies every event or fails at the first one that cannot be applied (the caller
+    /// rolls the whole transaction back).
+    pub fn apply_all(mut self, events: Vec<WriteEvent>) -> Result<Applied> {
+        for we in events {
+            let i = we.index;
+            let ev = self.apply(we).map_err(|e| e.at(i))?;
+            self.results.push(ev);
+        }
+        // tstampend of a version superseded later in this same transaction.
+        let n = self.results.len();
+        for i in 0..n {
+            let next = (i + 1..n)
+                .find(|&j| {
+                    self.results[j].oid == self.results[i].oid
+                        && self.results[j].action != Action::P
+                })
+                .map(|j| self.results[j].tstamp);
+            self.results[i].tstampend = Some(next.unwrap_or(Tstamp::FOREVER));
+        }
+        for d in &mut self.made_dirs {
+            d.tstampend = Some(Tstamp::FOREVER);
+        }
+        let mut events = self.results;
+        events.append(&mut self.made_dirs);
+        for e in &mut events {
+            e.policy = Some(crate::model::PolicyView {
+                policy: self.access.letters(e),
+            });
+        }
+        Ok(Applied {
+            events,
+            purged: self.purged,
+        })
+    }
+
+    fn apply(&mut self, mut we: WriteEvent) -> Result<Event> {
+        for r in we.references.clone() {
+            let src = &self.results[r.source];
+            let value = match r.from {
+                RefField::Oid => src.oid.get(),
+                RefField::ParentOid => src.parentoid.get(),
+                RefField::Tstamp => src.tstamp.get(),
+            };
+            match r.to {
+                RefField::Oid => we.oid = Some(Oid(value)),
+                RefField::ParentOid => we.parent = Some(ObjPath::oid(Oid(value))),
+                RefField::Tstamp => we.precondition = Some(Tstamp(value)),
+            }
+        }
+        match we.action {
+            Action::C => {
+                let parent = self.parent_of(&we)?;
+                self.create(parent, &we)
+            }
+            Action::U => match we.oid {
+                Some(oid) => self.update(oid, &we),
+                None => {
+                    let parent = self.parent_of(&we)?;
+                    let name = we.name.as_deref().ok_or_else(|| {
+                        Error::bad_request("missing_name", "an upsert (U without oid) needs a name")
+                    })?;
+                    match self.store.child_by_name(parent.event.oid, name)? {
+                        Some(oid) => self.update(oid, &we),
+                        None => self.create(parent, &we),
+                    }
+                }
+            },
+            Action::D => self.delete(&we),
+            Action::P => self.purge(&we),
+        }
+    }
+
+    fn stamp(&self) -> (UserPolicy, String) {
+        (
+            UserPolicy {
+                label: self.access.identity.claims.label().to_string(),
+            },
+            self.access.identity.jwthash.clone(),
+        )
+    }
+
+    fn live(&self, oid: Oid, what: &str) -> Result<Current> {
+        match self.store.current(oid)? {
+            Some(c) if c.live => Ok(c),
+            Some(_) => Err(Error::not_found(
+                "deleted",
+                format!("{what} {oid} is deleted"),
+            )),
+            None => Err(Error::not_found(
+                "not_found",
+                format!("{what} {oid} does not exist"),
+            )),
+        }
+    }
+
+    /// Resolves `parentoid` (an oid or a path), creating missing folders on a path with
+    /// the event's policy and security, as gm-data did.
+    fn parent_of(&mut self, we: &WriteEvent) -> Result<Current> {
+        let path = we
+            .parent
+            .as_ref()
+            .ok_or_else(|| Error::bad_request("missing_parentoid", "parentoid is required"))?;
+        let mut cur = self.live(path.start, "parent")?;
+        for name in &path.names {
+            if cur.event.isfile {
+                return Err(Error::conflict(
+                    "parent_is_file",
+                    format!("{} is a file, not a folder", cur.event.oid),
+                ));
+            }
+            // Walking through a folder needs X on it, as listing it would.
+            if !self
+                .access
+                .perms(&cur.event, 'X', &cur.event)
+                .contains(Perms::X)
+            {
+                return Err(Error::not_found(
+                    "not_found",
+                    format!("no folder {path} that you may use"),
+                ));
+            }
+            cur = match self.store.child_by_name(cur.event.oid, name)? {
+                Some(oid) => self.live(oid, "folder")?,
+                None => {
+                    let dir = WriteEvent {
+                        index: we.index,
+                        action: Action::C,
+                        oid: None,
+                        parent: None,
+                        name: Some(name.clone()),
+                        precondition: None,
+                        purgetstamp: None,
+                        policy: we.policy.clone(),
+                        isfile: Some(false),
+                        allow_partial: we.allow_partial,
+                        references: Vec::new(),
+                        expiration: Patch::Keep,
+                        mimetype: Patch::Keep,
+                        security: we.security.clone(),
+                        derived: Patch::Keep,
+                        rname: None,
+                        sha256plain: None,
+                        extra: Vec::new(),
+                    };
+                    let made = self.create(cur, &dir)?;
+                    self.made_dirs.push(made.clone());
+                    Current {
+                        event: made,
+                        live: true,
+                    }
+                }
+            };
+        }
+        if cur.event.isfile {
+            return Err(Error::conflict(
+                "parent_is_file",
+                format!("{} is a file, not a folder", cur.event.oid),
+            ));
+        }
+        Ok(cur)
+    }
+
+    /// The policy a new child gets when it brings none: the parent's; under the namespace
+    /// folder, a home folder that only its owner may use (the namespace's own policy
+    /// would lock the owner out of their home).
+    fn inherited_policy(&self, parent: &Event, name: &str) -> (Option<Value>, Option<String>) {
+        if parent.oid == self.ns.oid {
+            let policy = json!({
+                "label": format!("home of {name}"),
+                "requirements": {"f": "if", "a": [
+                    {"f": "contains", "a": [{"v": self.ns.userfield}, {"v": name}]},
+                    {"f": "yield-all", "a": []}
+                ]}
+            });
+            return (Some(policy), None);
+        }
+        (
+            parent.objectpolicy.clone(),
+            parent.originalobjectpolicy.clone(),
+        )
+    }
+
+    fn check_lockout(&self, e: &Event, we: &WriteEvent) -> Result<()> {
+        if we.allow_partial {
+            return Ok(());
+        }
+        let u = self.access.perms(e, 'U', e).contains(Perms::U);
+        let p = self.access.perms(e, 'P', e).contains(Perms::P);
+        if u && p {
+            return Ok(());
+        }
+        Err(Error::forbidden(
+            "would_lock_out",
+            "this policy would leave you without U and P on the object; \
+             set \"allowpartialpermissions\": true if that is intended",
+        ))
+    }
+
+    fn create(&mut self, parent: Current, we: &WriteEvent) -> Result<Event> {
+        let name = we
+            .name
+            .clone()
+            .ok_or_else(|| Error::bad_request("missing_name", "a create needs a name"))?;
+        if we.isfile == Some(true) {
+            return Err(Error::not_implemented(
+                "files_not_yet",
+                "file contents are not supported yet; only folders and metadata",
+            ));
+        }
+        let p = &parent.event;
+        let (objectpolicy, originalobjectpolicy) = match &we.policy {
+            Some(pp) => (
+                Some(pp.objectpolicy.clone()),
+                pp.originalobjectpolicy.clone(),
+            ),
+            None => self.inherited_policy(p, &name),
+        };
+        let (userpolicy, jwthash) = self.stamp();
+        let mut e = Event {
+            tstamp: Tstamp(0),
+            tstampend: None,
+            userpolicy,
+            jwthash,
+            schemaversion: SCHEMA_VERSION,
+            name,
+            action: Action::C,
+            oid: Oid(0),
+            parentoid: p.oid,
+            expiration: we.expiration.apply(None).unwrap_or(Tstamp::FOREVER),
+            checkedtstamp: p.tstamp,
+            objectpolicy,
+            originalobjectpolicy,
+            mimetype: we.mimetype.apply(None),
+            rname: None,
+            size: None,
+            derived: we.derived.apply(None),
+            isfile: false,
+            security: we.security.apply(None),
+            extra: Default::default(),
+            sha256plain: None,
+            fulldir: format!("{}{}/", p.fulldir, p.oid),
+            encrypteddata: None,
+            encryptednonce: None,
+            policy: None,
+        };
+        for (k, v) in &we.extra {
+            if let Patch::Set(v) = v {
+                e.extra.insert(k.clone(), v.clone());
+            }
+        }
+        if !self.access.perms(p, 'C', &e).contains(Perms::C) {
+            return Err(forbidden('C', "parent", p.oid));
+        }
+        if self.store.child_by_name(p.oid, &e.name)?.is_some() {
+            return Err(Error::conflict(
+                "duplicate_name",
+                format!("{:?} already exists in {}", e.name, p.oid),
+            ));
+        }
+        self.check_lockout(&e, we)?;
+        e.oid = self.store.next_oid();
+        e.tstamp = self.store.next_tstamp();
+        self.store.append(&e)?;
+        Ok(e)
+    }
+
+    fn check_precondition(cur: &Current, we: &WriteEvent) -> Result<()> {
+        match we.precondition {
+            Some(t) if t != cur.event.tstamp => Err(Error::conflict(
+                "stale_tstamp",
+                format!(
+                    "{} has changed: you sent tstamp {t}, the current version is {}",
+                    cur.event.oid, cur.event.tstamp
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    fn protected(&self, oid: Oid) -> bool {
+        oid == Oid::ROOT || oid == self.ns.oid
+    }
+
+    fn update(&mut self, oid: Oid, we: &WriteEvent) -> Result<Event> {
+        let cur = self.live(oid, "object")?;
+        Self::check_precondition(&cur, we)?;
+        let old = &cur.event;
+        if !self.access.perms(old, 'U', old).contains(Perms::U) {
+            return Err(forbidden('U', "object", oid));
+        }
+        if let Some(f) = we.isfile {
+            if f != old.isfile {
+                return Err(Error::bad_request(
+                    "isfile_mismatch",
+                    "an update cannot turn a folder into a file or back",
+                ));
+            }
+        }
+        if old.isfile {
+            return Err(Error::not_implemented(
+                "files_not_yet",
+                "file contents are not supported yet; only folders and metadata",
+            ));
+        }
+        let (userpolicy, jwthash) = self.stamp();
+        let mut e = old.clone();
+        e.tstampend = None;
+        e.policy = None;
+        e.action = Action::U;
+        e.userpolicy = userpolicy;
+        e.jwthash = jwthash;
+        e.schemaversion = SCHEMA_VERSION;
+        e.checkedtstamp = old.tstamp;
+        if let Some(n) = &we.name {
+            e.name = n.clone();
+        }
+        if let Some(pp) = &we.policy {
+            e.objectpolicy = Some(pp.objectpolicy.clone());
+            e.originalobjectpolicy = pp.originalobjectpolicy.clone();
+        }
+        e.expiration = we
+            .expiration
+            .apply(Some(old.expiration))
+            .unwrap_or(Tstamp::FOREVER);
+        e.mimetype = we.mimetype.apply(old.mimetype.clone());
+        e.security = we.security.apply(old.security.clone());
+        e.derived = we.derived.apply(old.derived.clone());
+        for (k, v) in &we.extra {
+            match v {
+                Patch::Set(v) => {
+                    e.extra.insert(k.clone(), v.clone());
+                }
+                Patch::Clear => {
+                    e.extra.remove(k);
+                }
+                Patch::Keep => {}
+            }
+        }
+
+        let moving = we
+            .parent
+            .as_ref()
+            .is_some_and(|p| !(p.names.is_empty() && p.start == old.parentoid));
+        let renaming = e.name != old.name;
+        if (moving || renaming) && self.protected(oid) {
+            return Err(Error::conflict(
+                "protected",
+                format!("{oid} is the root or the namespace folder; it cannot move or be renamed"),
+            ));
+        }
+        if moving {
+            let np = self.parent_of(we)?;
+            let np = np.event;
+            if np.oid == oid || np.fulldir.contains(&format!("/{oid}/")) {
+                return Err(Error::conflict(
+                    "cycle",
+                    format!("cannot move {oid} inside itself"),
+                ));
+            }
+            e.parentoid = np.oid;
+            e.fulldir = format!("{}{}/", np.fulldir, np.oid);
+            if !self.access.perms(&np, 'C', &e).contains(Perms::C) {
+                return Err(forbidden('C', "new parent", np.oid));
+            }
+        }
+        if moving || renaming {
+            if let Some(other) = self.store.child_by_name(e.parentoid, &e.name)? {
+                if other != oid {
+                    return Err(Error::conflict(
+                        "duplicate_name",
+                        format!("{:?} already exists in {}", e.name, e.parentoid),
+                    ));
+                }
+            }
+        }
+        if we.policy.is_some() {
+            self.check_lockout(&e, we)?;
+        }
+        e.tstamp = self.store.next_tstamp();
+        self.store.append(&e)?;
+        Ok(e)
+    }
+
+    fn target(&self, we: &WriteEvent, verb: &str) -> Result<Oid> {
+        we.oid.ok_or_else(|| {
+            Error::bad_request("missing_oid", format!("a {verb} needs the object's oid"))
+        })
+    }
+
+    fn delete(&mut self, we: &WriteEvent) -> Result<Event> {
+        let oid = self.target(we, "delete")?;
+        let cur = self.live(oid, "object")?;
+        Self::check_precondition(&cur, we)?;
+        if !self
+            .access
+            .perms(&cur.event, 'D', &cur.event)
+            .contains(Perms::D)
+        {
+            return Err(forbidden('D', "object", oid));
+        }
+        if self.protected(oid) {
+            return Err(Error::conflict(
+                "protected",
+                format!("{oid} cannot be deleted"),
+            ));
+        }
+        if !cur.event.isfile && self.store.has_children(oid, true)? {
+            return Err(Error::conflict(
+                "not_empty",
+                format!("folder {oid} is not empty; delete its children first"),
+            ));
+        }
+        let (userpolicy, jwthash) = self.stamp();
+        let mut e = cur.event.clone();
+        e.action = Action::D;
+        e.userpolicy = userpolicy;
+        e.jwthash = jwthash;
+        e.checkedtstamp = cur.event.tstamp;
+        e.tstamp = self.store.next_tstamp();
+        self.store.append(&e)?;
+        Ok(e)
+    }
+
+    fn purge(&mut self, we: &WriteEvent) -> Result<Event> {
+        let oid = self.target(we, "purge")?;
+        let cur = self
+            .store
+            .current(oid)?
+            .ok_or_else(|| Error::not_found("not_found", format!("object {oid} does not exist")))?;
+        Self::check_precondition(&cur, we)?;
+        if !self
+            .access
+            .perms(&cur.event, 'P', &cur.event)
+            .contains(Perms::P)
+        {
+            return Err(forbidden('P', "object", oid));
+        }
+        if self.protected(oid) {
+            return Err(Error::conflict(
+                "protected",
+                format!("{oid} cannot be purged"),
+            ));
+        }
+        let whole = match we.purgetstamp {
+            None => true,
+            Some(t) => {
+                if self.store.version(oid, t)?.is_none() {
+                    return Err(Error::not_found(
+                        "not_found",
+                        format!("object {oid} has no version {t}"),
+                    ));
+                }
+                self.store.history(oid)?.len() == 1
+            }
+        };
+        if whole && self.store.has_children(oid, false)? {
+            return Err(Error::conflict(
+                "not_empty",
+                format!("folder {oid} still has children (live or deleted); purge them first"),
+            ));
+        }
+        let (userpolicy, jwthash) = self.stamp();
+        let at = self.store.next_tstamp();
+        let removed = self
+            .store
+            .purge(oid, we.purgetstamp, at, &userpolicy, &jwthash)?;
+        self.purged.extend(removed);
+        // Not stored: the response's record of what happened.
+        let mut e = cur.event.clone();
+        e.action = Action::P;
+        e.userpolicy = userpolicy;
+        e.jwthash = jwthash;
+        e.checkedtstamp = cur.event.tstamp;
+        e.tstamp = at;
+        if let Some(t) = we.purgetstamp {
+            e.extra
+                .insert("purgetstamp".into(), Value::String(t.to_string()));
+        }
+        Ok(e)
+    }
+}
