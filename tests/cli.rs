@@ -1,0 +1,505 @@
+//! The command line as an outsider uses it (SPEC §1): the real `vellum` binary, configured
+//! through the environment and flags, `vellum token` against the embedded dev key,
+//! `--help`, and bad flags. Every child process is killed by a guard, even when an
+//! assertion fails.
+
+mod common;
+#[path = "common/extra.rs"]
+mod extra;
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::{claims, es512_keys};
+use extra::*;
+use serde_json::{json, Value};
+use vellum::identity::TokenSigner;
+
+/// Every variable SPEC §1 (and README) names, so the caller's environment cannot leak in.
+const CONFIG_VARS: &[&str] = &[
+    "LISTEN",
+    "DATA_DIR",
+    "MASTERKEY",
+    "MASTERKEYS",
+    "JWT_PUB",
+    "JWT_SECRET",
+    "JWT_PRIV",
+    "JWT_ALGORITHMS",
+    "JWT_ISSUER",
+    "JWT_AUDIENCE",
+    "USERS_FILE",
+    "TRUSTED_PROXIES",
+    "GMDATA_NAMESPACE",
+    "GMDATA_NAMESPACE_USERFIELD",
+    "USES3",
+    "FILE_BUCKET",
+    "FILE_PARTITION",
+    "SYNCHRONOUS",
+    "CLIENT_PREFIX",
+    "LOG_FORMAT",
+    "MAX_EVENTS_PER_WRITE",
+    "MAX_METADATA_BYTES",
+    "MAX_POLICY_BYTES",
+    "POLICY_TIMEOUT",
+];
+
+fn manifest(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+fn vellum(cwd: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vellum"));
+    for v in CONFIG_VARS {
+        c.env_remove(v);
+    }
+    c.current_dir(cwd);
+    c
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `vellum` process; killed (and reaped) when dropped. Its output goes to log
+/// files, printed if the test is failing.
+struct Server {
+    child: Child,
+    base: String,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(cwd: &Path, args: &[&str], envs: &[(&str, &str)], port: u16) -> Server {
+        Self::start_logging_to(cwd, cwd, args, envs, port)
+    }
+
+    fn start_logging_to(
+        cwd: &Path,
+        log_dir: &Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+        port: u16,
+    ) -> Server {
+        let log = log_dir.join(format!("vellum-{port}.log"));
+        let out = File::create(&log).unwrap();
+        let mut cmd = vellum(cwd);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start vellum");
+        Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until GET /healthz answers 200; fails if the process exits first.
+    async fn wait_healthy(&mut self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("vellum exited early with {status}:\n{}", self.log_text());
+            }
+            if let Ok(r) = client.get(format!("{}/healthz", self.base)).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "vellum never became healthy:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- vellum log ({}) ----\n{}",
+                self.log.display(),
+                self.log_text()
+            );
+        }
+    }
+}
+
+/// Runs a command that must finish by itself; kills it after `secs`.
+fn run(mut cmd: Command, secs: u64) -> Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "command did not finish in {secs}s: stdout {} stderr {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn masterkey() -> String {
+    use rand_core::RngCore;
+    let mut k = [0u8; 32];
+    rand_core::OsRng.fill_bytes(&mut k);
+    base64::engine::general_purpose::STANDARD.encode(k)
+}
+
+async fn get(base: &str, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    status_json(get_with(base, path, headers).await).await
+}
+
+async fn write(base: &str, headers: &[(&str, &str)], body: &Value) -> (u16, Value) {
+    let form = reqwest::multipart::Form::new()
+        .part("metadata", reqwest::multipart::Part::text(body.to_string()));
+    let mut req = reqwest::Client::new()
+        .post(format!("{base}/write"))
+        .multipart(form);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    status_json(req.send().await.unwrap()).await
+}
+
+fn jwt_payload(token: &str) -> Value {
+    let p = token.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(p.trim_end_matches('='))
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+#[tokio::test]
+async fn serve_configured_by_environment_accepts_a_minted_token_and_user_dn() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let (pem, jwt_pub) = es512_keys();
+    let mk = masterkey();
+    let users = manifest("fixtures/users.json").display().to_string();
+    let envs = [
+        ("JWT_PUB", jwt_pub.as_str()),
+        ("MASTERKEY", mk.as_str()),
+        ("USERS_FILE", users.as_str()),
+    ];
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let data_s = data.display().to_string();
+    let mut server = Server::start(
+        tmp.path(),
+        &["serve", "--listen", &listen, "--data-dir", &data_s],
+        &envs,
+        port,
+    );
+    server.wait_healthy().await;
+    assert!(
+        data.join("vellum.db").exists(),
+        "the SQLite file lives in --data-dir"
+    );
+
+    // A token minted with the matching private key.
+    let jane = TokenSigner::from_pem(&pem)
+        .unwrap()
+        .sign(&claims("jane"), Duration::from_secs(3600))
+        .unwrap();
+    let (s, me) = get(&server.base, "/self", &[("userpolicy", &jane)]).await;
+    assert_eq!(s, 200, "{me}");
+    assert_eq!(me["label"], "asjane");
+    let (s, out) = write(
+        &server.base,
+        &[("userpolicy", &jane)],
+        &json!([{"action": "C", "parentoid": "1/world", "name": JANE}]),
+    )
+    .await;
+    assert_eq!(s, 200, "{out}");
+    assert_eq!(out[0]["userpolicy"]["label"], "asjane");
+    assert_eq!(out[0]["jwthash"], sha256_hex(&jane));
+
+    // JWT_PUB is the key in force: another key's token is refused.
+    let other = TokenSigner::from_pem(&es512_keys().0)
+        .unwrap()
+        .sign(&claims("jane"), Duration::from_secs(3600))
+        .unwrap();
+    let (s, _) = get(&server.base, "/self", &[("userpolicy", &other)]).await;
+    assert_eq!(s, 401);
+
+    // USER_DN from loopback, looked up in USERS_FILE.
+    let (s, me) = get(&server.base, "/self", &[("USER_DN", BOB_DN)]).await;
+    assert_eq!(s, 200, "{me}");
+    assert_eq!(me["label"], BOB_DN);
+    let (s, out) = write(
+        &server.base,
+        &[("USER_DN", BOB_DN)],
+        &json!([{"action": "C", "parentoid": "1/world", "name": BOB}]),
+    )
+    .await;
+    assert_eq!(s, 200, "{out}");
+    assert_eq!(out[0]["userpolicy"]["label"], BOB_DN);
+
+    // Killed, it stops answering.
+    server.stop();
+    let gone = reqwest::Client::new()
+        .get(format!("{}/healthz", server.base))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the killed server still answers");
+
+    // Restarted on the same data folder, what was written is still there.
+    let port2 = free_port();
+    let listen2 = format!("127.0.0.1:{port2}");
+    let mut again = Server::start(
+        tmp.path(),
+        &["serve", "--listen", &listen2, "--data-dir", &data_s],
+        &envs,
+        port2,
+    );
+    again.wait_healthy().await;
+    let (s, p) = get(
+        &again.base,
+        &format!("/props/1/world/{JANE}"),
+        &[("userpolicy", &jane)],
+    )
+    .await;
+    assert_eq!(s, 200, "{p}");
+    assert_eq!(p["name"], JANE);
+}
+
+#[tokio::test]
+async fn flags_override_environment_variables() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, jwt_pub) = es512_keys();
+    let port = free_port();
+    let data_flag = tmp.path().join("from-flag").display().to_string();
+    let data_env = tmp.path().join("from-env").display().to_string();
+    let listen_flag = format!("127.0.0.1:{port}");
+    let listen_env = format!("127.0.0.1:{}", free_port());
+    let mut server = Server::start(
+        tmp.path(),
+        &["serve", "--listen", &listen_flag, "--data-dir", &data_flag],
+        &[
+            ("JWT_PUB", jwt_pub.as_str()),
+            ("LISTEN", listen_env.as_str()),
+            ("DATA_DIR", data_env.as_str()),
+        ],
+        port,
+    );
+    server.wait_healthy().await;
+    assert!(Path::new(&data_flag).join("vellum.db").exists());
+    assert!(!Path::new(&data_env).join("vellum.db").exists());
+}
+
+#[tokio::test]
+async fn vellum_token_mints_a_token_that_a_dev_key_server_accepts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let data_s = data.display().to_string();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    // No JWT_PUB, no JWT_SECRET: the server makes its development key in the data folder.
+    let mut server = Server::start(
+        tmp.path(),
+        &["serve", "--listen", &listen, "--data-dir", &data_s],
+        &[],
+        port,
+    );
+    server.wait_healthy().await;
+    assert!(
+        data.join(vellum::identity::DEV_KEY_FILE).exists(),
+        "the dev key is kept in the data folder"
+    );
+    assert!(
+        server
+            .log_text()
+            .to_ascii_lowercase()
+            .contains("development"),
+        "SPEC §1: the dev key is announced loudly:\n{}",
+        server.log_text()
+    );
+
+    let jane_claims = manifest("fixtures/claims/jane.json").display().to_string();
+    let mut cmd = vellum(tmp.path());
+    cmd.args([
+        "token",
+        "--claims",
+        &jane_claims,
+        "--ttl",
+        "10m",
+        "--data-dir",
+        &data_s,
+    ]);
+    let out = run(cmd, 60);
+    assert!(
+        out.status.success(),
+        "vellum token failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(token.split('.').count(), 3, "one JWT on stdout: {token:?}");
+    let payload = jwt_payload(&token);
+    assert_eq!(payload["label"], "asjane");
+    let ttl = payload["exp"].as_u64().unwrap() as i64 - now_secs() as i64;
+    assert!((590..=610).contains(&ttl), "--ttl 10m: exp is {ttl}s away");
+
+    let (s, me) = get(&server.base, "/self", &[("userpolicy", &token)]).await;
+    assert_eq!(s, 200, "{me}");
+    assert_eq!(me["label"], "asjane");
+    let (s, out) = write(
+        &server.base,
+        &[("userpolicy", &token)],
+        &json!([{"action": "C", "parentoid": "1/world", "name": JANE}]),
+    )
+    .await;
+    assert_eq!(s, 200, "{out}");
+    assert_eq!(out[0]["jwthash"], sha256_hex(&token));
+}
+
+#[tokio::test]
+async fn vellum_with_no_subcommand_serves_with_the_embedded_defaults() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    // No --data-dir: ./vellum-data in the working directory.
+    let mut server = Server::start(tmp.path(), &["--listen", &listen], &[], port);
+    server.wait_healthy().await;
+    let (s, root) = get(&server.base, "/props/1", &[]).await;
+    assert_eq!(s, 200, "{root}");
+    assert_eq!(root["oid"], "0000000000000001");
+    let default_dir = tmp.path().join("vellum-data");
+    assert!(
+        default_dir.join("vellum.db").exists(),
+        "SPEC §1: ./vellum-data/vellum.db"
+    );
+    assert!(default_dir.join(vellum::identity::DEV_KEY_FILE).exists());
+    // `vellum token` finds the same default folder.
+    let jane_claims = manifest("fixtures/claims/jane.json").display().to_string();
+    let mut cmd = vellum(tmp.path());
+    cmd.args(["token", "--claims", &jane_claims]);
+    let out = run(cmd, 60);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let (s, me) = get(&server.base, "/self", &[("userpolicy", &token)]).await;
+    assert_eq!(s, 200, "{me}");
+    assert_eq!(me["label"], "asjane");
+    let ttl = jwt_payload(&token)["exp"].as_u64().unwrap() as i64 - now_secs() as i64;
+    assert!(
+        (3590..=3610).contains(&ttl),
+        "the default --ttl is 1h: {ttl}s"
+    );
+}
+
+#[tokio::test]
+async fn user_dn_identities_come_from_fixtures_users_json_by_default() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let data_s = tmp.path().join("data").display().to_string();
+    let stray = manifest("vellum-data");
+    let stray_before = stray.exists();
+    // Started from the source tree, where fixtures/users.json is present; no USERS_FILE.
+    let mut server = Server::start_logging_to(
+        &manifest(""),
+        tmp.path(),
+        &["serve", "--listen", &listen, "--data-dir", &data_s],
+        &[],
+        port,
+    );
+    server.wait_healthy().await;
+    let (s, me) = get(&server.base, "/self", &[("USER_DN", JANE_DN)]).await;
+    assert_eq!(s, 200, "{me}");
+    assert_eq!(me["label"], JANE_DN);
+    assert_eq!(me["values"]["email"], json!([JANE]));
+    assert_eq!(
+        stray.exists(),
+        stray_before,
+        "--data-dir was given: nothing in ./vellum-data"
+    );
+}
+
+#[test]
+fn help_lists_serve_and_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = vellum(tmp.path());
+    cmd.arg("--help");
+    let out = run(cmd, 30);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("serve"), "{text}");
+    assert!(text.contains("token"), "{text}");
+
+    let mut cmd = vellum(tmp.path());
+    cmd.args(["serve", "--help"]);
+    let out = run(cmd, 30);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--listen", "--data-dir", "--jwt-pub", "--client-prefix"] {
+        assert!(text.contains(flag), "serve --help lacks {flag}: {text}");
+    }
+}
+
+#[test]
+fn bad_flags_and_arguments_exit_non_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("missing.json").display().to_string();
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["--no-such-flag"],
+        vec!["serve", "--no-such-flag"],
+        vec!["serve", "--listen", "not-an-address"],
+        vec!["serve", "--synchronous", "sometimes"],
+        vec!["frobnicate"],
+        vec!["token"],
+        vec!["token", "--claims", &missing],
+        vec!["token", "--claims", "x", "--ttl", "forever"],
+    ];
+    for args in cases {
+        let mut cmd = vellum(tmp.path());
+        cmd.args(&args);
+        let out = run(cmd, 30);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(!out.stderr.is_empty(), "{args:?}: no explanation on stderr");
+    }
+    assert!(
+        !tmp.path().join("vellum-data").exists(),
+        "a refused command line must not create the default data folder"
+    );
+}

@@ -1,0 +1,208 @@
+//! Test harness: a real server on an ephemeral port with a fresh data folder, and a
+//! client that speaks HTTP to it. Tokens are ES512, like gm-data's.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use clap::Parser;
+use p521::pkcs8::{EncodePrivateKey, LineEnding};
+use reqwest::multipart::{Form, Part};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use vellum::config::Config;
+use vellum::identity::TokenSigner;
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub client: reqwest::Client,
+    pub signer: TokenSigner,
+    pub data_dir: PathBuf,
+    _dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(s) = self.shutdown.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// A fresh P-521 key pair: (private PKCS#8 PEM, JWT_PUB as gm-data takes it: base64 of
+/// the public PEM).
+pub fn es512_keys() -> (String, String) {
+    let sk = p521::SecretKey::random(&mut rand_core::OsRng);
+    let pem = sk.to_pkcs8_pem(LineEnding::LF).unwrap().to_string();
+    let signer = TokenSigner::from_pem(&pem).unwrap();
+    let public = signer.public_pem().unwrap();
+    (
+        pem,
+        base64::engine::general_purpose::STANDARD.encode(public),
+    )
+}
+
+pub fn claims(name: &str) -> Value {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/claims/{name}.json"));
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+pub fn seed(name: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/seed/{name}"));
+    std::fs::read_to_string(p).unwrap()
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// Starts the server with extra `serve` flags (e.g. `["--trusted-proxies", "10.0.0.0/8"]`).
+pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let (private_pem, jwt_pub) = es512_keys();
+    let data_dir = dir.path().join("data");
+    let mut args = vec![
+        "vellum".to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+        "--jwt-pub".into(),
+        jwt_pub,
+        "--users-file".into(),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/users.json")
+            .display()
+            .to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let serve = vellum::cli::Cli::try_parse_from(args).unwrap().serve;
+    let config = Config::from_args(serve).unwrap();
+    let app = vellum::app::Application::build(config).await.unwrap();
+    let addr = app.local_addr();
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        base: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+        signer: TokenSigner::from_pem(&private_pem).unwrap(),
+        data_dir,
+        _dir: dir,
+        shutdown: Some(tx),
+    }
+}
+
+impl TestApp {
+    pub fn token(&self, claims: &Value) -> String {
+        self.signer
+            .sign(claims, std::time::Duration::from_secs(3600))
+            .unwrap()
+    }
+
+    pub fn token_for(&self, fixture: &str) -> String {
+        self.token(&claims(fixture))
+    }
+
+    /// POST /write with the metadata as the first part (named like the tutorial's raw
+    /// bytes: `metadata`).
+    pub async fn write_raw(&self, token: Option<&str>, metadata: String) -> reqwest::Response {
+        let form = Form::new().part("metadata", Part::text(metadata).file_name("metadata.json"));
+        let mut req = self
+            .client
+            .post(format!("{}/write", self.base))
+            .multipart(form);
+        if let Some(t) = token {
+            req = req.header("userpolicy", t);
+        }
+        req.send().await.unwrap()
+    }
+
+    pub async fn write(&self, token: Option<&str>, metadata: &Value) -> reqwest::Response {
+        self.write_raw(token, metadata.to_string()).await
+    }
+
+    /// Writes and expects 200; returns the stored events.
+    pub async fn write_ok(&self, token: Option<&str>, metadata: &Value) -> Vec<Value> {
+        let resp = self.write(token, metadata).await;
+        let status = resp.status();
+        let body = resp.text().await.unwrap();
+        assert_eq!(status, 200, "write failed: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut req = self.client.get(format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.header("userpolicy", t);
+        }
+        req.send().await.unwrap()
+    }
+
+    pub async fn get_json(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        let resp = self.get(path, token).await;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, v)
+    }
+
+    /// The namespace folder's oid, from GET /config.
+    pub async fn namespace_oid(&self) -> String {
+        let (_, cfg) = self.get_json("/config", None).await;
+        cfg["GMDATA_NAMESPACE_OID"].as_str().unwrap().to_string()
+    }
+
+    /// A digest of everything stored: every event row, index row and purge record.
+    /// Equal before and after a refused request means the request changed nothing.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let conn = rusqlite::Connection::open_with_flags(
+            self.data_dir.join("vellum.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        let mut h = Sha256::new();
+        for sql in [
+            "SELECT oid || ':' || tstamp || ':' || body FROM events ORDER BY oid, tstamp",
+            "SELECT oid || ':' || tstamp || ':' || parentoid || ':' || name || ':' || live || ':' || fulldir FROM objects ORDER BY oid",
+            "SELECT tstamp || ':' || oid FROM purges ORDER BY tstamp",
+        ] {
+            let mut st = conn.prepare(sql).unwrap();
+            let rows = st.query_map([], |r| r.get::<_, String>(0)).unwrap();
+            for r in rows {
+                h.update(r.unwrap().as_bytes());
+                h.update(b"\n");
+            }
+        }
+        hex::encode(h.finalize())
+    }
+
+    pub fn event_count(&self) -> i64 {
+        let conn = rusqlite::Connection::open_with_flags(
+            self.data_dir.join("vellum.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .unwrap()
+    }
+}
+
+/// Asserts that a value is 16 lower-case hex digits.
+pub fn assert_hex16(v: &Value, what: &str) {
+    let s = v
+        .as_str()
+        .unwrap_or_else(|| panic!("{what} is not a string: {v}"));
+    assert!(
+        s.len() == 16
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "{what} = {s:?} is not 16 lower-case hex digits"
+    );
+}
