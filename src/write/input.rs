@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::model::{Action, ObjPath, Oid, Tstamp};
-use crate::policy::{PolicyEngine, PreparedPolicy};
+use crate::policy::{PolicyEngine, PolicyError, PreparedPolicy};
 
 /// Fields the server sets; a client's copy is ignored, never an error (SPEC §5).
 const SERVER_FIELDS: &[&str] = &[
@@ -248,7 +248,10 @@ fn parse_event(index: usize, v: Value, engine: &PolicyEngine) -> Result<WriteEve
     let original = string_field(&m, "originalobjectpolicy")?;
     let policy = engine
         .prepare(objectpolicy, original.as_deref())
-        .map_err(|e| bad("bad_policy", e.to_string()))?;
+        .map_err(|e| match e {
+            PolicyError::TooLarge { .. } => Error::too_large("policy_too_large", e.to_string()),
+            _ => bad("bad_policy", e.to_string()),
+        })?;
 
     let references = match m.get("references") {
         None | Some(Value::Null) => Vec::new(),
