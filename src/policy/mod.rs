@@ -115,7 +115,7 @@ pub struct PreparedPolicy {
     /// Always an object with `"requirements"` or `"rego"` (plus `"label"` if given), keys
     /// lower-case, requirements in canonical form (`{"f","a"}` / `{"v"}`, `"a"` always present).
     pub objectpolicy: Value,
-    /// Kept as given.
+    /// Kept as given; `None` when absent or blank.
     pub originalobjectpolicy: Option<String>,
 }
 
@@ -450,7 +450,8 @@ impl PolicyEngine {
         }
         Ok(Some(PreparedPolicy {
             objectpolicy: Value::Object(out),
-            originalobjectpolicy: originalobjectpolicy.map(str::to_string),
+            // Blank means absent (SPEC §5); anything else is kept exactly as given.
+            originalobjectpolicy: original.map(str::to_string),
         }))
     }
 

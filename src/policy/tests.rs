@@ -124,6 +124,8 @@ fn the_objectpolicy_form_wins_but_the_original_must_compile() {
         json!({"requirements": {"f": "yield", "a": [{"v": "R"}]}})
     );
     assert_eq!(p.originalobjectpolicy.as_deref(), Some("(yield-all)"));
+    let p = e.prepare(Some(&op), Some("  ")).unwrap().unwrap();
+    assert_eq!(p.originalobjectpolicy, None);
     let err = e.prepare(Some(&op), Some("(yeild R)")).unwrap_err();
     assert_eq!(
         err.to_string(),
