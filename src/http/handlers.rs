@@ -226,7 +226,9 @@ async fn write_txn(
     access: Access,
     req: Request<Incoming>,
 ) -> Result<Response<Body>> {
+    let started = std::time::Instant::now();
     let body = read_write_body(state, req).await?;
+    let received = started.elapsed();
     let events = write::parse_metadata(
         &body.metadata,
         &state.policy,
@@ -257,12 +259,23 @@ async fn write_txn(
     let n = events.len();
     let ns = state.namespace.clone();
     let who = access.identity.claims.label().to_string();
+    let parsed = started.elapsed();
     let applied = state
         .store
         .write(move |ctx| Planner::new(ctx, &access, &ns).apply_all(events))
         .await?;
-    tracing::info!(events = n, user = %who, "transaction committed");
-    Ok(body::json(StatusCode::OK, &applied.events))
+    let committed = started.elapsed();
+    let resp = body::json(StatusCode::OK, &applied.events);
+    tracing::info!(
+        events = n,
+        user = %who,
+        receive_ms = received.as_secs_f64() * 1e3,
+        parse_ms = (parsed - received).as_secs_f64() * 1e3,
+        commit_ms = (committed - parsed).as_secs_f64() * 1e3,
+        encode_ms = (started.elapsed() - committed).as_secs_f64() * 1e3,
+        "transaction committed"
+    );
+    Ok(resp)
 }
 
 /// Rows fetched from the store per step of a listing.

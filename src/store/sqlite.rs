@@ -439,11 +439,15 @@ fn map_unique(e: rusqlite::Error) -> StoreError {
 
 impl WriteCtx<'_> {
     fn upsert_index(&self, e: &Event) -> Result<(), StoreError> {
-        let old_fulldir: Option<String> = self
-            .conn
-            .prepare_cached("SELECT fulldir FROM objects WHERE oid = ?1")?
-            .query_row([e.oid.as_i64()], |r| r.get(0))
-            .optional()?;
+        // A create names a new oid: there is no old row, hence no subtree to move.
+        let old_fulldir: Option<String> = if e.action == crate::model::Action::C {
+            None
+        } else {
+            self.conn
+                .prepare_cached("SELECT fulldir FROM objects WHERE oid = ?1")?
+                .query_row([e.oid.as_i64()], |r| r.get(0))
+                .optional()?
+        };
         self.conn
             .prepare_cached(
                 "INSERT INTO objects (oid, tstamp, parentoid, name, live, isfile, fulldir, expiration, derived_oid)

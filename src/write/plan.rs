@@ -3,6 +3,8 @@
 //! events before it (the transaction's own pending state), and the whole plan runs at
 //! commit time, so the check is always against the then-current state.
 
+use std::collections::HashMap;
+
 use serde_json::{json, Value};
 
 use super::input::{Patch, RefField, WriteEvent};
@@ -35,6 +37,10 @@ pub struct Planner<'a, S: MetaWrite> {
     results: Vec<Event>,
     made_dirs: Vec<Event>,
     purged: Vec<Event>,
+    /// Live objects read during this transaction (bulk creates share a parent). An entry
+    /// is dropped whenever this transaction appends a version of that oid, and the whole
+    /// cache when a folder moves (descendants' fulldir change).
+    seen: HashMap<Oid, Current>,
 }
 
 fn forbidden(letter: char, what: &str, oid: Oid) -> Error {
@@ -53,6 +59,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
             results: Vec::new(),
             made_dirs: Vec::new(),
             purged: Vec::new(),
+            seen: HashMap::new(),
         }
     }
 
@@ -64,16 +71,14 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
             let ev = self.apply(we).map_err(|e| e.at(i))?;
             self.results.push(ev);
         }
-        // tstampend of a version superseded later in this same transaction.
-        let n = self.results.len();
-        for i in 0..n {
-            let next = (i + 1..n)
-                .find(|&j| {
-                    self.results[j].oid == self.results[i].oid
-                        && self.results[j].action != Action::P
-                })
-                .map(|j| self.results[j].tstamp);
-            self.results[i].tstampend = Some(next.unwrap_or(Tstamp::FOREVER));
+        // tstampend of a version superseded later in this same transaction: walk back,
+        // remembering the next version seen for each oid.
+        let mut next: HashMap<Oid, Tstamp> = HashMap::new();
+        for e in self.results.iter_mut().rev() {
+            e.tstampend = Some(next.get(&e.oid).copied().unwrap_or(Tstamp::FOREVER));
+            if e.action != Action::P {
+                next.insert(e.oid, e.tstamp);
+            }
         }
         for d in &mut self.made_dirs {
             d.tstampend = Some(Tstamp::FOREVER);
@@ -137,9 +142,15 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
         )
     }
 
-    fn live(&self, oid: Oid, what: &str) -> Result<Current> {
+    fn live(&mut self, oid: Oid, what: &str) -> Result<Current> {
+        if let Some(c) = self.seen.get(&oid) {
+            return Ok(c.clone());
+        }
         match self.store.current(oid)? {
-            Some(c) if c.live => Ok(c),
+            Some(c) if c.live => {
+                self.seen.insert(oid, c.clone());
+                Ok(c)
+            }
             Some(_) => Err(Error::not_found(
                 "deleted",
                 format!("{what} {oid} is deleted"),
@@ -238,6 +249,28 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
         )
     }
 
+    /// Appends a version and keeps the transaction's cache of live objects true.
+    fn append(&mut self, e: &Event) -> Result<()> {
+        self.store.append(e)?;
+        match e.action {
+            Action::C => {
+                self.seen.insert(
+                    e.oid,
+                    Current {
+                        event: e.clone(),
+                        live: true,
+                    },
+                );
+            }
+            // A folder that changes may have moved: descendants' fulldir changed too.
+            _ if !e.isfile => self.seen.clear(),
+            _ => {
+                self.seen.remove(&e.oid);
+            }
+        }
+        Ok(())
+    }
+
     fn check_lockout(&self, e: &Event, we: &WriteEvent) -> Result<()> {
         if we.allow_partial {
             return Ok(());
@@ -318,7 +351,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
         self.check_lockout(&e, we)?;
         e.oid = self.store.next_oid();
         e.tstamp = self.store.next_tstamp();
-        self.store.append(&e)?;
+        self.append(&e)?;
         Ok(e)
     }
 
@@ -435,7 +468,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
             self.check_lockout(&e, we)?;
         }
         e.tstamp = self.store.next_tstamp();
-        self.store.append(&e)?;
+        self.append(&e)?;
         Ok(e)
     }
 
@@ -475,7 +508,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
         e.jwthash = jwthash;
         e.checkedtstamp = cur.event.tstamp;
         e.tstamp = self.store.next_tstamp();
-        self.store.append(&e)?;
+        self.append(&e)?;
         Ok(e)
     }
 
@@ -522,6 +555,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
         let removed = self
             .store
             .purge(oid, we.purgetstamp, at, &userpolicy, &jwthash)?;
+        self.seen.clear();
         self.purged.extend(removed);
         // Not stored: the response's record of what happened.
         let mut e = cur.event.clone();
