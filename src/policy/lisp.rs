@@ -301,7 +301,8 @@ fn json_node(v: &Value, path: &str, depth: usize, c: &mut Counter) -> Result<Nod
     }
 }
 
-fn kind(v: &Value) -> &'static str {
+/// "a string", "an object", ...: a JSON value's kind, for error messages.
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

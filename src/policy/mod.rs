@@ -200,16 +200,7 @@ struct Fields<'a> {
     label: Option<&'a Value>,
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
+use lisp::kind;
 
 fn get_ci<'a>(m: &'a Map<String, Value>, key: &str) -> Result<Option<&'a Value>, PolicyError> {
     lisp::get_ci(m, key).map_err(|(a, b)| PolicyError::AmbiguousKey(a, b))
