@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod app;
+pub mod blob;
 pub mod cli;
 pub mod config;
 pub mod crypto;

@@ -1,0 +1,728 @@
+//! [`BlobStore`]: the backends, uploads, deletes and listings.
+
+use std::fmt;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{
+    ClientOptions, GetOptions, MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload,
+    RetryConfig,
+};
+use rand_core::{OsRng, RngCore};
+use sha2::{Digest, Sha256};
+use tokio::task::JoinSet;
+
+use super::pipeline::Pipeline;
+use super::reader::BlobReader;
+use super::{is_generated_rname, validate_rname, BlobConfig, BlobError, BlobInfo};
+use crate::crypto::{
+    BlobAlgorithm, BlobLayout, ChunkSealer, Dek, MasterKeys, Wrapped, HEADER_LEN, TAG_LEN,
+};
+
+/// Stored bytes per multipart part (S3 wants at least 5 MiB for every part but the last).
+/// A blob smaller than this is written with a single `PUT`.
+pub(crate) const PART_SIZE: usize = 8 << 20;
+/// The part size grows by [`PART_SIZE`] every this many parts, so that S3's 10,000-part limit
+/// allows blobs of up to ~440 GiB while ordinary blobs keep small parts (memory).
+const PARTS_PER_STEP: u64 = 1000;
+/// S3's limit on the number of parts of a multipart upload.
+const MAX_PARTS: u64 = 10_000;
+/// Parts being uploaded while the next one is filled: with 8 MiB parts, an upload holds at
+/// most ~24 MiB of its own data, whatever the blob's size.
+const PARTS_IN_FLIGHT: usize = 2;
+/// Time allowed for the first response of a read (the body then streams without a deadline).
+pub(crate) const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Whole-request deadline for writes (an 8 MiB part, a complete, a delete, a list page).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Size of part number `index` (0-based).
+pub(crate) fn part_size(index: u64) -> usize {
+    PART_SIZE * (1 + (index / PARTS_PER_STEP) as usize)
+}
+
+/// Largest blob (stored bytes) a multipart upload can hold with [`part_size`].
+fn max_stored_len() -> u64 {
+    (0..MAX_PARTS).map(|i| part_size(i) as u64).sum()
+}
+
+/// The blob store. Cheap to clone (an `Arc`); `Send + Sync`.
+#[derive(Clone)]
+pub struct BlobStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Writes, deletes, listings: requests with a whole-request deadline.
+    store: Arc<dyn ObjectStore>,
+    /// Reads: no whole-request deadline, as a download to a slow client may stream for a long
+    /// time (the first response is bounded by [`FIRST_BYTE_TIMEOUT`] instead). The same object
+    /// as `store` for the local filesystem.
+    read_store: Arc<dyn ObjectStore>,
+    /// `FILE_PARTITION` without leading/trailing `/` (may be empty).
+    partition: String,
+    keys: Arc<MasterKeys>,
+    chunk_size: u32,
+    backend: Backend,
+}
+
+enum Backend {
+    /// `root` = `DATA_DIR/blobs`.
+    Local {
+        root: PathBuf,
+    },
+    S3 {
+        bucket: String,
+    },
+}
+
+impl fmt::Debug for BlobStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlobStore")
+            .field("backend", &self.describe())
+            .field("chunk_size", &self.inner.chunk_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlobStore {
+    /// Builds the store from its configuration: checks it, and for the local backend creates
+    /// (durably) `data_dir/blobs/<partition>`. No network request is made.
+    pub fn from_config(cfg: &BlobConfig, keys: Arc<MasterKeys>) -> Result<Self, BlobError> {
+        BlobLayout::new(0, cfg.chunk_size).map_err(|e| BlobError::Config(e.to_string()))?;
+        let partition = cfg.partition.trim_matches('/').to_string();
+        if !partition.is_empty() && validate_rname(&partition).is_err() {
+            return Err(BlobError::Config(format!(
+                "FILE_PARTITION {:?} is not a usable key prefix (use letters, digits, '.', '_', \
+                 '-' and '/')",
+                cfg.partition
+            )));
+        }
+        let (store, read_store, backend): (Arc<dyn ObjectStore>, Arc<dyn ObjectStore>, _) = if cfg
+            .uses3
+        {
+            let (write, read, bucket) = build_s3(cfg)?;
+            (Arc::new(write), Arc::new(read), Backend::S3 { bucket })
+        } else {
+            let root = cfg.data_dir.join("blobs");
+            let dir = if partition.is_empty() {
+                root.clone()
+            } else {
+                root.join(&partition)
+            };
+            create_dir_durably(&dir)
+                .map_err(|e| BlobError::Config(format!("cannot create {}: {e}", dir.display())))?;
+            // `with_fsync(true)`: every put and multipart completion fsyncs the file, renames
+            // it into place and fsyncs the parent directory (and any directory it creates)
+            // before returning, so a returned `put` is durable.
+            let fs = LocalFileSystem::new_with_prefix(&root)
+                .map_err(BlobError::Backend)?
+                .with_fsync(true);
+            let fs: Arc<dyn ObjectStore> = Arc::new(fs);
+            (fs.clone(), fs, Backend::Local { root })
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                read_store,
+                partition,
+                keys,
+                chunk_size: cfg.chunk_size,
+                backend,
+            }),
+        })
+    }
+
+    /// A fresh blob name like `558/158340da6ed32558`: 16 random hex digits (64 bits from the
+    /// operating system's CSPRNG), sharded by their last three.
+    pub fn new_rname() -> String {
+        let mut b = [0u8; 8];
+        OsRng.fill_bytes(&mut b);
+        let id = hex::encode(b);
+        format!("{}/{id}", &id[13..])
+    }
+
+    /// The master keys data keys are wrapped under.
+    pub fn keys(&self) -> &MasterKeys {
+        &self.inner.keys
+    }
+
+    /// Plaintext bytes per chunk for new encrypted blobs.
+    pub fn chunk_size(&self) -> u32 {
+        self.inner.chunk_size
+    }
+
+    /// Where blobs go, for logs: `local:<dir>[/<partition>]` or `s3://<bucket>/<partition>`.
+    pub fn describe(&self) -> String {
+        let p = &self.inner.partition;
+        match &self.inner.backend {
+            Backend::Local { root } if p.is_empty() => format!("local:{}", root.display()),
+            Backend::Local { root } => format!("local:{}", root.join(p).display()),
+            Backend::S3 { bucket } => format!("s3://{bucket}/{p}"),
+        }
+    }
+
+    /// Whether blobs are in S3.
+    pub fn is_s3(&self) -> bool {
+        matches!(self.inner.backend, Backend::S3 { .. })
+    }
+
+    /// The object location of `rname` (checked with [`validate_rname`]).
+    pub(crate) fn location(&self, rname: &str) -> Result<Path, BlobError> {
+        validate_rname(rname)?;
+        let full = if self.inner.partition.is_empty() {
+            rname.to_string()
+        } else {
+            format!("{}/{rname}", self.inner.partition)
+        };
+        Path::parse(full).map_err(|_| BlobError::InvalidName(rname.to_string()))
+    }
+
+    /// Streams plaintext from `body` (pieces of any size) through SHA-256 and, for
+    /// [`BlobAlgorithm::Chunked`], the chunked AES-256-GCM envelope under a fresh data key,
+    /// into `FILE_PARTITION/<rname>`.
+    ///
+    /// * Memory does not grow with the size: a blob under 8 MiB (stored) is one `PUT`; a larger
+    ///   one is a multipart upload of 8 MiB parts (growing after 1,000 parts), at most two in
+    ///   flight while the next is filled; reading `body` waits while they are.
+    /// * The blob is durable when this returns `Ok` (see the module docs).
+    /// * `expected_sha256` (hex, any case): on a mismatch nothing becomes visible (the single
+    ///   `PUT` is never made / the multipart upload is aborted) and
+    ///   [`BlobError::HashMismatch`] is returned. `max_size` limits the plaintext:
+    ///   [`BlobError::TooLarge`] as soon as it is exceeded.
+    /// * On any error (including from `body`), nothing is left behind: the multipart upload is
+    ///   aborted, and an object a failed final request may have created is deleted. If the
+    ///   returned future is dropped midway, an unfinished multipart upload is aborted in the
+    ///   background; a single `PUT` already under way may still land, as an unreferenced blob
+    ///   that `vellum gc` removes after its grace period.
+    pub async fn put<S>(
+        &self,
+        rname: &str,
+        algorithm: BlobAlgorithm,
+        mut body: S,
+        expected_sha256: Option<&str>,
+        max_size: Option<u64>,
+    ) -> Result<BlobInfo, BlobError>
+    where
+        S: Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin,
+    {
+        let location = self.location(rname)?;
+        let expected = expected_sha256.map(normalize_sha256).transpose()?;
+        let (sealer, wrapped) = match algorithm {
+            BlobAlgorithm::Chunked => {
+                let dek = Dek::generate();
+                let wrapped = self.inner.keys.wrap(&dek, rname.as_bytes());
+                let sealer = ChunkSealer::new(&dek, rname.as_bytes(), self.inner.chunk_size)
+                    .map_err(BlobError::Crypto)?;
+                (Some(sealer), Some(wrapped))
+            }
+            BlobAlgorithm::None => (None, None),
+        };
+        let mut writer = PartWriter::new(self.inner.store.clone(), location, rname);
+        let result: Result<BlobInfo, BlobError> = async {
+            if let Some(sealer) = &sealer {
+                writer.push(Bytes::copy_from_slice(&sealer.header()));
+            }
+            let mut pipeline = Pipeline::new(sealer);
+            let mut size = 0u64;
+            while let Some(piece) = body.next().await {
+                let piece = piece?;
+                size += piece.len() as u64;
+                if let Some(limit) = max_size.filter(|&limit| size > limit) {
+                    return Err(BlobError::TooLarge { limit });
+                }
+                pipeline.push(piece, &mut writer).await?;
+                writer.send_full_part().await?;
+            }
+            let actual = pipeline.finish(&mut writer).await?;
+            if let Some(expected) = expected {
+                if expected != actual {
+                    return Err(BlobError::HashMismatch { expected, actual });
+                }
+            }
+            writer.finish().await?;
+            Ok(BlobInfo {
+                rname: rname.to_string(),
+                size,
+                sha256plain: actual,
+                algorithm,
+                wrapped,
+            })
+        }
+        .await;
+        if result.is_err() {
+            writer.clean_up().await;
+        }
+        result
+    }
+
+    /// Opens a stored blob for reading: one ranged request fetches the header and the first
+    /// chunk (so a small blob needs no second request), and the object's length gives the
+    /// plaintext size. `wrapped` is needed for [`BlobAlgorithm::Chunked`] (ignored for
+    /// [`BlobAlgorithm::None`]); it is unwrapped before any I/O.
+    pub async fn open(
+        &self,
+        rname: &str,
+        algorithm: BlobAlgorithm,
+        wrapped: Option<&Wrapped>,
+    ) -> Result<BlobReader, BlobError> {
+        let location = self.location(rname)?;
+        let dek = match algorithm {
+            BlobAlgorithm::Chunked => {
+                let w = wrapped.ok_or_else(|| BlobError::MissingKey {
+                    rname: rname.to_string(),
+                })?;
+                let dek = self
+                    .inner
+                    .keys
+                    .unwrap(
+                        &w.key_id,
+                        &w.encrypteddata,
+                        &w.encryptednonce,
+                        rname.as_bytes(),
+                    )
+                    .map_err(BlobError::Crypto)?;
+                Some(dek)
+            }
+            BlobAlgorithm::None => None,
+        };
+        let prefetch = (HEADER_LEN + self.inner.chunk_size as usize + TAG_LEN) as u64;
+        let (stored_len, head) = self.fetch_head(&location, rname, prefetch).await?;
+        BlobReader::new(
+            self.inner.read_store.clone(),
+            location,
+            rname,
+            stored_len,
+            head,
+            dek.as_ref(),
+        )
+    }
+
+    /// The object's length and its first `n` bytes (fewer if it is shorter).
+    async fn fetch_head(
+        &self,
+        location: &Path,
+        rname: &str,
+        n: u64,
+    ) -> Result<(u64, Bytes), BlobError> {
+        let store = &self.inner.read_store;
+        let get = async {
+            let r = store
+                .get_opts(location, GetOptions::new().with_range(Some(0..n)))
+                .await?;
+            let size = r.meta.size;
+            Ok::<_, object_store::Error>((size, r.bytes().await?))
+        };
+        match tokio::time::timeout(FIRST_BYTE_TIMEOUT, get).await {
+            Err(_) => Err(BlobError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no response from the blob store",
+            ))),
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e @ object_store::Error::NotFound { .. })) => Err(BlobError::backend(rname, e)),
+            // A range cannot start at byte 0 of an empty object: see whether that is the case.
+            Ok(Err(e)) => match self.inner.store.head(location).await {
+                Ok(meta) if meta.size == 0 => Ok((0, Bytes::new())),
+                Ok(_) => Err(BlobError::backend(rname, e)),
+                Err(e) => Err(BlobError::backend(rname, e)),
+            },
+        }
+    }
+
+    /// Deletes a blob; a blob that does not exist is not an error.
+    pub async fn delete(&self, rname: &str) -> Result<(), BlobError> {
+        let location = self.location(rname)?;
+        match self.inner.store.delete(&location).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(BlobError::Backend(e)),
+        }
+    }
+
+    /// Every stored blob (under `FILE_PARTITION`, with a name of the
+    /// [`BlobStore::new_rname`] shape) with its last-modified time, for `vellum gc`. Objects
+    /// with other names are never reported. Uploads in progress are not listed (a local upload
+    /// is a staging file until it completes; an S3 multipart upload is no object until then).
+    pub fn list(&self) -> impl Stream<Item = Result<(String, SystemTime), BlobError>> + '_ {
+        let prefix = (!self.inner.partition.is_empty())
+            .then(|| Path::parse(&self.inner.partition).expect("validated in from_config"));
+        let stream = self.inner.store.list(prefix.as_ref());
+        stream.filter_map(move |r| {
+            let item = match r {
+                Err(e) => Some(Err(BlobError::Backend(e))),
+                Ok(meta) => {
+                    let rel = match &prefix {
+                        None => Some(meta.location.as_ref().to_string()),
+                        Some(p) => meta.location.prefix_match(p).map(|parts| {
+                            parts
+                                .map(|part| part.as_ref().to_string())
+                                .collect::<Vec<_>>()
+                                .join("/")
+                        }),
+                    };
+                    rel.filter(|r| is_generated_rname(r))
+                        .map(|r| Ok((r, SystemTime::from(meta.last_modified))))
+                }
+            };
+            std::future::ready(item)
+        })
+    }
+
+    /// Decrypts the whole blob and returns its plaintext size and SHA-256 (hex), for
+    /// `vellum fsck`. A damaged blob is [`BlobError::Integrity`].
+    pub async fn verify(
+        &self,
+        rname: &str,
+        algorithm: BlobAlgorithm,
+        wrapped: Option<&Wrapped>,
+    ) -> Result<(u64, String), BlobError> {
+        let reader = self.open(rname, algorithm, wrapped).await?;
+        let size = reader.size();
+        let mut stream = std::pin::pin!(reader.read_range(0..size));
+        let mut hasher = Sha256::new();
+        let mut n = 0u64;
+        while let Some(piece) = stream.next().await {
+            let piece = piece?;
+            n += piece.len() as u64;
+            hasher.update(&piece);
+        }
+        Ok((n, hex::encode(hasher.finalize())))
+    }
+
+    /// Removes what crashed local uploads left behind: `object_store`'s staging files
+    /// (`<rname>#<n>`) last modified more than `older_than` ago, under this store's partition.
+    /// Returns how many were removed. A no-op for S3, where an unfinished multipart upload is
+    /// no object: configure the bucket's lifecycle rule `AbortIncompleteMultipartUpload` for
+    /// those.
+    pub async fn remove_stale_uploads(&self, older_than: Duration) -> Result<u64, BlobError> {
+        let Backend::Local { root } = &self.inner.backend else {
+            return Ok(0);
+        };
+        let dir = if self.inner.partition.is_empty() {
+            root.clone()
+        } else {
+            root.join(&self.inner.partition)
+        };
+        let cutoff = SystemTime::now()
+            .checked_sub(older_than)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        tokio::task::spawn_blocking(move || remove_staging_files(&dir, cutoff))
+            .await
+            .map_err(|e| BlobError::Io(std::io::Error::other(e)))?
+            .map_err(BlobError::Io)
+    }
+}
+
+/// Accumulates stored bytes and writes them as one `PUT` or as the parts of a multipart upload.
+pub(crate) struct PartWriter {
+    store: Arc<dyn ObjectStore>,
+    location: Path,
+    rname: String,
+    pending: Vec<Bytes>,
+    pending_len: usize,
+    upload: Option<Box<dyn MultipartUpload>>,
+    in_flight: JoinSet<object_store::Result<()>>,
+    parts: u64,
+    /// A final request (the single `PUT`, or the completion) was made: the object may exist.
+    maybe_visible: bool,
+}
+
+impl PartWriter {
+    fn new(store: Arc<dyn ObjectStore>, location: Path, rname: &str) -> Self {
+        Self {
+            store,
+            location,
+            rname: rname.to_string(),
+            pending: Vec::new(),
+            pending_len: 0,
+            upload: None,
+            in_flight: JoinSet::new(),
+            parts: 0,
+            maybe_visible: false,
+        }
+    }
+
+    pub(crate) fn push(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.pending_len += bytes.len();
+            self.pending.push(bytes);
+        }
+    }
+
+    fn backend(&self, e: object_store::Error) -> BlobError {
+        BlobError::backend(&self.rname, e)
+    }
+
+    /// Uploads the pending bytes as a part once they fill one (starting the multipart upload
+    /// at the first), after waiting until fewer than [`PARTS_IN_FLIGHT`] parts are in flight.
+    async fn send_full_part(&mut self) -> Result<(), BlobError> {
+        if self.pending_len >= part_size(self.parts) {
+            self.send_part().await?;
+        }
+        Ok(())
+    }
+
+    async fn send_part(&mut self) -> Result<(), BlobError> {
+        if self.parts >= MAX_PARTS {
+            return Err(BlobError::TooLarge {
+                limit: max_stored_len(),
+            });
+        }
+        if self.upload.is_none() {
+            let upload = self
+                .store
+                .put_multipart(&self.location)
+                .await
+                .map_err(|e| self.backend(e))?;
+            self.upload = Some(upload);
+        }
+        while self.in_flight.len() >= PARTS_IN_FLIGHT {
+            self.join_one().await?;
+        }
+        let payload: PutPayload = std::mem::take(&mut self.pending).into_iter().collect();
+        self.pending_len = 0;
+        self.parts += 1;
+        let part = self
+            .upload
+            .as_mut()
+            .expect("started above")
+            .put_part(payload);
+        self.in_flight.spawn(part);
+        Ok(())
+    }
+
+    async fn join_one(&mut self) -> Result<(), BlobError> {
+        match self.in_flight.join_next().await {
+            None | Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(self.backend(e)),
+            Some(Err(e)) => Err(BlobError::Io(std::io::Error::other(e))),
+        }
+    }
+
+    /// Writes what is pending and makes the object visible (and durable).
+    async fn finish(&mut self) -> Result<(), BlobError> {
+        if self.upload.is_none() {
+            let payload: PutPayload = std::mem::take(&mut self.pending).into_iter().collect();
+            self.pending_len = 0;
+            self.maybe_visible = true;
+            self.store
+                .put(&self.location, payload)
+                .await
+                .map_err(|e| self.backend(e))?;
+            return Ok(());
+        }
+        if self.pending_len > 0 {
+            self.send_part().await?;
+        }
+        while !self.in_flight.is_empty() {
+            self.join_one().await?;
+        }
+        self.maybe_visible = true;
+        let mut upload = self.upload.take().expect("checked above");
+        match upload.complete().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.upload = Some(upload);
+                Err(self.backend(e))
+            }
+        }
+    }
+
+    /// After an error: stops the parts in flight, aborts the multipart upload, and deletes the
+    /// object if a final request may have created it. Best effort; failures are logged.
+    async fn clean_up(&mut self) {
+        self.in_flight.shutdown().await;
+        self.pending.clear();
+        self.pending_len = 0;
+        if let Some(mut upload) = self.upload.take() {
+            if let Err(e) = upload.abort().await {
+                if !self.maybe_visible {
+                    tracing::warn!(rname = %self.rname, error = %e, "aborting a failed blob upload failed");
+                }
+            }
+        }
+        if self.maybe_visible {
+            match self.store.delete(&self.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(rname = %self.rname, error = %e, "deleting a failed blob upload failed; `vellum gc` will remove it")
+                }
+            }
+        }
+    }
+}
+
+impl Drop for PartWriter {
+    /// The `put` future was dropped midway: abort an unfinished multipart upload in the
+    /// background (dropping `in_flight` cancels its parts).
+    fn drop(&mut self) {
+        if let Some(mut upload) = self.upload.take() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = upload.abort().await;
+                });
+            }
+        }
+    }
+}
+
+/// Lower-case hex of a SHA-256 given by a client, or an error if it is not one.
+fn normalize_sha256(hex: &str) -> Result<String, BlobError> {
+    let h = hex.trim();
+    if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(h.to_ascii_lowercase())
+    } else {
+        Err(BlobError::BadExpectedHash(h.chars().take(80).collect()))
+    }
+}
+
+/// Builds the S3 stores (writes, reads) from the configuration.
+fn build_s3(
+    cfg: &BlobConfig,
+) -> Result<
+    (
+        object_store::aws::AmazonS3,
+        object_store::aws::AmazonS3,
+        String,
+    ),
+    BlobError,
+> {
+    let nonempty = |v: &Option<String>| {
+        v.as_deref()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    let bucket = nonempty(&cfg.bucket)
+        .ok_or_else(|| BlobError::Config("USES3=true needs FILE_BUCKET".into()))?;
+    let region = nonempty(&cfg.aws_region).unwrap_or_else(|| "us-east-1".into());
+    let mut builder = AmazonS3Builder::new()
+        .with_bucket_name(&bucket)
+        .with_region(region);
+    match (
+        nonempty(&cfg.aws_access_key_id),
+        nonempty(&cfg.aws_secret_access_key),
+    ) {
+        (Some(id), Some(secret)) => {
+            builder = builder
+                .with_access_key_id(id)
+                .with_secret_access_key(secret);
+        }
+        (None, None) => {}
+        _ => {
+            return Err(BlobError::Config(
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together".into(),
+            ))
+        }
+    }
+    let mut allow_http = false;
+    if let Some(endpoint) = nonempty(&cfg.aws_endpoint) {
+        allow_http = endpoint_is_plain_http(&endpoint)?;
+        builder = builder.with_endpoint(endpoint);
+    }
+    // Fewer retries than object_store's default (10 within 3 minutes), so that a request to
+    // an unreachable server fails within seconds rather than holding an HTTP request for minutes.
+    builder = builder.with_retry(RetryConfig {
+        max_retries: 4,
+        retry_timeout: Duration::from_secs(30),
+        ..RetryConfig::default()
+    });
+    // (The client options replace the builder's, `allow_http` included: set it here.)
+    let base = ClientOptions::new()
+        .with_allow_http(allow_http)
+        .with_connect_timeout(CONNECT_TIMEOUT);
+    let write = builder
+        .clone()
+        .with_client_options(base.clone().with_timeout(WRITE_TIMEOUT))
+        .build()
+        .map_err(|e| BlobError::Config(format!("S3: {e}")))?;
+    let read = builder
+        .with_client_options(base.with_timeout_disabled())
+        .build()
+        .map_err(|e| BlobError::Config(format!("S3: {e}")))?;
+    Ok((write, read, bucket))
+}
+
+/// `Ok(true)` for an `http://` endpoint on a loopback host, `Ok(false)` for `https://`, an
+/// error otherwise (SPEC §1: plain http only for loopback).
+pub(crate) fn endpoint_is_plain_http(endpoint: &str) -> Result<bool, BlobError> {
+    let lower = endpoint.trim().to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        return Ok(false);
+    }
+    let Some(rest) = lower.strip_prefix("http://") else {
+        return Err(BlobError::Config(format!(
+            "AWS_ENDPOINT {endpoint:?} must start with https:// (or http:// for a loopback host)"
+        )));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(true)
+    } else {
+        Err(BlobError::Config(format!(
+            "AWS_ENDPOINT {endpoint:?}: plain http is only allowed for a loopback host; use https"
+        )))
+    }
+}
+
+/// Creates `dir` and any missing parents, fsyncing each parent whose entries changed, so the
+/// directories blobs are written into survive a crash.
+fn create_dir_durably(dir: &FsPath) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => FsPath::new("."),
+    };
+    create_dir_durably(parent)?;
+    match std::fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    std::fs::File::open(parent)?.sync_all()
+}
+
+/// Removes `object_store` staging files (names containing `#`) older than `cutoff` under
+/// `dir`.
+fn remove_staging_files(dir: &FsPath, cutoff: SystemTime) -> std::io::Result<u64> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry?;
+        let ty = entry.file_type()?;
+        let path = entry.path();
+        if ty.is_dir() {
+            removed += remove_staging_files(&path, cutoff)?;
+        } else if ty.is_file() && entry.file_name().to_string_lossy().contains('#') {
+            let modified = entry.metadata()?.modified()?;
+            if modified <= cutoff {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(removed)
+}

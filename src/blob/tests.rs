@@ -1,0 +1,290 @@
+//! Unit tests of the blob module's pure parts and a local smoke test. The full behaviour, on
+//! both backends, is covered by `tests/blob_store.rs`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{stream, StreamExt};
+
+use super::store::{endpoint_is_plain_http, part_size, PART_SIZE};
+use super::*;
+use crate::crypto::MasterKeys;
+
+fn keys() -> Arc<MasterKeys> {
+    Arc::new(MasterKeys::from_raw_keys([("k1".to_string(), [7u8; 32])]).unwrap())
+}
+
+#[test]
+fn new_rname_has_the_sharded_shape() {
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..200 {
+        let r = BlobStore::new_rname();
+        assert_eq!(r.len(), 20, "{r}");
+        assert_eq!(&r[..3], &r[17..], "{r}");
+        assert!(is_generated_rname(&r), "{r}");
+        assert!(validate_rname(&r).is_ok(), "{r}");
+        assert!(seen.insert(r));
+    }
+}
+
+#[test]
+fn generated_rname_shape() {
+    assert!(is_generated_rname("558/158340da6ed32558"));
+    for bad in [
+        "559/158340da6ed32558",
+        "558/158340DA6ED32558",
+        "558/158340da6ed3255",
+        "558158340da6ed32558x",
+        "558/158340da6ed3g558",
+        "",
+    ] {
+        assert!(!is_generated_rname(bad), "{bad}");
+    }
+}
+
+#[test]
+fn rname_validation() {
+    for good in ["a", "558/158340da6ed32558", "x/y.z/w_v-1", "..a", "a.."] {
+        assert!(validate_rname(good).is_ok(), "{good}");
+    }
+    let long = "a".repeat(MAX_RNAME_LEN + 1);
+    for bad in [
+        "", "/a", "a/", "a//b", ".", "..", "a/../b", "a/./b", "a b", "a#1", "a\\b", "é", "a\0",
+        &long,
+    ] {
+        assert!(
+            matches!(validate_rname(bad), Err(BlobError::InvalidName(_))),
+            "{bad:?}"
+        );
+    }
+}
+
+#[test]
+fn endpoints() {
+    for ok_http in [
+        "http://127.0.0.1:9000",
+        "http://localhost:9000/",
+        "HTTP://127.5.6.7",
+        "http://[::1]:8014",
+        "http://user:pw@127.0.0.1:1/path",
+    ] {
+        assert!(endpoint_is_plain_http(ok_http).unwrap(), "{ok_http}");
+    }
+    assert!(!endpoint_is_plain_http("https://s3.example.com").unwrap());
+    for bad in [
+        "http://s3.example.com",
+        "http://10.0.0.1:9000",
+        "http://127.0.0.1.evil.com",
+        "http://localhost.evil.com",
+        "ftp://127.0.0.1",
+        "127.0.0.1:9000",
+    ] {
+        assert!(
+            matches!(endpoint_is_plain_http(bad), Err(BlobError::Config(_))),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn part_sizes_grow_and_stay_above_the_s3_minimum() {
+    assert_eq!(part_size(0), PART_SIZE);
+    assert_eq!(part_size(999), PART_SIZE);
+    assert_eq!(part_size(1000), 2 * PART_SIZE);
+    assert_eq!(part_size(9999), 10 * PART_SIZE);
+    const { assert!(PART_SIZE >= 5 << 20) };
+}
+
+#[test]
+fn config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = BlobConfig::local(dir.path());
+    let bad = |cfg: BlobConfig| match BlobStore::from_config(&cfg, keys()) {
+        Err(BlobError::Config(m)) => m,
+        other => panic!("expected a config error, got {other:?}"),
+    };
+    bad(BlobConfig {
+        chunk_size: 3,
+        ..base.clone()
+    });
+    bad(BlobConfig {
+        partition: "a/../b".into(),
+        ..base.clone()
+    });
+    let s3 = BlobConfig {
+        uses3: true,
+        bucket: Some("b".into()),
+        aws_endpoint: Some("http://127.0.0.1:1".into()),
+        ..base.clone()
+    };
+    assert!(bad(BlobConfig {
+        bucket: None,
+        ..s3.clone()
+    })
+    .contains("FILE_BUCKET"));
+    assert!(bad(BlobConfig {
+        aws_access_key_id: Some("id".into()),
+        ..s3.clone()
+    })
+    .contains("together"));
+    assert!(bad(BlobConfig {
+        aws_endpoint: Some("http://example.com".into()),
+        ..s3.clone()
+    })
+    .contains("loopback"));
+    let store = BlobStore::from_config(&s3, keys()).unwrap();
+    assert!(store.is_s3());
+    assert_eq!(store.describe(), "s3://b/");
+}
+
+#[test]
+fn local_partition_directories_are_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = BlobConfig {
+        partition: "/p1/p2/".into(),
+        ..BlobConfig::local(dir.path().join("data"))
+    };
+    let store = BlobStore::from_config(&cfg, keys()).unwrap();
+    assert!(dir.path().join("data/blobs/p1/p2").is_dir());
+    assert!(!store.is_s3());
+    assert!(
+        store.describe().ends_with("blobs/p1/p2"),
+        "{}",
+        store.describe()
+    );
+    assert_eq!(
+        store.location("558/158340da6ed32558").unwrap().as_ref(),
+        "p1/p2/558/158340da6ed32558"
+    );
+    assert!(store.location("../x").is_err());
+}
+
+#[test]
+fn public_types_are_send_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<BlobStore>();
+    check::<BlobError>();
+    check::<BlobInfo>();
+    check::<BlobReader>();
+}
+
+/// The HTTP layer spawns handlers that hold these futures and streams.
+#[allow(dead_code)]
+fn futures_are_send(store: &BlobStore, reader: BlobReader) {
+    fn check<T: Send>(_: &T) {}
+    let body = stream::iter(Vec::<Result<Bytes, std::io::Error>>::new());
+    check(&store.put("a", BlobAlgorithm::Chunked, body, None, None));
+    check(&store.open("a", BlobAlgorithm::Chunked, None));
+    check(&store.delete("a"));
+    check(&store.verify("a", BlobAlgorithm::None, None));
+    check(&store.list());
+    check(&store.remove_stale_uploads(std::time::Duration::ZERO));
+    check(&reader.read_range(0..1));
+}
+
+#[tokio::test]
+async fn local_smoke_round_trip_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::from_config(&BlobConfig::local(dir.path()), keys()).unwrap();
+    let rname = BlobStore::new_rname();
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let body = stream::iter(
+        data.chunks(4099)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect::<Vec<_>>(),
+    );
+    let info = store
+        .put(&rname, BlobAlgorithm::Chunked, body, None, None)
+        .await
+        .unwrap();
+    assert_eq!(info.size, data.len() as u64);
+    let wrapped = info.wrapped.clone().unwrap();
+    let reader = store
+        .open(&rname, BlobAlgorithm::Chunked, Some(&wrapped))
+        .await
+        .unwrap();
+    assert_eq!(reader.size(), data.len() as u64);
+    let got: Vec<Bytes> = reader
+        .read_range(1000..150_000)
+        .map(|r| r.unwrap())
+        .collect()
+        .await;
+    assert_eq!(got.concat(), &data[1000..150_000]);
+
+    // No key, a key for another blob, an unknown name.
+    assert!(matches!(
+        store.open(&rname, BlobAlgorithm::Chunked, None).await,
+        Err(BlobError::MissingKey { .. })
+    ));
+    let other = store.keys().wrap(&crate::crypto::Dek::generate(), b"other");
+    assert!(matches!(
+        store
+            .open(&rname, BlobAlgorithm::Chunked, Some(&other))
+            .await,
+        Err(BlobError::Crypto(_))
+    ));
+    assert!(store
+        .open(&BlobStore::new_rname(), BlobAlgorithm::None, None)
+        .await
+        .unwrap_err()
+        .is_not_found());
+
+    // Bad inputs to put store nothing.
+    let empty = || stream::iter(Vec::<Result<Bytes, std::io::Error>>::new());
+    assert!(matches!(
+        store
+            .put("x", BlobAlgorithm::None, empty(), Some("abc"), None)
+            .await,
+        Err(BlobError::BadExpectedHash(_))
+    ));
+    assert!(matches!(
+        store
+            .put("../x", BlobAlgorithm::None, empty(), None, None)
+            .await,
+        Err(BlobError::InvalidName(_))
+    ));
+    let failing = stream::iter(vec![
+        Ok(Bytes::from_static(b"hello")),
+        Err(std::io::Error::other("client went away")),
+    ]);
+    let r2 = BlobStore::new_rname();
+    assert!(matches!(
+        store
+            .put(&r2, BlobAlgorithm::None, failing, None, None)
+            .await,
+        Err(BlobError::Io(_))
+    ));
+    assert!(store
+        .open(&r2, BlobAlgorithm::None, None)
+        .await
+        .unwrap_err()
+        .is_not_found());
+    store.delete(&rname).await.unwrap();
+    store.delete(&rname).await.unwrap();
+}
+
+#[tokio::test]
+async fn stale_staging_files_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::from_config(&BlobConfig::local(dir.path()), keys()).unwrap();
+    let shard = dir.path().join("blobs/558");
+    std::fs::create_dir_all(&shard).unwrap();
+    std::fs::write(shard.join("158340da6ed32558#1"), b"partial").unwrap();
+    std::fs::write(shard.join("158340da6ed32558"), b"complete").unwrap();
+    assert_eq!(
+        store
+            .remove_stale_uploads(std::time::Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .remove_stale_uploads(std::time::Duration::ZERO)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(!shard.join("158340da6ed32558#1").exists());
+    assert!(shard.join("158340da6ed32558").exists());
+}
