@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::crypto::MasterKeys;
 use crate::identity::Identity;
 use crate::model::{Event, Perms, Privilege};
 use crate::policy::{EvalInput, PolicyEngine};
@@ -11,6 +12,8 @@ use crate::policy::{EvalInput, PolicyEngine};
 pub struct Access {
     pub engine: Arc<PolicyEngine>,
     pub identity: Arc<Identity>,
+    /// Set only for callers with the `blobkey` privilege: responses show data keys.
+    pub blob_keys: Option<Arc<MasterKeys>>,
 }
 
 impl Access {
@@ -18,7 +21,16 @@ impl Access {
         Access {
             engine,
             identity: Arc::new(identity),
+            blob_keys: None,
         }
+    }
+
+    /// Lets a caller with the `blobkey` privilege see data keys (no-op for anyone else).
+    pub fn with_blob_keys(mut self, keys: Arc<MasterKeys>) -> Access {
+        if self.identity.claims.has_privilege(Privilege::BlobKey) {
+            self.blob_keys = Some(keys);
+        }
+        self
     }
 
     pub fn is_root(&self) -> bool {

@@ -8,7 +8,9 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
+use crate::blob::BlobStore;
 use crate::config::Config;
+use crate::crypto::MasterKeys;
 use crate::error::Error;
 use crate::identity::Authenticator;
 use crate::model::{Action, Event, Oid, Tstamp, UserPolicy, SCHEMA_VERSION};
@@ -24,6 +26,7 @@ const NAMESPACE_POLICY: &str = include_str!("../policies/namespace.rego");
 pub struct AppState {
     pub config: Config,
     pub store: SqliteStore,
+    pub blobs: BlobStore,
     pub auth: Authenticator,
     pub policy: Arc<PolicyEngine>,
     pub namespace: Namespace,
@@ -52,6 +55,7 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let store = SqliteStore::open(&config.data_dir, config.synchronous)?;
+        let blobs = open_blobs(&config)?;
         let policy = Arc::new(PolicyEngine::new(config.policy_limits()));
         let auth = Authenticator::from_config(&config.identity)?;
         let namespace = bootstrap(&store, &policy, &config).await?;
@@ -62,6 +66,8 @@ impl Application {
             namespace = %config.namespace,
             namespace_oid = %namespace.oid,
             synchronous = ?config.synchronous,
+            blobs = %blobs.describe(),
+            master_key = %blobs.keys().active_id(),
             "vellum is ready"
         );
         Ok(Application {
@@ -69,6 +75,7 @@ impl Application {
             state: Arc::new(AppState {
                 config,
                 store,
+                blobs,
                 auth,
                 policy,
                 namespace,
@@ -98,6 +105,24 @@ impl Application {
         crate::http::serve(self.listener, self.state, shutdown).await?;
         Ok(())
     }
+}
+
+/// The master keys and the blob store the configuration names (also used by the
+/// operator commands `gc`, `fsck` and `rekey`).
+pub fn open_blobs(config: &Config) -> anyhow::Result<BlobStore> {
+    let keys = MasterKeys::from_config(
+        config.masterkey.as_deref(),
+        config.masterkeys.as_deref(),
+        &config.data_dir,
+    )?;
+    if keys.is_development() {
+        tracing::warn!(
+            data_dir = %config.data_dir.display(),
+            "NO MASTERKEY CONFIGURED: using a development master key kept in the data folder; \
+             anyone who can read the folder can decrypt every blob. Set MASTERKEY for real use."
+        );
+    }
+    Ok(BlobStore::from_config(&config.blobs, Arc::new(keys))?)
 }
 
 async fn shutdown_signal() {
@@ -155,6 +180,7 @@ fn system_event(
         fulldir,
         encrypteddata: None,
         encryptednonce: None,
+        blobkey: None,
         policy: None,
     }
 }

@@ -90,6 +90,32 @@ pub struct ServeArgs {
     /// Largest policy text, in bytes.
     #[arg(long, env = "MAX_POLICY_BYTES", default_value_t = Limits::default().max_policy_bytes)]
     pub max_policy_bytes: usize,
+    /// Keep blobs in S3 (`true`) rather than under DATA_DIR/blobs.
+    #[arg(long, env = "USES3", default_value = "false", action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub uses3: bool,
+    /// The S3 bucket (with USES3=true).
+    #[arg(long, env = "FILE_BUCKET")]
+    pub file_bucket: Option<String>,
+    /// Key prefix for blobs (S3 and local).
+    #[arg(long, env = "FILE_PARTITION", default_value = "")]
+    pub file_partition: String,
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", hide_env_values = true)]
+    pub aws_access_key_id: Option<String>,
+    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub aws_secret_access_key: Option<String>,
+    #[arg(long, env = "AWS_REGION")]
+    pub aws_region: Option<String>,
+    /// Any S3-compatible server; http:// only for a loopback host.
+    #[arg(long, env = "AWS_ENDPOINT")]
+    pub aws_endpoint: Option<String>,
+    /// Files up to this many bytes are kept (encrypted) in the metadata store: one commit
+    /// makes event and content durable. 0 puts every file in the blob store.
+    #[arg(long, env = "INLINE_MAX_BYTES", default_value_t = Limits::default().inline_max_bytes)]
+    pub inline_max_bytes: usize,
+    /// Largest file content, in bytes.
+    #[arg(long, env = "MAX_FILE_BYTES", default_value_t = Limits::default().max_file_bytes)]
+    pub max_file_bytes: u64,
     /// Time one policy evaluation may take, e.g. `100ms`.
     #[arg(long, env = "POLICY_TIMEOUT", value_parser = humantime::parse_duration, default_value = "100ms")]
     pub policy_timeout: Duration,
@@ -111,6 +137,11 @@ pub struct Limits {
     pub max_name_bytes: usize,
     /// Deepest path.
     pub max_path_depth: usize,
+    /// Files up to this size live inline in the metadata store (64 KiB, one chunk): small
+    /// uploads cost one commit instead of a blob write plus a commit.
+    pub inline_max_bytes: usize,
+    /// One file's content (1 TiB): uploads stream, so this bounds disk, not memory.
+    pub max_file_bytes: u64,
 }
 
 impl Default for Limits {
@@ -122,6 +153,8 @@ impl Default for Limits {
             policy_timeout_ms: 100,
             max_name_bytes: crate::model::path::MAX_NAME_BYTES,
             max_path_depth: crate::model::path::MAX_PATH_DEPTH,
+            inline_max_bytes: 64 << 10,
+            max_file_bytes: 1 << 40,
         }
     }
 }
@@ -140,6 +173,7 @@ pub struct Config {
     pub client_prefix: Option<String>,
     pub log_format: LogFormat,
     pub limits: Limits,
+    pub blobs: crate::blob::BlobConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -177,7 +211,20 @@ impl Config {
             max_metadata_bytes: a.max_metadata_bytes.max(1024),
             max_policy_bytes: a.max_policy_bytes.max(256),
             policy_timeout_ms: a.policy_timeout.as_millis() as u64,
+            inline_max_bytes: a.inline_max_bytes,
+            max_file_bytes: a.max_file_bytes.max(1),
             ..Limits::default()
+        };
+        let blobs = crate::blob::BlobConfig {
+            uses3: a.uses3,
+            bucket: a.file_bucket.clone(),
+            partition: a.file_partition.clone(),
+            aws_access_key_id: a.aws_access_key_id.clone(),
+            aws_secret_access_key: a.aws_secret_access_key.clone(),
+            aws_region: a.aws_region.clone(),
+            aws_endpoint: a.aws_endpoint.clone(),
+            data_dir: a.data_dir.clone(),
+            ..crate::blob::BlobConfig::default()
         };
         Ok(Config {
             listen: a.listen,
@@ -201,6 +248,7 @@ impl Config {
             client_prefix,
             log_format: a.log_format,
             limits,
+            blobs,
         })
     }
 

@@ -3,6 +3,7 @@
 //! `write` and `read` return this; `http::error` maps `Kind` to a status code, and is the
 //! only place that does.
 
+use crate::blob::BlobError;
 use crate::store::StoreError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,8 +24,12 @@ pub enum Kind {
     MethodNotAllowed,
     /// Not built yet.
     NotImplemented,
+    /// A byte range outside the content.
+    RangeNotSatisfiable,
     /// The store could not do its part; not the client's fault.
     Internal,
+    /// A backend (the blob store) is unreachable or failing; try again later.
+    Unavailable,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -61,6 +66,8 @@ impl Error {
     ctor!(method_not_allowed, MethodNotAllowed);
     ctor!(not_implemented, NotImplemented);
     ctor!(internal, Internal);
+    ctor!(unavailable, Unavailable);
+    ctor!(range_not_satisfiable, RangeNotSatisfiable);
 
     /// Names the failing event, unless an inner step already did.
     pub fn at(mut self, index: usize) -> Error {
@@ -79,6 +86,34 @@ impl From<StoreError> for Error {
             other => {
                 tracing::error!(error = %other, "store error");
                 Error::internal("store", "the metadata store failed; see the server log")
+            }
+        }
+    }
+}
+
+impl From<BlobError> for Error {
+    fn from(e: BlobError) -> Error {
+        match e {
+            BlobError::HashMismatch { .. } | BlobError::BadExpectedHash(_) => {
+                Error::bad_request("sha256_mismatch", e.to_string())
+            }
+            BlobError::TooLarge { .. } => Error::too_large("file_too_large", e.to_string()),
+            // In an upload, reading the request body failed: the client's side.
+            BlobError::Io(_) => Error::bad_request("upload_interrupted", e.to_string()),
+            BlobError::Backend(_) => {
+                tracing::error!(error = %e, "blob store error");
+                Error::unavailable("blob_store", "the blob store failed; see the server log")
+            }
+            BlobError::Integrity { .. } | BlobError::NotFound { .. } => {
+                tracing::error!(error = %e, "damaged or missing blob");
+                Error::internal(
+                    "blob_damaged",
+                    "the stored content failed its integrity check; see the server log",
+                )
+            }
+            other => {
+                tracing::error!(error = %other, "blob error");
+                Error::internal("blob", "the blob store failed; see the server log")
             }
         }
     }

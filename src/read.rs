@@ -58,6 +58,36 @@ pub fn present(access: &Access, mut e: Event, letters: Perms) -> Event {
     e
 }
 
+/// Adds the wrapped data key of a file version's blob (`encrypteddata`/`encryptednonce`,
+/// kept beside the log) and, for a caller with the `blobkey` privilege, the data key itself.
+pub fn attach_keys<S: MetaRead>(s: &S, access: &Access, e: &mut Event) -> Result<()> {
+    let Some(rname) = e.rname_str() else {
+        return Ok(());
+    };
+    let Some(row) = s.blob(rname)? else {
+        return Ok(());
+    };
+    if let Some(w) = &row.wrapped {
+        let (data, nonce) = w.to_json();
+        e.encrypteddata = Some(data);
+        e.encryptednonce = Some(nonce);
+        if let Some(keys) = &access.blob_keys {
+            match keys.unwrap(
+                &w.key_id,
+                &w.encrypteddata,
+                &w.encryptednonce,
+                row.rname.as_bytes(),
+            ) {
+                Ok(dek) => e.blobkey = Some(dek.expose_base64()),
+                Err(err) => {
+                    tracing::warn!(rname = %row.rname, error = %err, "cannot unwrap a data key")
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// GET /props: the current version, if the caller may R it.
 pub fn props<S: MetaRead>(s: &S, access: &Access, path: &ObjPath) -> Result<Event> {
     let cur = resolve(s, access, path, false)?;
@@ -65,7 +95,9 @@ pub fn props<S: MetaRead>(s: &S, access: &Access, path: &ObjPath) -> Result<Even
     if !letters.contains(Perms::R) {
         return Err(absent(path));
     }
-    Ok(present(access, cur.event, letters))
+    let mut e = present(access, cur.event, letters);
+    attach_keys(s, access, &mut e)?;
+    Ok(e)
 }
 
 /// GET /history: every version the caller may R under that version's own policy.
@@ -84,6 +116,7 @@ pub fn history<S: MetaRead>(s: &S, access: &Access, path: &ObjPath) -> Result<Ve
         if letters.contains(Perms::R) {
             e.tstampend = Some(end);
             e.policy = Some(PolicyView { policy: letters });
+            attach_keys(s, access, &mut e)?;
             out.push(e);
         }
     }
@@ -128,7 +161,9 @@ pub fn list_page<S: MetaRead>(
     let mut out = Vec::with_capacity(rows.len());
     for (c, letters) in rows.into_iter().zip(letters) {
         if !expired(&c.event) && letters.contains(Perms::R) {
-            out.push(present(access, c.event, letters));
+            let mut e = present(access, c.event, letters);
+            attach_keys(s, access, &mut e)?;
+            out.push(e);
         }
     }
     Ok((out, last))
@@ -170,8 +205,69 @@ pub fn derived<S: MetaRead>(s: &S, access: &Access, oid: Oid) -> Result<Vec<Even
         }
         let letters = access.letters(&c.event);
         if letters.contains(Perms::R) {
-            out.push(present(access, c.event, letters));
+            let mut e = present(access, c.event, letters);
+            attach_keys(s, access, &mut e)?;
+            out.push(e);
         }
     }
     Ok(out)
+}
+
+/// GET /stream: the file version to stream and its blob. A directory streams its
+/// `defaultfile` (default `index.html`); `tstamp` names an older version, judged by that
+/// version's own policy. Streaming needs X; without R as well the object stays invisible.
+pub fn stream_target<S: MetaRead>(
+    s: &S,
+    access: &Access,
+    path: &ObjPath,
+    tstamp: Option<Tstamp>,
+) -> Result<(Event, crate::store::BlobRow)> {
+    let mut cur = resolve(s, access, path, tstamp.is_some())?;
+    if !cur.event.isfile {
+        let dir = &cur.event;
+        if !access.perms(dir, 'X', dir).contains(Perms::X) {
+            return Err(absent(path));
+        }
+        let name = dir.defaultfile().to_string();
+        let oid = s
+            .child_by_name(dir.oid, &name)?
+            .ok_or_else(|| Error::not_found("not_found", format!("{path} has no {name}")))?;
+        cur = s.current(oid)?.ok_or_else(|| absent(path))?;
+        if !cur.live || expired(&cur.event) || !cur.event.isfile {
+            return Err(Error::not_found(
+                "not_found",
+                format!("{path} has no {name}"),
+            ));
+        }
+    }
+    let event = match tstamp {
+        None => cur.event,
+        Some(t) => match s.version(cur.event.oid, t)? {
+            Some(e) if e.action != crate::model::Action::D => e,
+            _ => {
+                return Err(Error::not_found(
+                    "not_found",
+                    format!("{path} has no version {t} with content"),
+                ))
+            }
+        },
+    };
+    let letters = access.letters(&event);
+    if !letters.contains(Perms::X) {
+        if letters.contains(Perms::R) {
+            return Err(Error::forbidden(
+                "permission_denied",
+                format!("X permission on {} is required to stream it", event.oid),
+            ));
+        }
+        return Err(absent(path));
+    }
+    let row = match event.rname_str() {
+        Some(r) => s.blob(r)?,
+        None => None,
+    };
+    let row = row.ok_or_else(|| {
+        Error::not_found("no_content", format!("{} has no stored content", event.oid))
+    })?;
+    Ok((event, row))
 }

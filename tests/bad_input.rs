@@ -776,14 +776,41 @@ async fn an_isfile_event_without_a_file_part_is_400() {
 }
 
 #[tokio::test]
-async fn an_isfile_event_with_its_file_part_is_501_until_the_blob_store_lands() {
+async fn a_file_part_count_that_matches_neither_rule_is_400() {
+    let f = setup().await;
+    let body = json!([{"action": "C", "parentoid": f.home, "name": "timer.go", "isfile": true}]);
+    let err = refused(
+        &f.app,
+        400,
+        None,
+        write_parts(
+            &f.app,
+            Some(&f.jane),
+            &body,
+            &[("a", b"one".as_slice()), ("b", b"two".as_slice())],
+        ),
+    )
+    .await;
+    assert_eq!(err["code"], "part_count");
+    let none = refused(
+        &f.app,
+        400,
+        None,
+        write_parts(&f.app, Some(&f.jane), &body, &[]),
+    )
+    .await;
+    assert_eq!(none["code"], "part_count");
+}
+
+#[tokio::test]
+async fn a_wrong_sha256plain_for_an_uploaded_part_is_400() {
     let f = setup().await;
     let body = json!([{"action": "C", "parentoid": f.home, "name": "timer.go", "isfile": true,
-                       "mimetype": "text/plain"}]);
-    refused(
+                       "sha256plain": sha256_hex("something else")}]);
+    let err = refused(
         &f.app,
-        501,
-        None,
+        400,
+        Some(0),
         write_parts(
             &f.app,
             Some(&f.jane),
@@ -792,6 +819,52 @@ async fn an_isfile_event_with_its_file_part_is_501_until_the_blob_store_lands() 
         ),
     )
     .await;
+    assert_eq!(err["code"], "sha256_mismatch");
+}
+
+#[tokio::test]
+async fn a_file_over_max_file_bytes_is_413() {
+    let f = setup_on(spawn_app_with(&["--max-file-bytes", "1000"]).await).await;
+    let body = json!([{"action": "C", "parentoid": f.home, "name": "big", "isfile": true}]);
+    let err = refused(
+        &f.app,
+        413,
+        Some(0),
+        write_parts(&f.app, Some(&f.jane), &body, &[("big", &[7u8; 1001])]),
+    )
+    .await;
+    assert_eq!(err["code"], "file_too_large");
+}
+
+#[tokio::test]
+async fn an_unknown_blobalgorithm_is_400() {
+    let f = setup().await;
+    let body = json!([{"action": "C", "parentoid": f.home, "name": "x", "isfile": true,
+                       "blobalgorithm": "rot13"}]);
+    refused(
+        &f.app,
+        400,
+        Some(0),
+        write_parts(&f.app, Some(&f.jane), &body, &[("x", b"abc")]),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_new_file_pointing_at_an_rname_without_a_part_is_400() {
+    // Deliberate: gm-data let a create point at any existing blob, which would let a caller
+    // read content another object's policy protects.
+    let f = setup().await;
+    let body = json!([{"action": "C", "parentoid": f.home, "name": "x", "isfile": true,
+                       "rname": {"S3": "558/158340da6ed32558"}}]);
+    let err = refused(
+        &f.app,
+        400,
+        Some(0),
+        write_parts(&f.app, Some(&f.jane), &body, &[]),
+    )
+    .await;
+    assert_eq!(err["code"], "missing_content");
 }
 
 // ---------------------------------------------------------------------------------------

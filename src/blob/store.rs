@@ -153,6 +153,11 @@ impl BlobStore {
         &self.inner.keys
     }
 
+    /// The master keys, shared.
+    pub fn keys_arc(&self) -> Arc<MasterKeys> {
+        self.inner.keys.clone()
+    }
+
     /// Plaintext bytes per chunk for new encrypted blobs.
     pub fn chunk_size(&self) -> u32 {
         self.inner.chunk_size
@@ -253,6 +258,7 @@ impl BlobStore {
                 sha256plain: actual,
                 algorithm,
                 wrapped,
+                inline: None,
             })
         }
         .await;
@@ -262,18 +268,116 @@ impl BlobStore {
         result
     }
 
-    /// Opens a stored blob for reading: one ranged request fetches the header and the first
-    /// chunk (so a small blob needs no second request), and the object's length gives the
-    /// plaintext size. `wrapped` is needed for [`BlobAlgorithm::Chunked`] (ignored for
-    /// [`BlobAlgorithm::None`]); it is unwrapped before any I/O.
-    pub async fn open(
+    /// Like [`BlobStore::put`], but a body of at most `inline_max` bytes is sealed in memory
+    /// and returned in [`BlobInfo::inline`] instead of being written to the backend, so the
+    /// caller can keep it in its metadata store and make it durable with the same commit as
+    /// its event (one fsync instead of three for a small file). Larger bodies stream to the
+    /// backend as with `put`; at most `inline_max` bytes are buffered.
+    pub async fn put_or_inline<S>(
+        &self,
+        rname: &str,
+        algorithm: BlobAlgorithm,
+        mut body: S,
+        expected_sha256: Option<&str>,
+        max_size: Option<u64>,
+        inline_max: usize,
+    ) -> Result<BlobInfo, BlobError>
+    where
+        S: Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin,
+    {
+        validate_rname(rname)?;
+        let mut head: Vec<Bytes> = Vec::new();
+        let mut len = 0usize;
+        let mut ended = false;
+        while len <= inline_max {
+            match body.next().await {
+                Some(piece) => {
+                    let piece = piece?;
+                    len += piece.len();
+                    head.push(piece);
+                }
+                None => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        if !ended {
+            let rest = futures_util::stream::iter(head.into_iter().map(Ok)).chain(body);
+            return self
+                .put(rname, algorithm, rest, expected_sha256, max_size)
+                .await;
+        }
+        if let Some(limit) = max_size.filter(|&limit| len as u64 > limit) {
+            return Err(BlobError::TooLarge { limit });
+        }
+        let expected = expected_sha256.map(normalize_sha256).transpose()?;
+        let mut hasher = Sha256::new();
+        for piece in &head {
+            hasher.update(piece);
+        }
+        let actual = hex::encode(hasher.finalize());
+        if let Some(expected) = expected {
+            if expected != actual {
+                return Err(BlobError::HashMismatch { expected, actual });
+            }
+        }
+        let (stored, wrapped) = match algorithm {
+            BlobAlgorithm::None => (head.concat(), None),
+            BlobAlgorithm::Chunked => {
+                let dek = Dek::generate();
+                let wrapped = self.inner.keys.wrap(&dek, rname.as_bytes());
+                let mut sealer = ChunkSealer::new(&dek, rname.as_bytes(), self.inner.chunk_size)
+                    .map_err(BlobError::Crypto)?;
+                let mut out = sealer.header().to_vec();
+                for piece in &head {
+                    for chunk in sealer.push(piece) {
+                        out.extend_from_slice(&chunk.map_err(BlobError::Crypto)?);
+                    }
+                }
+                out.extend_from_slice(&sealer.finish().map_err(BlobError::Crypto)?);
+                (out, Some(wrapped))
+            }
+        };
+        Ok(BlobInfo {
+            rname: rname.to_string(),
+            size: len as u64,
+            sha256plain: actual,
+            algorithm,
+            wrapped,
+            inline: Some(Bytes::from(stored)),
+        })
+    }
+
+    /// Opens a blob whose stored bytes were kept inline (see [`BlobStore::put_or_inline`]).
+    /// Nothing is fetched from the backend.
+    pub fn open_inline(
         &self,
         rname: &str,
         algorithm: BlobAlgorithm,
         wrapped: Option<&Wrapped>,
+        stored: Bytes,
     ) -> Result<BlobReader, BlobError> {
         let location = self.location(rname)?;
-        let dek = match algorithm {
+        let dek = self.data_key(rname, algorithm, wrapped)?;
+        BlobReader::new(
+            self.inner.read_store.clone(),
+            location,
+            rname,
+            stored.len() as u64,
+            stored,
+            dek.as_ref(),
+        )
+    }
+
+    /// The data key of an encrypted blob, unwrapped; `None` for plaintext blobs.
+    pub fn data_key(
+        &self,
+        rname: &str,
+        algorithm: BlobAlgorithm,
+        wrapped: Option<&Wrapped>,
+    ) -> Result<Option<Dek>, BlobError> {
+        match algorithm {
             BlobAlgorithm::Chunked => {
                 let w = wrapped.ok_or_else(|| BlobError::MissingKey {
                     rname: rname.to_string(),
@@ -288,10 +392,24 @@ impl BlobStore {
                         rname.as_bytes(),
                     )
                     .map_err(BlobError::Crypto)?;
-                Some(dek)
+                Ok(Some(dek))
             }
-            BlobAlgorithm::None => None,
-        };
+            BlobAlgorithm::None => Ok(None),
+        }
+    }
+
+    /// Opens a stored blob for reading: one ranged request fetches the header and the first
+    /// chunk (so a small blob needs no second request), and the object's length gives the
+    /// plaintext size. `wrapped` is needed for [`BlobAlgorithm::Chunked`] (ignored for
+    /// [`BlobAlgorithm::None`]); it is unwrapped before any I/O.
+    pub async fn open(
+        &self,
+        rname: &str,
+        algorithm: BlobAlgorithm,
+        wrapped: Option<&Wrapped>,
+    ) -> Result<BlobReader, BlobError> {
+        let location = self.location(rname)?;
+        let dek = self.data_key(rname, algorithm, wrapped)?;
         let prefetch = (HEADER_LEN + self.inner.chunk_size as usize + TAG_LEN) as u64;
         let (stored_len, head) = self.fetch_head(&location, rname, prefetch).await?;
         BlobReader::new(

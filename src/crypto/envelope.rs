@@ -49,6 +49,11 @@ impl Dek {
         Aes256Gcm::new((&*self.0).into())
     }
 
+    /// The key as base64, for callers with the `blobkey` privilege (SPEC §3) only.
+    pub fn expose_base64(&self) -> String {
+        STANDARD.encode(&self.0[..])
+    }
+
     #[cfg(test)]
     pub(crate) fn bytes(&self) -> &[u8; DEK_LEN] {
         &self.0

@@ -17,7 +17,6 @@ use crate::error::{Error, Result};
 use crate::identity::Credentials;
 use crate::model::ObjPath;
 use crate::read;
-use crate::write::{self, Planner};
 
 /// Routes and runs one request; returns the route's name (for logs) and the response.
 pub async fn dispatch(
@@ -53,7 +52,7 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.trim_matches('"'))
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(super) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
@@ -75,7 +74,7 @@ fn authenticate(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Resu
         peer: peer.ip(),
     };
     let identity = state.auth.authenticate(&creds).map_err(Error::from)?;
-    Ok(Access::new(state.policy.clone(), identity))
+    Ok(Access::new(state.policy.clone(), identity).with_blob_keys(state.blobs.keys_arc()))
 }
 
 async fn run(
@@ -102,7 +101,7 @@ async fn run(
         (Endpoint::Healthz, _) => healthz(state).await,
         (Endpoint::Config, _) => Ok(body::json(StatusCode::OK, &state.public_config())),
         (Endpoint::SelfClaims, Some(a)) => Ok(body::json(StatusCode::OK, a.identity.claims.raw())),
-        (Endpoint::Write, Some(a)) => write_txn(state, a, req).await,
+        (Endpoint::Write, Some(a)) => super::upload::write_txn(state, a, req).await,
         (Endpoint::Props(p), Some(a)) => {
             let e = state.store.read(move |s| read::props(s, &a, &p)).await?;
             Ok(body::json(StatusCode::OK, &e))
@@ -116,12 +115,11 @@ async fn run(
             Ok(body::json(StatusCode::OK, &v))
         }
         (Endpoint::List(p, q), Some(a)) => list(state, a, p, q).await,
-        (Endpoint::Stream(_), Some(_)) | (Endpoint::Show(_), Some(_)) => {
-            Err(Error::not_implemented(
-                "blobs_not_yet",
-                "file contents (/stream, /show) arrive with the blob store",
-            ))
-        }
+        (Endpoint::Stream(p, t), Some(a)) => super::stream::stream(state, a, p, t, &req).await,
+        (Endpoint::Show(_), Some(_)) => Err(Error::not_implemented(
+            "show_not_yet",
+            "the HTML browser (/show) is not built yet",
+        )),
         (_, None) => Err(Error::internal("route", "route without identity")),
     }
 }
@@ -142,7 +140,7 @@ async fn healthz(state: &Arc<AppState>) -> Result<Response<Body>> {
 }
 
 /// Reads the request body up to `limit` bytes.
-async fn collect_limited(body: Incoming, limit: usize) -> Result<Bytes> {
+pub(super) async fn collect_limited(body: Incoming, limit: usize) -> Result<Bytes> {
     let limited = http_body_util::Limited::new(body, limit);
     match limited.collect().await {
         Ok(c) => Ok(c.to_bytes()),
@@ -155,127 +153,6 @@ async fn collect_limited(body: Incoming, limit: usize) -> Result<Bytes> {
             format!("reading the body: {e}"),
         )),
     }
-}
-
-fn multer_error(e: multer::Error) -> Error {
-    match e {
-        multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. } => {
-            Error::too_large("metadata_too_large", e.to_string())
-        }
-        other => Error::bad_request("bad_multipart", format!("multipart body: {other}")),
-    }
-}
-
-/// The metadata part, and how many file parts followed it.
-struct WriteBody {
-    metadata: Bytes,
-    file_parts: usize,
-}
-
-async fn read_write_body(state: &AppState, req: Request<Incoming>) -> Result<WriteBody> {
-    let max = state.config.limits.max_metadata_bytes;
-    let ctype = header_str(req.headers(), "content-type")
-        .unwrap_or("")
-        .to_string();
-    if ctype.starts_with("application/json") {
-        let metadata = collect_limited(req.into_body(), max).await?;
-        return Ok(WriteBody {
-            metadata,
-            file_parts: 0,
-        });
-    }
-    let boundary = multer::parse_boundary(&ctype).map_err(|_| {
-        Error::bad_request(
-            "bad_content_type",
-            "POST /write takes multipart/form-data (metadata first, then file parts) or application/json",
-        )
-    })?;
-    let stream = req.into_body().into_data_stream();
-    let mut mp = multer::Multipart::new(stream, boundary);
-    // SPEC §5: the first part is the metadata whatever its name.
-    let mut first = mp
-        .next_field()
-        .await
-        .map_err(multer_error)?
-        .ok_or_else(|| Error::bad_request("empty_metadata", "the multipart body has no parts"))?;
-    let mut metadata = Vec::new();
-    while let Some(chunk) = first.chunk().await.map_err(multer_error)? {
-        if metadata.len() + chunk.len() > max {
-            return Err(Error::too_large(
-                "metadata_too_large",
-                format!("the metadata part is over the {max}-byte limit"),
-            ));
-        }
-        metadata.extend_from_slice(&chunk);
-    }
-    drop(first);
-    let mut file_parts = 0;
-    while let Some(mut f) = mp.next_field().await.map_err(multer_error)? {
-        file_parts += 1;
-        // No blob store yet: drain the part so the count rule can be applied.
-        while f.chunk().await.map_err(multer_error)?.is_some() {}
-    }
-    Ok(WriteBody {
-        metadata: metadata.into(),
-        file_parts,
-    })
-}
-
-async fn write_txn(
-    state: &Arc<AppState>,
-    access: Access,
-    req: Request<Incoming>,
-) -> Result<Response<Body>> {
-    let started = std::time::Instant::now();
-    let body = read_write_body(state, req).await?;
-    let received = started.elapsed();
-    let events = write::parse_metadata(
-        &body.metadata,
-        &state.policy,
-        state.config.limits.max_events_per_write,
-    )?;
-    // SPEC §5's counting rule: as many parts as isfile events, or as many as the isfile
-    // events without an rname.
-    let files = events.iter().filter(|e| e.isfile == Some(true)).count();
-    let new_files = events
-        .iter()
-        .filter(|e| e.isfile == Some(true) && e.rname.is_none())
-        .count();
-    if body.file_parts != files && body.file_parts != new_files {
-        return Err(Error::bad_request(
-            "part_count",
-            format!(
-                "{} file part(s) for {files} isfile event(s) ({new_files} without rname)",
-                body.file_parts
-            ),
-        ));
-    }
-    if body.file_parts > 0 {
-        return Err(Error::not_implemented(
-            "files_not_yet",
-            "file contents are not supported yet; only folders and metadata",
-        ));
-    }
-    let n = events.len();
-    let ns = state.namespace.clone();
-    let who = access.identity.claims.label().to_string();
-    let parsed = started.elapsed();
-    let applied = state
-        .store
-        .write(move |ctx| Planner::new(ctx, &access, &ns).apply_all(events))
-        .await?;
-    let committed = started.elapsed();
-    let resp = body::json(StatusCode::OK, &applied.events);
-    tracing::info!(
-        events = n,
-        user = %who,
-        receive_ms = received.as_secs_f64() * 1e3,
-        parse_ms = (parsed - received).as_secs_f64() * 1e3,
-        commit_ms = (committed - parsed).as_secs_f64() * 1e3,
-        encode_ms = (started.elapsed() - committed).as_secs_f64() * 1e3,
-        "transaction committed"
-    );
-    Ok(resp)
 }
 
 /// Rows fetched from the store per step of a listing.

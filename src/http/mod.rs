@@ -6,6 +6,8 @@ mod body;
 pub mod error;
 mod handlers;
 pub mod router;
+mod stream;
+mod upload;
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -5,7 +5,7 @@ use http::Method;
 use percent_encoding::percent_decode_str;
 
 use crate::error::{Error, Result};
-use crate::model::{ObjPath, Oid};
+use crate::model::{ObjPath, Oid, Tstamp};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListQuery {
@@ -20,8 +20,8 @@ pub enum Endpoint {
     List(ObjPath, ListQuery),
     History(ObjPath),
     Derived(Oid),
-    /// Needs the blob store; answered 501 until it exists.
-    Stream(ObjPath),
+    /// File content; `?tstamp=` names an older version.
+    Stream(ObjPath, Option<Tstamp>),
     Show(ObjPath),
     SelfClaims,
     Config,
@@ -49,7 +49,7 @@ impl Endpoint {
             | Endpoint::List(..)
             | Endpoint::History(_)
             | Endpoint::Derived(_)
-            | Endpoint::Stream(_)
+            | Endpoint::Stream(..)
             | Endpoint::Show(_)
             | Endpoint::SelfClaims => Requirement::Identity,
         }
@@ -63,7 +63,7 @@ impl Endpoint {
             Endpoint::List(..) => "list",
             Endpoint::History(_) => "history",
             Endpoint::Derived(_) => "derived",
-            Endpoint::Stream(_) => "stream",
+            Endpoint::Stream(..) => "stream",
             Endpoint::Show(_) => "show",
             Endpoint::SelfClaims => "self",
             Endpoint::Config => "config",
@@ -119,6 +119,17 @@ fn parse_query(q: Option<&str>) -> Result<ListQuery> {
     Ok(out)
 }
 
+fn parse_tstamp(q: Option<&str>) -> Result<Option<Tstamp>> {
+    for pair in q.unwrap_or("").split('&') {
+        if let Some(v) = pair.strip_prefix("tstamp=").filter(|v| !v.is_empty()) {
+            return v.parse().map(Some).map_err(|_| {
+                Error::bad_request("bad_query", format!("tstamp {v:?} is not 16 hex digits"))
+            });
+        }
+    }
+    Ok(None)
+}
+
 /// Routes `path` (with `CLIENT_PREFIX` already removed).
 pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Endpoint> {
     let trimmed = path.trim_start_matches('/');
@@ -137,7 +148,7 @@ pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Endpoin
         "props" => Endpoint::Props(obj_path(rest)?),
         "list" => Endpoint::List(obj_path(rest)?, parse_query(query)?),
         "history" => Endpoint::History(obj_path(rest)?),
-        "stream" => Endpoint::Stream(obj_path(rest)?),
+        "stream" => Endpoint::Stream(obj_path(rest)?, parse_tstamp(query)?),
         "show" => Endpoint::Show(obj_path(rest)?),
         "derived" => {
             let segs = decode_segments(rest)?;

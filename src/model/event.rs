@@ -99,9 +99,23 @@ pub struct Event {
     pub encrypteddata: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryptednonce: Option<Value>,
+    /// Computed at read time for callers with the `blobkey` privilege: the blob's data key
+    /// (base64). Never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none", skip_deserializing)]
+    pub blobkey: Option<String>,
     /// Computed at read time: the caller's permissions on this version.
     #[serde(default, skip_serializing_if = "Option::is_none", skip_deserializing)]
     pub policy: Option<PolicyView>,
+}
+
+/// The blob name inside an `rname` value: `{"S3": "558/158340da6ed32558"}` or a string.
+pub fn rname_of(v: &Value) -> Option<&str> {
+    match v {
+        Value::String(s) => Some(s.as_str()),
+        Value::Object(m) => m.values().find_map(Value::as_str),
+        _ => None,
+    }
+    .filter(|s| !s.is_empty())
 }
 
 impl Event {
@@ -120,6 +134,12 @@ impl Event {
             }
         }
         v
+    }
+
+    /// The blob this version's content is in: `rname` as `{"S3": "..."}` (gm-data's shape)
+    /// or a plain string.
+    pub fn rname_str(&self) -> Option<&str> {
+        rname_of(self.rname.as_ref()?)
     }
 
     /// The `derived.oid` this event declares, if any.
@@ -169,6 +189,7 @@ mod tests {
             fulldir: "/0000000000000001/".into(),
             encrypteddata: None,
             encryptednonce: None,
+            blobkey: None,
             policy: None,
         }
     }

@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod sqlite;
 
+use crate::crypto::{BlobAlgorithm, Wrapped};
 use crate::model::{Event, Oid, Tstamp, UserPolicy};
 
 pub use sqlite::{SqliteStore, Synchronous};
@@ -40,6 +41,22 @@ pub struct Current {
     pub live: bool,
 }
 
+/// One stored blob (file content) and its wrapped data key, kept beside the log.
+#[derive(Debug, Clone)]
+pub struct BlobRow {
+    pub rname: String,
+    pub algorithm: BlobAlgorithm,
+    /// `None` for [`BlobAlgorithm::None`].
+    pub wrapped: Option<Wrapped>,
+    pub size: u64,
+    pub sha256plain: String,
+    /// The stored (sealed) bytes of a small blob kept in the metadata store; `None` when
+    /// the blob is an object in the blob store.
+    pub inline: Option<Vec<u8>>,
+    /// The tstamp of the event that first stored it.
+    pub created: Tstamp,
+}
+
 /// Reads against one consistent snapshot: a reader's read transaction, or the writer's
 /// open transaction (which includes the events planned so far in this batch).
 pub trait MetaRead {
@@ -61,6 +78,12 @@ pub trait MetaRead {
     /// Live objects whose current `derived.oid` is `oid`.
     fn derived_from(&self, oid: Oid) -> Result<Vec<Current>, StoreError>;
     fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// The blob named `rname`, with its wrapped key (and bytes, if inline).
+    fn blob(&self, rname: &str) -> Result<Option<BlobRow>, StoreError>;
+    /// Whether any remaining event version uses the blob.
+    fn blob_in_use(&self, rname: &str) -> Result<bool, StoreError>;
+    /// Blob rows ordered by rname, after `after`, at most `limit` (for fsck and rekey).
+    fn blobs_after(&self, after: Option<&str>, limit: usize) -> Result<Vec<BlobRow>, StoreError>;
 }
 
 /// Changes; only available inside the writer's transaction.
@@ -81,4 +104,10 @@ pub trait MetaWrite: MetaRead {
         jwthash: &str,
     ) -> Result<Vec<Event>, StoreError>;
     fn meta_set(&mut self, key: &str, value: &str) -> Result<(), StoreError>;
+    /// Records a newly stored blob (before the events that use it are appended).
+    fn put_blob(&mut self, row: &BlobRow) -> Result<(), StoreError>;
+    /// Forgets a blob no version uses any more (its object is deleted after commit).
+    fn drop_blob(&mut self, rname: &str) -> Result<(), StoreError>;
+    /// Replaces a blob's wrapped data key (`vellum rekey`); the blob is not touched.
+    fn rewrap_blob(&mut self, rname: &str, wrapped: &Wrapped) -> Result<(), StoreError>;
 }

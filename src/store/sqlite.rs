@@ -14,12 +14,16 @@ use std::sync::{mpsc, Arc, Mutex};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::clock::Clock;
-use super::{Current, MetaRead, MetaWrite, StoreError};
+use super::{BlobRow, Current, MetaRead, MetaWrite, StoreError};
+use crate::crypto::{BlobAlgorithm, Wrapped};
 use crate::model::{Event, Oid, Tstamp, UserPolicy};
 
 /// Migrations, applied in order; `PRAGMA user_version` records how many ran.
 /// DO NOT CHANGE or reorder released entries: append.
-const MIGRATIONS: &[&str] = &[include_str!("../../schema/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../schema/0001_init.sql"),
+    include_str!("../../schema/0002_blobs.sql"),
+];
 
 /// Most jobs one commit carries. Bounds the latency a batch adds to its first job.
 const MAX_BATCH_JOBS: usize = 512;
@@ -325,6 +329,35 @@ fn to_current(
     Ok(Current { event, live })
 }
 
+const BLOB_SELECT: &str = "SELECT rname, algorithm, key_id, encrypteddata, encryptednonce, size,
+        sha256plain, inline, created FROM blobs";
+
+fn blob_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BlobRow> {
+    let algorithm: String = r.get(1)?;
+    let key_id: Option<String> = r.get(2)?;
+    let wrapped = match key_id {
+        Some(key_id) => Some(Wrapped {
+            key_id,
+            encrypteddata: r.get(3)?,
+            encryptednonce: r.get(4)?,
+        }),
+        None => None,
+    };
+    Ok(BlobRow {
+        rname: r.get(0)?,
+        algorithm: if algorithm == "none" {
+            BlobAlgorithm::None
+        } else {
+            BlobAlgorithm::Chunked
+        },
+        wrapped,
+        size: r.get::<_, i64>(5)? as u64,
+        sha256plain: r.get(6)?,
+        inline: r.get(7)?,
+        created: Tstamp::from_i64(r.get(8)?),
+    })
+}
+
 impl<T: HasConn> MetaRead for T {
     fn current(&self, oid: Oid) -> Result<Option<Current>, StoreError> {
         let mut st = self
@@ -423,6 +456,31 @@ impl<T: HasConn> MetaRead for T {
             .prepare_cached("SELECT value FROM meta WHERE key = ?1")?;
         Ok(st.query_row([key], |r| r.get(0)).optional()?)
     }
+
+    fn blob(&self, rname: &str) -> Result<Option<BlobRow>, StoreError> {
+        let mut st = self
+            .conn()
+            .prepare_cached(&format!("{BLOB_SELECT} WHERE rname = ?1"))?;
+        Ok(st.query_row([rname], blob_from_row).optional()?)
+    }
+
+    fn blob_in_use(&self, rname: &str) -> Result<bool, StoreError> {
+        let mut st = self
+            .conn()
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM event_blobs WHERE rname = ?1)")?;
+        Ok(st.query_row([rname], |r| r.get(0))?)
+    }
+
+    fn blobs_after(&self, after: Option<&str>, limit: usize) -> Result<Vec<BlobRow>, StoreError> {
+        let mut st = self.conn().prepare_cached(&format!(
+            "{BLOB_SELECT} WHERE rname > ?1 ORDER BY rname LIMIT ?2"
+        ))?;
+        let rows = st.query_map(
+            params![after.unwrap_or(""), limit.min(i64::MAX as usize) as i64],
+            blob_from_row,
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
 }
 
 fn map_unique(e: rusqlite::Error) -> StoreError {
@@ -497,6 +555,15 @@ impl MetaWrite for WriteCtx<'_> {
         let mut stored = event.clone();
         stored.tstampend = None;
         stored.policy = None;
+        // Key material lives in `blobs`, beside the log (rekey re-wraps it there).
+        stored.encrypteddata = None;
+        stored.encryptednonce = None;
+        stored.blobkey = None;
+        if let Some(rname) = event.rname_str() {
+            self.conn
+                .prepare_cached("INSERT INTO event_blobs (oid, tstamp, rname) VALUES (?1, ?2, ?3)")?
+                .execute(params![event.oid.as_i64(), event.tstamp.as_i64(), rname])?;
+        }
         let body =
             serde_json::to_string(&stored).map_err(|e| StoreError::Corrupt("encode".into(), e))?;
         self.conn
@@ -529,6 +596,15 @@ impl MetaWrite for WriteCtx<'_> {
             )?,
         };
         self.conn.execute("DELETE FROM purge_guard", [])?;
+        match version {
+            None => self
+                .conn
+                .execute("DELETE FROM event_blobs WHERE oid = ?1", [oid.as_i64()])?,
+            Some(t) => self.conn.execute(
+                "DELETE FROM event_blobs WHERE oid = ?1 AND tstamp = ?2",
+                params![oid.as_i64(), t.as_i64()],
+            )?,
+        };
         // Re-point the index at the newest version left, or drop the object.
         let newest: Option<(i64, String)> = self
             .conn
@@ -576,6 +652,52 @@ impl MetaWrite for WriteCtx<'_> {
              ON CONFLICT (key) DO UPDATE SET value = ?2",
             params![key, value],
         )?;
+        Ok(())
+    }
+
+    fn put_blob(&mut self, row: &BlobRow) -> Result<(), StoreError> {
+        let w = row.wrapped.as_ref();
+        self.conn
+            .prepare_cached(
+                "INSERT INTO blobs (rname, algorithm, key_id, encrypteddata, encryptednonce, size,
+                    sha256plain, inline, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                row.rname,
+                match row.algorithm {
+                    BlobAlgorithm::None => "none",
+                    BlobAlgorithm::Chunked => "chunked",
+                },
+                w.map(|w| w.key_id.as_str()),
+                w.map(|w| w.encrypteddata.as_str()),
+                w.map(|w| w.encryptednonce.as_str()),
+                row.size as i64,
+                row.sha256plain,
+                row.inline,
+                row.created.as_i64(),
+            ])?;
+        Ok(())
+    }
+
+    fn drop_blob(&mut self, rname: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM blobs WHERE rname = ?1")?
+            .execute([rname])?;
+        Ok(())
+    }
+
+    fn rewrap_blob(&mut self, rname: &str, wrapped: &Wrapped) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE blobs SET key_id = ?2, encrypteddata = ?3, encryptednonce = ?4
+                 WHERE rname = ?1",
+            )?
+            .execute(params![
+                rname,
+                wrapped.key_id,
+                wrapped.encrypteddata,
+                wrapped.encryptednonce
+            ])?;
         Ok(())
     }
 }

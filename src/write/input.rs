@@ -6,6 +6,7 @@
 
 use serde_json::{Map, Value};
 
+use crate::blob::{BlobAlgorithm, BlobInfo};
 use crate::error::{Error, Result};
 use crate::model::{Action, ObjPath, Oid, Tstamp};
 use crate::policy::{PolicyEngine, PolicyError, PreparedPolicy};
@@ -65,6 +66,19 @@ impl<T: Clone> Patch<T> {
     }
 }
 
+/// The file content a write event brings (SPEC §5's counting rule decides which events get
+/// a part).
+#[derive(Debug, Clone, Default)]
+pub enum Content {
+    /// No part: a new file is refused; an update keeps the current content.
+    #[default]
+    None,
+    /// A part will be uploaded once the rehearsal has authorised the transaction.
+    Pending,
+    /// The part, stored.
+    Stored(Box<BlobInfo>),
+}
+
 #[derive(Debug, Clone)]
 pub struct WriteEvent {
     pub index: usize,
@@ -87,8 +101,19 @@ pub struct WriteEvent {
     pub rname: Option<Value>,
     /// A client's `sha256plain`: checked against an uploaded part.
     pub sha256plain: Option<String>,
+    /// How new content is stored (`blobalgorithm`; also kept in `extra` as given).
+    pub algorithm: BlobAlgorithm,
+    /// Set by the HTTP layer from the file parts.
+    pub content: Content,
     /// Everything else (`custom`, `description`, `defaultfile`, `blobalgorithm`, ...).
     pub extra: Vec<(String, Patch<Value>)>,
+}
+
+impl WriteEvent {
+    /// Whether this event can take a file part: a create or update of a file.
+    pub fn takes_content(&self) -> bool {
+        self.isfile == Some(true) && matches!(self.action, Action::C | Action::U)
+    }
 }
 
 /// Parses the metadata part: a JSON array of events, or a single event object.
@@ -278,6 +303,14 @@ fn parse_event(index: usize, v: Value, engine: &PolicyEngine) -> Result<WriteEve
         p => p,
     };
 
+    let algorithm = BlobAlgorithm::from_field(string_field(&m, "blobalgorithm")?.as_deref())
+        .map_err(|e| {
+            bad(
+                "bad_field",
+                format!("blobalgorithm: {e} (use \"none\" or leave it out)"),
+            )
+        })?;
+
     let mut extra = Vec::new();
     for (k, v) in &m {
         let known = matches!(
@@ -330,6 +363,8 @@ fn parse_event(index: usize, v: Value, engine: &PolicyEngine) -> Result<WriteEve
         derived,
         rname: m.get("rname").filter(|v| !v.is_null()).cloned(),
         sha256plain: string_field(&m, "sha256plain")?,
+        algorithm,
+        content: Content::None,
         extra,
     })
 }

@@ -7,11 +7,12 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 
-use super::input::{Patch, RefField, WriteEvent};
+use super::input::{Content, Patch, RefField, WriteEvent};
 use crate::access::Access;
+use crate::blob::{BlobAlgorithm, BlobInfo};
 use crate::error::{Error, Result};
 use crate::model::{Action, Event, ObjPath, Oid, Perms, Tstamp, UserPolicy, SCHEMA_VERSION};
-use crate::store::{Current, MetaWrite};
+use crate::store::{BlobRow, Current, MetaWrite};
 
 /// The namespace folder (SPEC §6): where callers make their home folders.
 #[derive(Debug, Clone)]
@@ -26,8 +27,10 @@ pub struct Applied {
     /// One stored event per request event, in request order, then any folders made on
     /// the way by path parentoids.
     pub events: Vec<Event>,
-    /// Events removed by purges (their blobs may now be unreferenced).
+    /// Events removed by purges.
     pub purged: Vec<Event>,
+    /// Blobs in the blob store that no version uses any more: delete after commit.
+    pub freed_blobs: Vec<String>,
 }
 
 pub struct Planner<'a, S: MetaWrite> {
@@ -37,10 +40,19 @@ pub struct Planner<'a, S: MetaWrite> {
     results: Vec<Event>,
     made_dirs: Vec<Event>,
     purged: Vec<Event>,
+    freed_blobs: Vec<String>,
     /// Live objects read during this transaction (bulk creates share a parent). An entry
     /// is dropped whenever this transaction appends a version of that oid, and the whole
     /// cache when a folder moves (descendants' fulldir change).
     seen: HashMap<Oid, Current>,
+}
+
+/// `mimetype` for a file that came without one: from its name's extension.
+fn guess_mimetype(name: &str) -> String {
+    mime_guess::from_path(name)
+        .first_raw()
+        .unwrap_or("application/octet-stream")
+        .to_string()
 }
 
 fn forbidden(letter: char, what: &str, oid: Oid) -> Error {
@@ -59,6 +71,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
             results: Vec::new(),
             made_dirs: Vec::new(),
             purged: Vec::new(),
+            freed_blobs: Vec::new(),
             seen: HashMap::new(),
         }
     }
@@ -89,10 +102,12 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
             e.policy = Some(crate::model::PolicyView {
                 policy: self.access.letters(e),
             });
+            crate::read::attach_keys(&*self.store, self.access, e)?;
         }
         Ok(Applied {
             events,
             purged: self.purged,
+            freed_blobs: self.freed_blobs,
         })
     }
 
@@ -209,6 +224,8 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
                         derived: Patch::Keep,
                         rname: None,
                         sha256plain: None,
+                        algorithm: BlobAlgorithm::default(),
+                        content: Content::None,
                         extra: Vec::new(),
                     };
                     let made = self.create(cur, &dir)?;
@@ -292,10 +309,12 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
             .name
             .clone()
             .ok_or_else(|| Error::bad_request("missing_name", "a create needs a name"))?;
-        if we.isfile == Some(true) {
-            return Err(Error::not_implemented(
-                "files_not_yet",
-                "file contents are not supported yet; only folders and metadata",
+        let isfile = we.isfile == Some(true);
+        if isfile && matches!(we.content, Content::None) {
+            return Err(Error::bad_request(
+                "missing_content",
+                "a new file needs its content as a file part (an rname cannot point a new \
+                 file at another object's content)",
             ));
         }
         let p = &parent.event;
@@ -325,13 +344,14 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
             rname: None,
             size: None,
             derived: we.derived.apply(None),
-            isfile: false,
+            isfile,
             security: we.security.apply(None),
             extra: Default::default(),
             sha256plain: None,
             fulldir: format!("{}{}/", p.fulldir, p.oid),
             encrypteddata: None,
             encryptednonce: None,
+            blobkey: None,
             policy: None,
         };
         for (k, v) in &we.extra {
@@ -351,8 +371,60 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
         self.check_lockout(&e, we)?;
         e.oid = self.store.next_oid();
         e.tstamp = self.store.next_tstamp();
+        if isfile {
+            self.set_content(&mut e, we)?;
+        }
         self.append(&e)?;
         Ok(e)
+    }
+
+    /// Points a file version at its new content (recording the blob and its wrapped key
+    /// beside the log), or, without a part, keeps the current content.
+    fn set_content(&mut self, e: &mut Event, we: &WriteEvent) -> Result<()> {
+        if e.mimetype.is_none() {
+            e.mimetype = Some(guess_mimetype(&e.name));
+        }
+        let info: &BlobInfo = match &we.content {
+            Content::Stored(info) => info,
+            // A rehearsal: the part is not uploaded yet.
+            Content::Pending => return Ok(()),
+            Content::None => {
+                if let Some(given) = we.rname.as_ref().and_then(crate::model::event::rname_of) {
+                    if Some(given) != e.rname_str() {
+                        return Err(Error::bad_request(
+                            "rname_mismatch",
+                            format!(
+                                "rname {given:?} is not this file's content; send a file part \
+                                 to change the content"
+                            ),
+                        ));
+                    }
+                }
+                return Ok(());
+            }
+        };
+        self.store.put_blob(&BlobRow {
+            rname: info.rname.clone(),
+            algorithm: info.algorithm,
+            wrapped: info.wrapped.clone(),
+            size: info.size,
+            sha256plain: info.sha256plain.clone(),
+            inline: info.inline.as_ref().map(|b| b.to_vec()),
+            created: e.tstamp,
+        })?;
+        e.rname = Some(json!({ "S3": info.rname }));
+        e.size = Some(info.size);
+        e.sha256plain = Some(info.sha256plain.clone());
+        // `blobalgorithm` describes the content this version points at.
+        match info.algorithm {
+            BlobAlgorithm::None => {
+                e.extra.insert("blobalgorithm".into(), json!("none"));
+            }
+            BlobAlgorithm::Chunked => {
+                e.extra.remove("blobalgorithm");
+            }
+        }
+        Ok(())
     }
 
     fn check_precondition(cur: &Current, we: &WriteEvent) -> Result<()> {
@@ -386,12 +458,6 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
                     "an update cannot turn a folder into a file or back",
                 ));
             }
-        }
-        if old.isfile {
-            return Err(Error::not_implemented(
-                "files_not_yet",
-                "file contents are not supported yet; only folders and metadata",
-            ));
         }
         let (userpolicy, jwthash) = self.stamp();
         let mut e = old.clone();
@@ -468,6 +534,9 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
             self.check_lockout(&e, we)?;
         }
         e.tstamp = self.store.next_tstamp();
+        if e.isfile {
+            self.set_content(&mut e, we)?;
+        }
         self.append(&e)?;
         Ok(e)
     }
@@ -556,6 +625,23 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
             .store
             .purge(oid, we.purgetstamp, at, &userpolicy, &jwthash)?;
         self.seen.clear();
+        let mut rnames: Vec<String> = removed
+            .iter()
+            .filter_map(|e| e.rname_str().map(str::to_string))
+            .collect();
+        rnames.sort();
+        rnames.dedup();
+        for rname in rnames {
+            if self.store.blob_in_use(&rname)? {
+                continue;
+            }
+            if let Some(row) = self.store.blob(&rname)? {
+                self.store.drop_blob(&rname)?;
+                if row.inline.is_none() {
+                    self.freed_blobs.push(rname);
+                }
+            }
+        }
         self.purged.extend(removed);
         // Not stored: the response's record of what happened.
         let mut e = cur.event.clone();

@@ -1,0 +1,251 @@
+//! POST /write: the metadata part, then file parts streamed into the blob store.
+//!
+//! Order of work (SPEC §5): parse the metadata; rehearse the whole transaction against the
+//! store (a dry run that is always rolled back) so that a caller who may not write stores no
+//! blob byte; stream each file part through the blob store; apply the counting rule; commit
+//! the transaction for real (authorised again against the then-current state). A failure at
+//! any step after an upload deletes the blobs this request stored.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::body::{self, Body};
+use super::handlers::{collect_limited, header_str};
+use crate::access::Access;
+use crate::app::AppState;
+use crate::blob::{BlobAlgorithm, BlobInfo, BlobStore};
+use crate::error::{Error, Result};
+use crate::write::{self, Content, Planner, WriteEvent};
+
+fn multer_error(e: multer::Error) -> Error {
+    match e {
+        multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. } => {
+            Error::too_large("metadata_too_large", e.to_string())
+        }
+        other => Error::bad_request("bad_multipart", format!("multipart body: {other}")),
+    }
+}
+
+fn part_count(parts: usize, all: usize, fresh: usize) -> Error {
+    Error::bad_request(
+        "part_count",
+        format!(
+            "{parts} file part(s) for {all} file event(s) ({fresh} without rname): send one part \
+             per file event, or one per file event without rname"
+        ),
+    )
+}
+
+/// Which events file parts may go to, by SPEC §5's counting rule.
+struct PartTargets {
+    /// Every create/update of a file, in order.
+    all: Vec<usize>,
+    /// Those without an `rname`.
+    fresh: Vec<usize>,
+}
+
+impl PartTargets {
+    fn new(events: &[WriteEvent]) -> Self {
+        let all: Vec<usize> = (0..events.len())
+            .filter(|&i| events[i].takes_content())
+            .collect();
+        let fresh = all
+            .iter()
+            .copied()
+            .filter(|&i| events[i].rname.is_none())
+            .collect();
+        PartTargets { all, fresh }
+    }
+
+    /// How part `k` must be stored, before the final count is known: the events it may go
+    /// to must agree on `blobalgorithm`. The expected sha256 is only checked here when the
+    /// part's event is certain; otherwise after the count is known.
+    fn plan_part<'e>(
+        &self,
+        k: usize,
+        events: &'e [WriteEvent],
+    ) -> Result<(BlobAlgorithm, Option<&'e str>, usize)> {
+        let a = *self
+            .all
+            .get(k)
+            .ok_or_else(|| part_count(k + 1, self.all.len(), self.fresh.len()))?;
+        match self.fresh.get(k) {
+            Some(&b) if b != a => {
+                if events[a].algorithm != events[b].algorithm {
+                    return Err(Error::bad_request(
+                        "ambiguous_part",
+                        format!(
+                            "file part {} may belong to event {a} or {b}, which ask for \
+                             different blobalgorithm; put the events without rname first",
+                            k + 1
+                        ),
+                    ));
+                }
+                Ok((events[a].algorithm, None, a))
+            }
+            _ => Ok((events[a].algorithm, events[a].sha256plain.as_deref(), a)),
+        }
+    }
+}
+
+/// Deletes blobs this request stored (best effort; `vellum gc` removes what this misses).
+async fn discard(blobs: &BlobStore, uploaded: &[BlobInfo]) {
+    for info in uploaded.iter().filter(|i| i.inline.is_none()) {
+        if let Err(e) = blobs.delete(&info.rname).await {
+            tracing::warn!(rname = %info.rname, error = %e, "could not delete the blob of a failed write");
+        }
+    }
+}
+
+pub async fn write_txn(
+    state: &Arc<AppState>,
+    access: Access,
+    req: Request<Incoming>,
+) -> Result<Response<Body>> {
+    let started = std::time::Instant::now();
+    let max = state.config.limits.max_metadata_bytes;
+    let ctype = header_str(req.headers(), "content-type")
+        .unwrap_or("")
+        .to_string();
+    let (metadata, mut mp) = if ctype.starts_with("application/json") {
+        (collect_limited(req.into_body(), max).await?, None)
+    } else {
+        let boundary = multer::parse_boundary(&ctype).map_err(|_| {
+            Error::bad_request(
+                "bad_content_type",
+                "POST /write takes multipart/form-data (metadata first, then file parts) or \
+                 application/json",
+            )
+        })?;
+        let mut mp = multer::Multipart::new(req.into_body().into_data_stream(), boundary);
+        // SPEC §5: the first part is the metadata whatever its name.
+        let mut first = mp
+            .next_field()
+            .await
+            .map_err(multer_error)?
+            .ok_or_else(|| {
+                Error::bad_request("empty_metadata", "the multipart body has no parts")
+            })?;
+        let mut metadata = Vec::new();
+        while let Some(chunk) = first.chunk().await.map_err(multer_error)? {
+            if metadata.len() + chunk.len() > max {
+                return Err(Error::too_large(
+                    "metadata_too_large",
+                    format!("the metadata part is over the {max}-byte limit"),
+                ));
+            }
+            metadata.extend_from_slice(&chunk);
+        }
+        drop(first);
+        (Bytes::from(metadata), Some(mp))
+    };
+    let mut events = write::parse_metadata(
+        &metadata,
+        &state.policy,
+        state.config.limits.max_events_per_write,
+    )?;
+    let targets = PartTargets::new(&events);
+    let ns = state.namespace.clone();
+
+    // Authorise before any blob byte is stored: rehearse with every possible target
+    // marked as getting content.
+    if !targets.all.is_empty() {
+        let mut trial = events.clone();
+        for &i in &targets.all {
+            trial[i].content = Content::Pending;
+        }
+        let (access, ns) = (access.clone(), ns.clone());
+        state
+            .store
+            .dry_run(move |ctx| Planner::new(ctx, &access, &ns).apply_all(trial).map(|_| ()))
+            .await?;
+    }
+    let received_meta = started.elapsed();
+
+    let mut uploaded: Vec<BlobInfo> = Vec::new();
+    let outcome = async {
+        if let Some(mp) = mp.as_mut() {
+            while let Some(field) = mp.next_field().await.map_err(multer_error)? {
+                let k = uploaded.len();
+                let (algorithm, expected, index) = targets.plan_part(k, &events)?;
+                let body = field.map(|r| r.map_err(std::io::Error::other));
+                let info = state
+                    .blobs
+                    .put_or_inline(
+                        &BlobStore::new_rname(),
+                        algorithm,
+                        body,
+                        expected,
+                        Some(state.config.limits.max_file_bytes),
+                        state.config.limits.inline_max_bytes,
+                    )
+                    .await
+                    .map_err(|e| Error::from(e).at(index))?;
+                uploaded.push(info);
+            }
+        }
+        let n = uploaded.len();
+        let chosen = if n == targets.all.len() {
+            &targets.all
+        } else if n == targets.fresh.len() {
+            &targets.fresh
+        } else {
+            return Err(part_count(n, targets.all.len(), targets.fresh.len()));
+        };
+        for (info, &i) in uploaded.iter().zip(chosen) {
+            if let Some(want) = &events[i].sha256plain {
+                if !want.trim().eq_ignore_ascii_case(&info.sha256plain) {
+                    return Err(Error::bad_request(
+                        "sha256_mismatch",
+                        format!(
+                            "the uploaded content's sha256 is {}, but the event says {want}",
+                            info.sha256plain
+                        ),
+                    )
+                    .at(i));
+                }
+            }
+            events[i].content = Content::Stored(Box::new(info.clone()));
+        }
+        let received = started.elapsed();
+        let access = access.clone();
+        let applied = state
+            .store
+            .write(move |ctx| Planner::new(ctx, &access, &ns).apply_all(events))
+            .await?;
+        Ok((applied, received))
+    }
+    .await;
+    let (applied, received) = match outcome {
+        Ok(r) => r,
+        Err(e) => {
+            discard(&state.blobs, &uploaded).await;
+            return Err(e);
+        }
+    };
+    let committed = started.elapsed();
+    // Content no version uses any more (purges): the metadata is committed, so the blob
+    // can go. A failure here leaves an orphan for `vellum gc`.
+    for rname in &applied.freed_blobs {
+        if let Err(e) = state.blobs.delete(rname).await {
+            tracing::warn!(%rname, error = %e, "could not delete a purged blob; `vellum gc` will");
+        }
+    }
+    let resp = body::json(StatusCode::OK, &applied.events);
+    tracing::info!(
+        events = applied.events.len(),
+        files = uploaded.len(),
+        bytes = uploaded.iter().map(|i| i.size).sum::<u64>(),
+        user = %access.identity.claims.label(),
+        authorise_ms = received_meta.as_secs_f64() * 1e3,
+        receive_ms = (received - received_meta).as_secs_f64() * 1e3,
+        commit_ms = (committed - received).as_secs_f64() * 1e3,
+        "transaction committed"
+    );
+    Ok(resp)
+}
