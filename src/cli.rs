@@ -28,6 +28,33 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Mint a JWT for a claims file with the server's signing key (development, tests).
     Token(TokenArgs),
+    /// Delete stored blobs that no metadata names (older than --grace).
+    Gc(GcArgs),
+    /// Decrypt and re-hash every blob; check every event. Exit 1 on any problem.
+    Fsck(OpsArgs),
+    /// Re-wrap every data key under the active master key (first of MASTERKEYS).
+    Rekey(OpsArgs),
+}
+
+/// The storage configuration of `serve` (same flags and environment), for the operator's
+/// commands, which run beside the server on the same data folder.
+#[derive(Debug, clap::Args)]
+pub struct OpsArgs {
+    #[command(flatten)]
+    pub serve: Box<ServeArgs>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GcArgs {
+    /// Keep blobs younger than this: an upload whose transaction has not committed yet has
+    /// no metadata row.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+    pub grace: Duration,
+    /// Only report what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub serve: Box<ServeArgs>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -67,8 +94,93 @@ pub fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Token(t)) => token(t),
         Some(Command::Serve(s)) => serve(*s),
+        Some(Command::Gc(g)) => gc(g),
+        Some(Command::Fsck(o)) => fsck(o),
+        Some(Command::Rekey(o)) => rekey(o),
         None => serve(cli.serve),
     }
+}
+
+/// Opens the metadata store and the blob store a `serve` configuration names, and runs `f`.
+fn with_stores<F, Fut, T>(args: ServeArgs, f: F) -> anyhow::Result<T>
+where
+    F: FnOnce(crate::store::SqliteStore, crate::blob::BlobStore) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let config = Config::from_args(args)?;
+    init_logging(config.log_format);
+    if !config.data_dir.join("vellum.db").exists() {
+        anyhow::bail!("no store at {}", config.data_dir.display());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let store = crate::store::SqliteStore::open(&config.data_dir, config.synchronous)?;
+        let blobs = crate::app::open_blobs(&config)?;
+        f(store, blobs).await
+    })
+}
+
+fn gc(g: GcArgs) -> anyhow::Result<()> {
+    let (grace, dry) = (g.grace, g.dry_run);
+    let r = with_stores(*g.serve, |store, blobs| async move {
+        crate::ops::gc(&store, &blobs, grace, dry).await
+    })?;
+    for rname in &r.removed {
+        println!("{} {rname}", if dry { "would remove" } else { "removed" });
+    }
+    println!(
+        "gc: {} blobs checked, {} orphaned {}, {} younger than {} kept, {} stale upload files removed",
+        r.checked,
+        r.removed.len(),
+        if dry { "found" } else { "removed" },
+        r.kept_young,
+        humantime::format_duration(grace),
+        r.staging_removed
+    );
+    Ok(())
+}
+
+fn fsck(o: OpsArgs) -> anyhow::Result<()> {
+    let r = with_stores(*o.serve, |store, blobs| async move {
+        crate::ops::fsck(&store, &blobs).await
+    })?;
+    for f in &r.findings {
+        println!("DAMAGED {}: {}", f.rname, f.problem);
+    }
+    println!(
+        "fsck: {} events, {} blobs ({} bytes) checked, {} problems",
+        r.events,
+        r.blobs,
+        r.bytes,
+        r.findings.len()
+    );
+    if !r.findings.is_empty() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+fn rekey(o: OpsArgs) -> anyhow::Result<()> {
+    let r = with_stores(*o.serve, |store, blobs| async move {
+        let active = blobs.keys().active_id().to_string();
+        crate::ops::rekey(&store, &blobs).await.map(|r| (r, active))
+    })?;
+    let (r, active) = r;
+    for f in &r.failed {
+        println!("FAILED {}: {}", f.rname, f.problem);
+    }
+    println!(
+        "rekey: {} data keys re-wrapped under {active:?}, {} already were, {} failed",
+        r.rewrapped,
+        r.already,
+        r.failed.len()
+    );
+    if !r.failed.is_empty() {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -14,6 +14,7 @@ pub mod error;
 pub mod http;
 pub mod identity;
 pub mod model;
+pub mod ops;
 pub mod policy;
 pub mod read;
 pub mod store;

@@ -45,6 +45,12 @@ const CONFIG_VARS: &[&str] = &[
     "MAX_METADATA_BYTES",
     "MAX_POLICY_BYTES",
     "POLICY_TIMEOUT",
+    "INLINE_MAX_BYTES",
+    "MAX_FILE_BYTES",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_REGION",
+    "AWS_ENDPOINT",
 ];
 
 fn manifest(rel: &str) -> PathBuf {
@@ -501,5 +507,238 @@ fn bad_flags_and_arguments_exit_non_zero() {
     assert!(
         !tmp.path().join("vellum-data").exists(),
         "a refused command line must not create the default data folder"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The operator's commands: gc, fsck, rekey (SPEC §1, §7)
+// ---------------------------------------------------------------------------------------
+
+async fn upload(base: &str, token: &str, name: &str, bytes: &[u8]) -> Value {
+    let meta = json!([{"action": "C", "parentoid": "1", "name": name, "isfile": true}]);
+    let form = reqwest::multipart::Form::new()
+        .part("metadata", reqwest::multipart::Part::text(meta.to_string()))
+        .part(
+            "data",
+            reqwest::multipart::Part::bytes(bytes.to_vec()).file_name(name.to_string()),
+        );
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/write"))
+        .header("userpolicy", token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_json(resp).await;
+    assert_eq!(status, 200, "upload failed: {body}");
+    body[0].clone()
+}
+
+async fn content(base: &str, token: &str, oid: &str) -> (u16, Option<Vec<u8>>) {
+    let resp = reqwest::Client::new()
+        .get(format!("{base}/stream/{oid}"))
+        .header("userpolicy", token)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.bytes().await.ok().map(|b| b.to_vec()))
+}
+
+fn rname(e: &Value) -> String {
+    e["rname"]["S3"].as_str().unwrap().to_string()
+}
+
+fn key_ids(data: &Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(data.join("vellum.db")).unwrap();
+    let mut st = conn
+        .prepare("SELECT key_id FROM blobs ORDER BY rname")
+        .unwrap();
+    st.query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn pseudo_random(n: usize, mut x: u64) -> Vec<u8> {
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gc_fsck_and_rekey_do_what_they_say_on_the_stored_blobs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let data_s = data.display().to_string();
+    let (private_pem, jwt_pub) = es512_keys();
+    let token = TokenSigner::from_pem(&private_pem)
+        .unwrap()
+        .sign(&claims("root"), Duration::from_secs(3600))
+        .unwrap();
+    let (k1, k2) = (masterkey(), masterkey());
+    let old_keys = format!("k1:{k1}");
+    let both_keys = format!("k2:{k2},k1:{k1}");
+    let new_keys = format!("k2:{k2}");
+    let serve = |keys: &str| -> Server {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        Server::start(
+            tmp.path(),
+            &["serve", "--listen", &listen, "--data-dir", &data_s],
+            &[
+                ("JWT_PUB", jwt_pub.as_str()),
+                ("MASTERKEYS", keys),
+                ("INLINE_MAX_BYTES", "1000"),
+            ],
+            port,
+        )
+    };
+    let op = |args: &[&str], keys: &str| -> Output {
+        let mut c = vellum(tmp.path());
+        c.args(args).args(["--data-dir", &data_s]);
+        c.env("MASTERKEYS", keys);
+        run(c, 120)
+    };
+
+    // Two files under k1: one in the blob store, one kept inline.
+    let big_bytes = pseudo_random(300_000, 7);
+    let small_bytes = b"small and inline".to_vec();
+    let mut s1 = serve(&old_keys);
+    s1.wait_healthy().await;
+    let big = upload(&s1.base, &token, "big.bin", &big_bytes).await;
+    let small = upload(&s1.base, &token, "small.txt", &small_bytes).await;
+    assert_eq!(
+        big["encrypteddata"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["k1"]
+    );
+    s1.stop();
+    let big_file = data.join("blobs").join(rname(&big));
+    assert!(
+        big_file.is_file(),
+        "the big file is an object in the blob store"
+    );
+    assert!(
+        !data.join("blobs").join(rname(&small)).exists(),
+        "the small file is inline, not an object"
+    );
+
+    // gc: an old orphan goes; a young orphan, a foreign file and referenced blobs stay.
+    let old_orphan = data.join("blobs/abc/0123456789abcabc");
+    let young_orphan = data.join("blobs/def/0123456789abcdef");
+    let foreign = data.join("blobs/notes.txt");
+    for f in [&old_orphan, &young_orphan, &foreign] {
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(f, b"left behind by a crash").unwrap();
+    }
+    let touched = Command::new("touch")
+        .args(["-d", "3 hours ago"])
+        .arg(&old_orphan)
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    let out = op(&["gc"], &old_keys);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "gc failed: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("removed abc/0123456789abcabc"), "{text}");
+    assert!(text.contains("1 orphaned removed"), "{text}");
+    assert!(!old_orphan.exists());
+    assert!(young_orphan.exists() && foreign.exists() && big_file.exists());
+
+    // rekey under k2 while a server with both keys runs: reads work before and after, the
+    // blob object is untouched, every wrapped key moves to k2.
+    let before = std::fs::read(&big_file).unwrap();
+    let mut s2 = serve(&both_keys);
+    s2.wait_healthy().await;
+    let big_oid = big["oid"].as_str().unwrap();
+    let small_oid = small["oid"].as_str().unwrap();
+    assert_eq!(
+        content(&s2.base, &token, big_oid).await,
+        (200, Some(big_bytes.clone()))
+    );
+    let out = op(&["rekey"], &both_keys);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "rekey failed: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("2 data keys re-wrapped under \"k2\""),
+        "{text}"
+    );
+    assert_eq!(key_ids(&data), ["k2", "k2"]);
+    assert_eq!(
+        std::fs::read(&big_file).unwrap(),
+        before,
+        "rekey rewrote a blob"
+    );
+    assert_eq!(
+        content(&s2.base, &token, big_oid).await,
+        (200, Some(big_bytes.clone()))
+    );
+    assert_eq!(
+        content(&s2.base, &token, small_oid).await,
+        (200, Some(small_bytes.clone()))
+    );
+    let (_, props) = get(
+        &s2.base,
+        &format!("/props/{big_oid}"),
+        &[("userpolicy", &token)],
+    )
+    .await;
+    assert!(props["encrypteddata"]["k2"].is_string(), "{props}");
+    s2.stop();
+    // A second rekey has nothing to do.
+    let out = op(&["rekey"], &both_keys);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 data keys re-wrapped"));
+
+    // With k1 gone, everything still reads.
+    let mut s3 = serve(&new_keys);
+    s3.wait_healthy().await;
+    assert_eq!(
+        content(&s3.base, &token, big_oid).await,
+        (200, Some(big_bytes.clone()))
+    );
+    assert_eq!(
+        content(&s3.base, &token, small_oid).await,
+        (200, Some(small_bytes.clone()))
+    );
+
+    // fsck: clean, then a flipped byte in the stored object is reported and exits 1.
+    let out = op(&["fsck"], &new_keys);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "fsck failed on a clean store: {text}");
+    assert!(
+        text.contains("2 blobs (300016 bytes) checked, 0 problems"),
+        "{text}"
+    );
+    let mut damaged = before.clone();
+    let mid = damaged.len() / 2;
+    damaged[mid] ^= 0x01;
+    std::fs::write(&big_file, &damaged).unwrap();
+    let out = op(&["fsck"], &new_keys);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains(&format!("DAMAGED {}", rname(&big))), "{text}");
+    assert!(text.contains("1 problems"), "{text}");
+    // ... and the server never serves it as good content.
+    let (status, body) = content(&s3.base, &token, big_oid).await;
+    assert!(
+        status >= 500 || body.is_none(),
+        "a damaged blob must be a 5xx or an aborted transfer, got {status} with a whole body"
     );
 }

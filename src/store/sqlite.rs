@@ -153,6 +153,47 @@ impl SqliteStore {
             .map_err(|_| E::from(StoreError::WriterGone))?
     }
 
+    /// `vellum fsck`: decodes every event and checks that each blob an event names is
+    /// recorded. Returns how many events there are and what is wrong (what, problem).
+    pub async fn check_events(&self) -> Result<(u64, Vec<(String, String)>), StoreError> {
+        self.read(|s| -> Result<_, StoreError> {
+            let conn = s.conn;
+            let mut problems = Vec::new();
+            let mut count = 0u64;
+            let mut st =
+                conn.prepare("SELECT oid, tstamp, body FROM events ORDER BY oid, tstamp")?;
+            let mut rows = st.query([])?;
+            while let Some(r) = rows.next()? {
+                count += 1;
+                let (oid, t, body): (i64, i64, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+                if let Err(e) = decode(oid, t, &body) {
+                    problems.push((
+                        format!("event {}@{}", Oid::from_i64(oid), Tstamp::from_i64(t)),
+                        e.to_string(),
+                    ));
+                }
+            }
+            let mut st = conn.prepare(
+                "SELECT eb.oid, eb.tstamp, eb.rname FROM event_blobs eb
+                 LEFT JOIN blobs b ON b.rname = eb.rname WHERE b.rname IS NULL",
+            )?;
+            let mut rows = st.query([])?;
+            while let Some(r) = rows.next()? {
+                let (oid, t, rname): (i64, i64, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+                problems.push((
+                    rname,
+                    format!(
+                        "event {}@{} names this blob, which is not recorded",
+                        Oid::from_i64(oid),
+                        Tstamp::from_i64(t)
+                    ),
+                ));
+            }
+            Ok((count, problems))
+        })
+        .await
+    }
+
     /// A handle for reads from an already-blocking context (streamed listings).
     pub fn reader(&self) -> Arc<ReaderPool> {
         self.readers.clone()

@@ -1,0 +1,227 @@
+//! The operator's commands (SPEC §1): `vellum gc`, `vellum fsck`, `vellum rekey`. They run
+//! beside a live server on the same data folder: SQLite serialises their few writes with the
+//! server's, and every step keeps each blob readable (see each function).
+
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+
+use crate::blob::{BlobError, BlobStore};
+use crate::store::{BlobRow, MetaRead, MetaWrite, SqliteStore, StoreError};
+
+/// Blob rows read per step.
+const PAGE: usize = 500;
+
+/// What `vellum gc` did.
+#[derive(Debug, Default)]
+pub struct GcReport {
+    pub checked: u64,
+    pub removed: Vec<String>,
+    pub staging_removed: u64,
+    pub kept_young: u64,
+}
+
+/// Deletes stored blobs that no metadata row names (what a crash between upload and commit,
+/// or a failed delete after a purge, left behind), if older than `grace`: an upload in flight
+/// has no row until its transaction commits, so young objects are left alone. Also removes
+/// stale local staging files. With `dry_run`, only reports.
+pub async fn gc(
+    store: &SqliteStore,
+    blobs: &BlobStore,
+    grace: Duration,
+    dry_run: bool,
+) -> anyhow::Result<GcReport> {
+    let mut report = GcReport::default();
+    let cutoff = SystemTime::now()
+        .checked_sub(grace)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut listing = Box::pin(blobs.list());
+    let mut batch: Vec<String> = Vec::new();
+    loop {
+        let next = listing.next().await;
+        let end = next.is_none();
+        if let Some(item) = next {
+            let (rname, modified) = item?;
+            report.checked += 1;
+            if modified > cutoff {
+                report.kept_young += 1;
+            } else {
+                batch.push(rname);
+            }
+        }
+        if batch.len() >= PAGE || (end && !batch.is_empty()) {
+            let names = std::mem::take(&mut batch);
+            let orphans = store
+                .read(move |s| -> Result<Vec<String>, StoreError> {
+                    let mut out = Vec::new();
+                    for r in names {
+                        if s.blob(&r)?.is_none() {
+                            out.push(r);
+                        }
+                    }
+                    Ok(out)
+                })
+                .await?;
+            for rname in orphans {
+                if !dry_run {
+                    blobs.delete(&rname).await?;
+                }
+                report.removed.push(rname);
+            }
+        }
+        if end {
+            break;
+        }
+    }
+    if !dry_run {
+        report.staging_removed = blobs.remove_stale_uploads(grace).await?;
+    }
+    Ok(report)
+}
+
+/// One problem `vellum fsck` found.
+#[derive(Debug)]
+pub struct Finding {
+    pub rname: String,
+    pub problem: String,
+}
+
+#[derive(Debug, Default)]
+pub struct FsckReport {
+    pub blobs: u64,
+    pub bytes: u64,
+    pub events: u64,
+    pub findings: Vec<Finding>,
+}
+
+async fn check_blob(blobs: &BlobStore, row: &BlobRow) -> Result<(u64, String), BlobError> {
+    match &row.inline {
+        Some(stored) => {
+            let reader = blobs.open_inline(
+                &row.rname,
+                row.algorithm,
+                row.wrapped.as_ref(),
+                bytes::Bytes::from(stored.clone()),
+            )?;
+            let size = reader.size();
+            let mut pieces = Box::pin(reader.read_range(0..size));
+            let mut h = Sha256::new();
+            let mut n = 0u64;
+            while let Some(p) = pieces.next().await {
+                let p = p?;
+                n += p.len() as u64;
+                h.update(&p);
+            }
+            Ok((n, hex::encode(h.finalize())))
+        }
+        None => {
+            blobs
+                .verify(&row.rname, row.algorithm, row.wrapped.as_ref())
+                .await
+        }
+    }
+}
+
+/// Decrypts and re-hashes every blob, comparing with the recorded size and sha256plain, and
+/// checks that every event decodes and names a blob that is recorded.
+pub async fn fsck(store: &SqliteStore, blobs: &BlobStore) -> anyhow::Result<FsckReport> {
+    let mut report = FsckReport::default();
+    let (events, bad_events) = store.check_events().await?;
+    report.events = events;
+    for (what, problem) in bad_events {
+        report.findings.push(Finding {
+            rname: what,
+            problem,
+        });
+    }
+    let mut after: Option<String> = None;
+    loop {
+        let a = after.clone();
+        let rows = store
+            .read(move |s| s.blobs_after(a.as_deref(), PAGE))
+            .await
+            .map_err(|e: StoreError| anyhow::anyhow!(e))?;
+        let Some(last) = rows.last() else { break };
+        after = Some(last.rname.clone());
+        for row in rows {
+            report.blobs += 1;
+            match check_blob(blobs, &row).await {
+                Ok((size, sha)) if size == row.size && sha == row.sha256plain => {
+                    report.bytes += size;
+                }
+                Ok((size, sha)) => report.findings.push(Finding {
+                    rname: row.rname.clone(),
+                    problem: format!(
+                        "content is {size} bytes with sha256 {sha}; recorded {} bytes with {}",
+                        row.size, row.sha256plain
+                    ),
+                }),
+                Err(e) => report.findings.push(Finding {
+                    rname: row.rname.clone(),
+                    problem: e.to_string(),
+                }),
+            }
+        }
+    }
+    Ok(report)
+}
+
+#[derive(Debug, Default)]
+pub struct RekeyReport {
+    pub rewrapped: u64,
+    pub already: u64,
+    pub failed: Vec<Finding>,
+}
+
+/// Re-wraps every data key not under the active master key, a page per transaction. Blobs
+/// are not touched (their data keys do not change), and each row is either the old or the
+/// new wrapping, both of which a server configured with both keys can unwrap: reads keep
+/// working throughout.
+pub async fn rekey(store: &SqliteStore, blobs: &BlobStore) -> anyhow::Result<RekeyReport> {
+    let mut report = RekeyReport::default();
+    let keys = blobs.keys_arc();
+    let mut after: Option<String> = None;
+    loop {
+        let a = after.clone();
+        let rows = store
+            .read(move |s| s.blobs_after(a.as_deref(), PAGE))
+            .await
+            .map_err(|e: StoreError| anyhow::anyhow!(e))?;
+        let Some(last) = rows.last() else { break };
+        after = Some(last.rname.clone());
+        let mut updates = Vec::new();
+        for row in rows {
+            let Some(w) = &row.wrapped else { continue };
+            if !keys.needs_rewrap(&w.key_id) {
+                report.already += 1;
+                continue;
+            }
+            match keys.rewrap(
+                &w.key_id,
+                &w.encrypteddata,
+                &w.encryptednonce,
+                row.rname.as_bytes(),
+            ) {
+                Ok(new) => updates.push((row.rname.clone(), new)),
+                Err(e) => report.failed.push(Finding {
+                    rname: row.rname.clone(),
+                    problem: e.to_string(),
+                }),
+            }
+        }
+        let n = updates.len() as u64;
+        if n > 0 {
+            store
+                .write(move |ctx| -> Result<(), StoreError> {
+                    for (rname, w) in &updates {
+                        ctx.rewrap_blob(rname, w)?;
+                    }
+                    Ok(())
+                })
+                .await?;
+        }
+        report.rewrapped += n;
+    }
+    Ok(report)
+}
