@@ -112,7 +112,7 @@ pub struct BlobInfo {
     /// The blob's data key wrapped under the active master key (`encrypteddata` /
     /// `encryptednonce`); `None` for [`BlobAlgorithm::None`].
     pub wrapped: Option<crate::crypto::Wrapped>,
-    /// For [`BlobStore::put_or_inline`]: the stored (sealed) bytes of a small blob that was
+    /// For [`BlobStore::seal_inline`]: the stored (sealed) bytes of a small blob that was
     /// not written to the backend, for the caller to keep in its metadata store.
     pub inline: Option<bytes::Bytes>,
 }

@@ -268,53 +268,23 @@ impl BlobStore {
         result
     }
 
-    /// Like [`BlobStore::put`], but a body of at most `inline_max` bytes is sealed in memory
-    /// and returned in [`BlobInfo::inline`] instead of being written to the backend, so the
-    /// caller can keep it in its metadata store and make it durable with the same commit as
-    /// its event (one fsync instead of three for a small file). Larger bodies stream to the
-    /// backend as with `put`; at most `inline_max` bytes are buffered.
-    pub async fn put_or_inline<S>(
+    /// Seals a whole (small) body held in memory, for the caller's metadata store: the same
+    /// format and checks as [`BlobStore::put`], no I/O. The result has
+    /// [`BlobInfo::inline`] set.
+    pub fn seal_inline(
         &self,
         rname: &str,
         algorithm: BlobAlgorithm,
-        mut body: S,
+        pieces: &[Bytes],
         expected_sha256: Option<&str>,
-        max_size: Option<u64>,
-        inline_max: usize,
-    ) -> Result<BlobInfo, BlobError>
-    where
-        S: Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin,
-    {
+    ) -> Result<BlobInfo, BlobError> {
         validate_rname(rname)?;
-        let mut head: Vec<Bytes> = Vec::new();
-        let mut len = 0usize;
-        let mut ended = false;
-        while len <= inline_max {
-            match body.next().await {
-                Some(piece) => {
-                    let piece = piece?;
-                    len += piece.len();
-                    head.push(piece);
-                }
-                None => {
-                    ended = true;
-                    break;
-                }
-            }
-        }
-        if !ended {
-            let rest = futures_util::stream::iter(head.into_iter().map(Ok)).chain(body);
-            return self
-                .put(rname, algorithm, rest, expected_sha256, max_size)
-                .await;
-        }
-        if let Some(limit) = max_size.filter(|&limit| len as u64 > limit) {
-            return Err(BlobError::TooLarge { limit });
-        }
         let expected = expected_sha256.map(normalize_sha256).transpose()?;
         let mut hasher = Sha256::new();
-        for piece in &head {
+        let mut len = 0u64;
+        for piece in pieces {
             hasher.update(piece);
+            len += piece.len() as u64;
         }
         let actual = hex::encode(hasher.finalize());
         if let Some(expected) = expected {
@@ -323,14 +293,14 @@ impl BlobStore {
             }
         }
         let (stored, wrapped) = match algorithm {
-            BlobAlgorithm::None => (head.concat(), None),
+            BlobAlgorithm::None => (pieces.concat(), None),
             BlobAlgorithm::Chunked => {
                 let dek = Dek::generate();
                 let wrapped = self.inner.keys.wrap(&dek, rname.as_bytes());
                 let mut sealer = ChunkSealer::new(&dek, rname.as_bytes(), self.inner.chunk_size)
                     .map_err(BlobError::Crypto)?;
                 let mut out = sealer.header().to_vec();
-                for piece in &head {
+                for piece in pieces {
                     for chunk in sealer.push(piece) {
                         out.extend_from_slice(&chunk.map_err(BlobError::Crypto)?);
                     }
@@ -341,7 +311,7 @@ impl BlobStore {
         };
         Ok(BlobInfo {
             rname: rname.to_string(),
-            size: len as u64,
+            size: len,
             sha256plain: actual,
             algorithm,
             wrapped,

@@ -22,6 +22,10 @@ use crate::blob::{BlobAlgorithm, BlobInfo, BlobStore};
 use crate::error::{Error, Result};
 use crate::write::{self, Content, Planner, WriteEvent};
 
+/// Inline file content one transaction may hold in memory until its commit (16 MiB); parts
+/// beyond it go to the blob store whatever their size.
+const INLINE_BYTES_PER_TRANSACTION: usize = 16 << 20;
+
 fn multer_error(e: multer::Error) -> Error {
     match e {
         multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. } => {
@@ -64,7 +68,7 @@ impl PartTargets {
 
     /// How part `k` must be stored, before the final count is known: the events it may go
     /// to must agree on `blobalgorithm`. The expected sha256 is only checked here when the
-    /// part's event is certain; otherwise after the count is known.
+    /// part's event is certain and a create; otherwise the planner checks it at commit.
     fn plan_part<'e>(
         &self,
         k: usize,
@@ -88,7 +92,13 @@ impl PartTargets {
                 }
                 Ok((events[a].algorithm, None, a))
             }
-            _ => Ok((events[a].algorithm, events[a].sha256plain.as_deref(), a)),
+            // A create's sha256plain is checked while the part streams in, so a mismatch
+            // stores nothing; an update's is checked at commit (it may be the old
+            // version's, echoed back with props: see `Planner::set_content`).
+            _ if events[a].action == crate::model::Action::C => {
+                Ok((events[a].algorithm, events[a].sha256plain.as_deref(), a))
+            }
+            _ => Ok((events[a].algorithm, None, a)),
         }
     }
 }
@@ -151,11 +161,15 @@ pub async fn write_txn(
     )?;
     let targets = PartTargets::new(&events);
     let ns = state.namespace.clone();
+    let limits = &state.config.limits;
 
-    // Authorise before any blob byte is stored: rehearse with every possible target
-    // marked as getting content.
-    if !targets.all.is_empty() {
-        let mut trial = events.clone();
+    // Authorise before any blob byte is stored: a rehearsal with every possible target
+    // marked as getting content, run before the first part that goes to the blob store.
+    // Parts small enough to be kept inline are only held in memory until the commit (which
+    // authorises again), so a transaction of small files costs one trip to the writer.
+    let mut rehearsed = targets.all.is_empty();
+    let rehearse = |events: &[WriteEvent]| {
+        let mut trial = events.to_vec();
         for &i in &targets.all {
             trial[i].content = Content::Pending;
         }
@@ -163,29 +177,65 @@ pub async fn write_txn(
         state
             .store
             .dry_run(move |ctx| Planner::new(ctx, &access, &ns).apply_all(trial).map(|_| ()))
-            .await?;
-    }
+    };
     let received_meta = started.elapsed();
 
+    // Inline content is held in memory until the commit: bound it per transaction.
+    let mut inline_budget = INLINE_BYTES_PER_TRANSACTION;
     let mut uploaded: Vec<BlobInfo> = Vec::new();
     let outcome = async {
         if let Some(mp) = mp.as_mut() {
-            while let Some(field) = mp.next_field().await.map_err(multer_error)? {
+            while let Some(mut field) = mp.next_field().await.map_err(multer_error)? {
                 let k = uploaded.len();
                 let (algorithm, expected, index) = targets.plan_part(k, &events)?;
-                let body = field.map(|r| r.map_err(std::io::Error::other));
-                let info = state
-                    .blobs
-                    .put_or_inline(
-                        &BlobStore::new_rname(),
-                        algorithm,
-                        body,
-                        expected,
-                        Some(state.config.limits.max_file_bytes),
-                        state.config.limits.inline_max_bytes,
-                    )
-                    .await
-                    .map_err(|e| Error::from(e).at(index))?;
+                let rname = BlobStore::new_rname();
+                let inline_max = limits.inline_max_bytes.min(inline_budget);
+                let mut head: Vec<Bytes> = Vec::new();
+                let mut len = 0usize;
+                let mut ended = false;
+                while len <= inline_max {
+                    match field.chunk().await.map_err(multer_error)? {
+                        Some(c) => {
+                            len += c.len();
+                            head.push(c);
+                        }
+                        None => {
+                            ended = true;
+                            break;
+                        }
+                    }
+                }
+                let info = if ended {
+                    if len as u64 > limits.max_file_bytes {
+                        let e = crate::blob::BlobError::TooLarge {
+                            limit: limits.max_file_bytes,
+                        };
+                        return Err(Error::from(e).at(index));
+                    }
+                    inline_budget -= len;
+                    state
+                        .blobs
+                        .seal_inline(&rname, algorithm, &head, expected)
+                        .map_err(|e| Error::from(e).at(index))?
+                } else {
+                    if !rehearsed {
+                        rehearse(&events).await?;
+                        rehearsed = true;
+                    }
+                    let body = futures_util::stream::iter(head.into_iter().map(Ok))
+                        .chain(field.map(|r| r.map_err(std::io::Error::other)));
+                    state
+                        .blobs
+                        .put(
+                            &rname,
+                            algorithm,
+                            body,
+                            expected,
+                            Some(limits.max_file_bytes),
+                        )
+                        .await
+                        .map_err(|e| Error::from(e).at(index))?
+                };
                 uploaded.push(info);
             }
         }
@@ -198,22 +248,11 @@ pub async fn write_txn(
             return Err(part_count(n, targets.all.len(), targets.fresh.len()));
         };
         for (info, &i) in uploaded.iter().zip(chosen) {
-            if let Some(want) = &events[i].sha256plain {
-                if !want.trim().eq_ignore_ascii_case(&info.sha256plain) {
-                    return Err(Error::bad_request(
-                        "sha256_mismatch",
-                        format!(
-                            "the uploaded content's sha256 is {}, but the event says {want}",
-                            info.sha256plain
-                        ),
-                    )
-                    .at(i));
-                }
-            }
             events[i].content = Content::Stored(Box::new(info.clone()));
         }
         let received = started.elapsed();
         let access = access.clone();
+        let ns = ns.clone();
         let applied = state
             .store
             .write(move |ctx| Planner::new(ctx, &access, &ns).apply_all(events))

@@ -403,6 +403,20 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
                 return Ok(());
             }
         };
+        if let Some(want) = &we.sha256plain {
+            // The Python client sends a file's props back with new content: a sha256plain
+            // equal to the current version's is that echo, not a claim about the new part.
+            let echoed = e.sha256plain.as_deref() == Some(want.trim());
+            if !echoed && !want.trim().eq_ignore_ascii_case(&info.sha256plain) {
+                return Err(Error::bad_request(
+                    "sha256_mismatch",
+                    format!(
+                        "the uploaded content's sha256 is {}, but the event says {want}",
+                        info.sha256plain
+                    ),
+                ));
+            }
+        }
         self.store.put_blob(&BlobRow {
             rname: info.rname.clone(),
             algorithm: info.algorithm,
