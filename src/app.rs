@@ -30,9 +30,19 @@ pub struct AppState {
     pub auth: Authenticator,
     pub policy: Arc<PolicyEngine>,
     pub namespace: Namespace,
+    pub metrics: crate::metrics::Metrics,
+    /// Bumped after every committed write: wakes the notification feeds.
+    pub commits: tokio::sync::watch::Sender<u64>,
+    /// Set when the server stops: long-lived responses (feeds) end so connections can close.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
+    /// Wakes the notification feeds after a commit.
+    pub fn committed(&self) {
+        self.commits.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// GET /config.
     pub fn public_config(&self) -> serde_json::Value {
         json!({
@@ -79,6 +89,9 @@ impl Application {
                 auth,
                 policy,
                 namespace,
+                metrics: crate::metrics::Metrics::default(),
+                commits: tokio::sync::watch::Sender::new(0),
+                shutdown: tokio::sync::watch::Sender::new(false),
             }),
         })
     }

@@ -271,3 +271,27 @@ pub fn stream_target<S: MetaRead>(
     })?;
     Ok((event, row))
 }
+
+/// One step of the notification feed: the events stored after `after` that the caller may
+/// read (each judged by its own version's policy), scanning at most `scan` rows. Returns
+/// them and the last tstamp scanned (`None` when nothing newer is stored), so the feed
+/// moves past events the caller may not see.
+pub fn feed_page<S: MetaRead>(
+    s: &S,
+    access: &Access,
+    after: Tstamp,
+    scan: usize,
+) -> Result<(Vec<Event>, Option<Tstamp>)> {
+    let rows = s.events_since(after, scan)?;
+    let last = rows.last().map(|e| e.tstamp);
+    let mut out = Vec::new();
+    for mut e in rows {
+        let letters = access.letters(&e);
+        if letters.contains(Perms::R) {
+            e.policy = Some(PolicyView { policy: letters });
+            attach_keys(s, access, &mut e)?;
+            out.push(e);
+        }
+    }
+    Ok((out, last))
+}

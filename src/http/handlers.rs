@@ -13,7 +13,7 @@ use super::error::response as error_response;
 use super::router::{self, Endpoint, ListQuery, Requirement};
 use crate::access::Access;
 use crate::app::AppState;
-use crate::error::{Error, Result};
+use crate::error::{Error, Kind, Result};
 use crate::identity::Credentials;
 use crate::model::ObjPath;
 use crate::read;
@@ -34,9 +34,32 @@ pub async fn dispatch(
         Err(e) => return ("unrouted", error_response(&e)),
     };
     let name = ep.name();
+    let letter = ep.letter();
+    let target = ep.target();
     let resp = match run(state, ep, req, peer).await {
-        Ok(r) => r,
-        Err(e) => error_response(&e),
+        Ok(r) => {
+            if let Some(l) = letter {
+                tracing::info!(target: "audit", route = name, letter = %l, object = %target, "allowed");
+            }
+            r
+        }
+        Err(e) => {
+            if matches!(
+                e.kind,
+                Kind::Forbidden | Kind::NotFound | Kind::Unauthorized
+            ) {
+                tracing::info!(
+                    target: "audit",
+                    route = name,
+                    letter = %letter.unwrap_or('-'),
+                    object = %target,
+                    index = e.index,
+                    code = e.code,
+                    "denied"
+                );
+            }
+            error_response(&e)
+        }
     };
     (name, resp)
 }
@@ -83,6 +106,11 @@ async fn run(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<Body>> {
+    // Links in HTML pages keep the mount point the request came in by.
+    let base = match &state.config.client_prefix {
+        Some(p) if req.uri().path().starts_with(&format!("{p}/")) => p.clone(),
+        _ => String::new(),
+    };
     let access = match ep.requirement() {
         Requirement::Nothing => None,
         Requirement::Identity => Some(authenticate(state, req.headers(), peer)?),
@@ -100,6 +128,18 @@ async fn run(
     match (ep, access) {
         (Endpoint::Healthz, _) => healthz(state).await,
         (Endpoint::Config, _) => Ok(body::json(StatusCode::OK, &state.public_config())),
+        (Endpoint::Metrics, _) => {
+            let text = state.metrics.render(state.policy.stats());
+            let mut resp = Response::new(body::full(text));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            Ok(resp)
+        }
+        (Endpoint::Notifications(since), Some(a)) => {
+            super::notify::notifications(state, a, since, req.headers()).await
+        }
         (Endpoint::SelfClaims, Some(a)) => Ok(body::json(StatusCode::OK, a.identity.claims.raw())),
         (Endpoint::Write, Some(a)) => super::upload::write_txn(state, a, req).await,
         (Endpoint::Props(p), Some(a)) => {
@@ -116,12 +156,76 @@ async fn run(
         }
         (Endpoint::List(p, q), Some(a)) => list(state, a, p, q).await,
         (Endpoint::Stream(p, t), Some(a)) => super::stream::stream(state, a, p, t, &req).await,
-        (Endpoint::Show(_), Some(_)) => Err(Error::not_implemented(
-            "show_not_yet",
-            "the HTML browser (/show) is not built yet",
-        )),
+        (Endpoint::Show(p, q), Some(a)) => show(state, a, p, q.after, &base).await,
         (_, None) => Err(Error::internal("route", "route without identity")),
     }
+}
+
+/// GET /show: the HTML page (crate::show), with a text preview read from the blob.
+async fn show(
+    state: &Arc<AppState>,
+    access: Access,
+    path: ObjPath,
+    after: Option<crate::model::Oid>,
+    base: &str,
+) -> Result<Response<Body>> {
+    use crate::model::Perms;
+    use crate::show::{self, Preview};
+    use crate::store::MetaRead;
+    let a = access.clone();
+    let page = state
+        .store
+        .read(move |s| show::gather(s, &a, &path, after))
+        .await?;
+    let e = &page.event;
+    let kind = (e.isfile && page.letters.contains(Perms::X))
+        .then(|| show::preview_kind(e))
+        .flatten();
+    let preview = match kind {
+        Some(false) => Preview::Image,
+        Some(true) => {
+            let rname = e.rname_str().map(str::to_string);
+            let row = match rname {
+                Some(r) => state.store.read(move |s| s.blob(&r)).await?,
+                None => None,
+            };
+            match row {
+                Some(row) => {
+                    use futures_util::StreamExt;
+                    let reader = super::stream::open_blob(state, &row).await?;
+                    let size = reader.size().min(show::PREVIEW_BYTES);
+                    let mut pieces = Box::pin(reader.read_range(0..size));
+                    let mut text = Vec::new();
+                    while let Some(p) = pieces.next().await {
+                        text.extend_from_slice(&p?);
+                    }
+                    Preview::Text(String::from_utf8_lossy(&text).into_owned())
+                }
+                None => Preview::None,
+            }
+        }
+        None => Preview::None,
+    };
+    let html = show::render(&page, &preview, base);
+    let mut resp = Response::new(body::full(html));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    // No scripts at all; images only from here; the page's own inline styles.
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(
+            "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; base-uri 'none'; \
+             form-action 'none'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    Ok(resp)
 }
 
 async fn healthz(state: &Arc<AppState>) -> Result<Response<Body>> {

@@ -5,6 +5,7 @@
 mod body;
 pub mod error;
 mod handlers;
+mod notify;
 pub mod router;
 mod stream;
 mod upload;
@@ -27,13 +28,20 @@ pub use body::Body;
 
 use crate::app::AppState;
 
-/// Accepts connections until `shutdown` resolves.
+/// How long in-flight requests (an upload, a download) may take to finish after a
+/// shutdown signal before their connections are dropped.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Accepts connections until `shutdown` resolves, then stops accepting, lets requests in
+/// flight finish (idle keep-alive connections close at once; notification feeds end) for up
+/// to [`SHUTDOWN_GRACE`], and returns.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     tokio::pin!(shutdown);
+    let mut conns = tokio::task::JoinSet::new();
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -45,24 +53,56 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = &mut shutdown => return Ok(()),
+            // Reap finished connections so the set does not grow.
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| {
+        conns.spawn(async move {
+            let mut stop = state.shutdown.subscribe();
+            let svc = {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(state, req, peer).await) }
-            });
-            if let Err(e) = http1::Builder::new()
+                service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(handle(state, req, peer).await) }
+                })
+            };
+            let conn = http1::Builder::new()
                 .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
-            {
+                .serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
     }
+    drop(listener);
+    let open = conns.len();
+    tracing::info!(
+        connections = open,
+        "shutting down: finishing requests in flight"
+    );
+    state.shutdown.send_replace(true);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = conns.len(),
+            "requests still running after the shutdown grace period; dropping them"
+        );
+        conns.shutdown().await;
+    }
+    Ok(())
 }
 
 fn request_id(req: &Request<Incoming>) -> String {
@@ -92,11 +132,15 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) 
         "x-schema-version",
         HeaderValue::from(crate::model::SCHEMA_VERSION),
     );
+    let took = started.elapsed();
+    state
+        .metrics
+        .request(route_name, resp.status().as_u16(), took);
     tracing::info!(
         parent: &span,
         route = route_name,
         status = resp.status().as_u16(),
-        ms = started.elapsed().as_secs_f64() * 1e3,
+        ms = took.as_secs_f64() * 1e3,
         "served"
     );
     resp

@@ -22,10 +22,15 @@ pub enum Endpoint {
     Derived(Oid),
     /// File content; `?tstamp=` names an older version.
     Stream(ObjPath, Option<Tstamp>),
-    Show(ObjPath),
+    /// The HTML page; `?after=` pages a folder's listing.
+    Show(ObjPath, ListQuery),
     SelfClaims,
     Config,
     Healthz,
+    /// Prometheus metrics.
+    Metrics,
+    /// Server-Sent Events: new events the caller may read, after `?since=`.
+    Notifications(Option<Tstamp>),
 }
 
 /// What an endpoint requires before it runs.
@@ -43,15 +48,42 @@ pub enum Requirement {
 impl Endpoint {
     pub fn requirement(&self) -> Requirement {
         match self {
-            Endpoint::Healthz | Endpoint::Config => Requirement::Nothing,
+            Endpoint::Healthz | Endpoint::Config | Endpoint::Metrics => Requirement::Nothing,
             Endpoint::Write => Requirement::Writer,
             Endpoint::Props(_)
             | Endpoint::List(..)
             | Endpoint::History(_)
             | Endpoint::Derived(_)
             | Endpoint::Stream(..)
-            | Endpoint::Show(_)
+            | Endpoint::Show(..)
+            | Endpoint::Notifications(_)
             | Endpoint::SelfClaims => Requirement::Identity,
+        }
+    }
+
+    /// The permission letter a read endpoint checks, for the audit log (writes are audited
+    /// per event).
+    pub fn letter(&self) -> Option<char> {
+        match self {
+            Endpoint::Props(_)
+            | Endpoint::History(_)
+            | Endpoint::Derived(_)
+            | Endpoint::Show(..) => Some('R'),
+            Endpoint::List(..) | Endpoint::Stream(..) => Some('X'),
+            _ => None,
+        }
+    }
+
+    /// The object addressed, for the audit log.
+    pub fn target(&self) -> String {
+        match self {
+            Endpoint::Props(p)
+            | Endpoint::History(p)
+            | Endpoint::Show(p, _)
+            | Endpoint::List(p, _)
+            | Endpoint::Stream(p, _) => p.to_string(),
+            Endpoint::Derived(oid) => oid.to_string(),
+            _ => String::new(),
         }
     }
 
@@ -64,10 +96,12 @@ impl Endpoint {
             Endpoint::History(_) => "history",
             Endpoint::Derived(_) => "derived",
             Endpoint::Stream(..) => "stream",
-            Endpoint::Show(_) => "show",
+            Endpoint::Show(..) => "show",
             Endpoint::SelfClaims => "self",
             Endpoint::Config => "config",
             Endpoint::Healthz => "healthz",
+            Endpoint::Metrics => "metrics",
+            Endpoint::Notifications(_) => "notifications",
         }
     }
 }
@@ -119,15 +153,27 @@ fn parse_query(q: Option<&str>) -> Result<ListQuery> {
     Ok(out)
 }
 
-fn parse_tstamp(q: Option<&str>) -> Result<Option<Tstamp>> {
+fn query_tstamp(q: Option<&str>, key: &str) -> Result<Option<Tstamp>> {
     for pair in q.unwrap_or("").split('&') {
-        if let Some(v) = pair.strip_prefix("tstamp=").filter(|v| !v.is_empty()) {
+        let value = pair
+            .split_once('=')
+            .filter(|(k, _)| *k == key)
+            .map(|(_, v)| v);
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
             return v.parse().map(Some).map_err(|_| {
-                Error::bad_request("bad_query", format!("tstamp {v:?} is not 16 hex digits"))
+                Error::bad_request("bad_query", format!("{key} {v:?} is not 16 hex digits"))
             });
         }
     }
     Ok(None)
+}
+
+fn parse_tstamp(q: Option<&str>) -> Result<Option<Tstamp>> {
+    query_tstamp(q, "tstamp")
+}
+
+fn parse_since(q: Option<&str>) -> Result<Option<Tstamp>> {
+    query_tstamp(q, "since")
 }
 
 /// Routes `path` (with `CLIENT_PREFIX` already removed).
@@ -149,7 +195,7 @@ pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Endpoin
         "list" => Endpoint::List(obj_path(rest)?, parse_query(query)?),
         "history" => Endpoint::History(obj_path(rest)?),
         "stream" => Endpoint::Stream(obj_path(rest)?, parse_tstamp(query)?),
-        "show" => Endpoint::Show(obj_path(rest)?),
+        "show" => Endpoint::Show(obj_path(rest)?, parse_query(query)?),
         "derived" => {
             let segs = decode_segments(rest)?;
             match segs.as_slice() {
@@ -162,6 +208,8 @@ pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Endpoin
         "self" if rest.is_empty() => Endpoint::SelfClaims,
         "config" if rest.is_empty() => Endpoint::Config,
         "healthz" if rest.is_empty() => Endpoint::Healthz,
+        "metrics" if rest.is_empty() => Endpoint::Metrics,
+        "notifications" if rest.is_empty() => Endpoint::Notifications(parse_since(query)?),
         _ => return Err(not_found(path)),
     };
     if !is_read {

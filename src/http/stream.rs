@@ -13,9 +13,11 @@ use super::body::{self, Body};
 use super::handlers::header_str;
 use crate::access::Access;
 use crate::app::AppState;
+use crate::blob::BlobReader;
 use crate::error::{Error, Result};
 use crate::model::{ObjPath, Tstamp};
 use crate::read;
+use crate::store::BlobRow;
 
 /// Decrypted pieces queued between the blob reader and the connection.
 const BODY_QUEUE: usize = 4;
@@ -79,6 +81,25 @@ fn set(resp: &mut Response<Body>, name: header::HeaderName, value: &str) {
     }
 }
 
+/// Opens a recorded blob, inline or in the blob store.
+pub(super) async fn open_blob(state: &AppState, row: &BlobRow) -> Result<BlobReader> {
+    let r = match &row.inline {
+        Some(stored) => state.blobs.open_inline(
+            &row.rname,
+            row.algorithm,
+            row.wrapped.as_ref(),
+            Bytes::from(stored.clone()),
+        ),
+        None => {
+            state
+                .blobs
+                .open(&row.rname, row.algorithm, row.wrapped.as_ref())
+                .await
+        }
+    };
+    Ok(r.inspect_err(|e| state.metrics.blob_error(e))?)
+}
+
 pub async fn stream(
     state: &Arc<AppState>,
     access: Access,
@@ -126,20 +147,7 @@ pub async fn stream(
         }
     }
 
-    let reader = match &row.inline {
-        Some(stored) => state.blobs.open_inline(
-            &row.rname,
-            row.algorithm,
-            row.wrapped.as_ref(),
-            Bytes::from(stored.clone()),
-        )?,
-        None => {
-            state
-                .blobs
-                .open(&row.rname, row.algorithm, row.wrapped.as_ref())
-                .await?
-        }
-    };
+    let reader = open_blob(state, &row).await?;
     let size = reader.size();
     if size != row.size {
         tracing::error!(rname = %row.rname, stored = size, recorded = row.size, "blob has the wrong length");
@@ -176,9 +184,13 @@ pub async fn stream(
         // 200 followed by an aborted transfer.
         let first = match pieces.next().await {
             Some(Ok(b)) => b,
-            Some(Err(e)) => return Err(e.into()),
+            Some(Err(e)) => {
+                state.metrics.blob_error(&e);
+                return Err(e.into());
+            }
             None => Bytes::new(),
         };
+        crate::metrics::Metrics::add(&state.metrics.bytes_out, len);
         let (tx, rx) = tokio::sync::mpsc::channel(BODY_QUEUE);
         tokio::spawn(async move {
             if tx.send(Ok(first)).await.is_err() {

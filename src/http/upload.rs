@@ -268,10 +268,26 @@ pub async fn write_txn(
         }
     };
     let committed = started.elapsed();
+    state.committed();
+    let m = &state.metrics;
+    crate::metrics::Metrics::add(&m.transactions, 1);
+    crate::metrics::Metrics::add(&m.events, applied.events.len() as u64);
+    crate::metrics::Metrics::add(&m.bytes_in, uploaded.iter().map(|i| i.size).sum());
+    for e in &applied.events {
+        tracing::info!(
+            target: "audit",
+            user = %access.identity.claims.label(),
+            action = %e.action.letter(),
+            oid = %e.oid,
+            tstamp = %e.tstamp,
+            "allowed"
+        );
+    }
     // Content no version uses any more (purges): the metadata is committed, so the blob
     // can go. A failure here leaves an orphan for `vellum gc`.
     for rname in &applied.freed_blobs {
         if let Err(e) = state.blobs.delete(rname).await {
+            state.metrics.blob_error(&e);
             tracing::warn!(%rname, error = %e, "could not delete a purged blob; `vellum gc` will");
         }
     }

@@ -78,6 +78,11 @@ pub trait MetaRead {
     /// Live objects whose current `derived.oid` is `oid`.
     fn derived_from(&self, oid: Oid) -> Result<Vec<Current>, StoreError>;
     fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError>;
+    /// Events stored after `after`, in tstamp (= commit) order, at most `limit` (the
+    /// notification feed).
+    fn events_since(&self, after: Tstamp, limit: usize) -> Result<Vec<Event>, StoreError>;
+    /// The newest event's tstamp (`Tstamp(0)` for an empty log).
+    fn max_tstamp(&self) -> Result<Tstamp, StoreError>;
     /// The blob named `rname`, with its wrapped key (and bytes, if inline).
     fn blob(&self, rname: &str) -> Result<Option<BlobRow>, StoreError>;
     /// Whether any remaining event version uses the blob.

@@ -498,6 +498,35 @@ impl<T: HasConn> MetaRead for T {
         Ok(st.query_row([key], |r| r.get(0)).optional()?)
     }
 
+    fn events_since(&self, after: Tstamp, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let mut st = self.conn().prepare_cached(
+            "SELECT oid, tstamp, body FROM events WHERE tstamp > ?1 ORDER BY tstamp LIMIT ?2",
+        )?;
+        let rows = st.query_map(
+            params![after.as_i64(), limit.min(i64::MAX as usize) as i64],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            },
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (oid, t, body) = row?;
+            out.push(decode(oid, t, &body)?);
+        }
+        Ok(out)
+    }
+
+    fn max_tstamp(&self) -> Result<Tstamp, StoreError> {
+        let mut st = self
+            .conn()
+            .prepare_cached("SELECT coalesce(max(tstamp), 0) FROM events")?;
+        Ok(Tstamp::from_i64(st.query_row([], |r| r.get(0))?))
+    }
+
     fn blob(&self, rname: &str) -> Result<Option<BlobRow>, StoreError> {
         let mut st = self
             .conn()

@@ -1,0 +1,112 @@
+//! GET /notifications: a Server-Sent Events feed of stored events the caller may read, for
+//! clients that mirror a folder. Each message's `id` is the event's tstamp, so a client that
+//! reconnects with `Last-Event-ID` (or `?since=`) resumes exactly after what it saw.
+//!
+//! The feed reads the log itself (`events_since`), woken by a counter the write path bumps
+//! after each commit: tstamps increase in commit order, so "after the last id sent" never
+//! skips an event, however commits and wake-ups interleave.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+
+use super::body::{self, Body};
+use super::handlers::header_str;
+use crate::access::Access;
+use crate::app::AppState;
+use crate::error::{Error, Result};
+use crate::model::Tstamp;
+use crate::read;
+use crate::store::MetaRead;
+
+/// A comment line this often keeps proxies from closing an idle feed.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Log rows read per step.
+const SCAN: usize = 500;
+
+pub async fn notifications(
+    state: &Arc<AppState>,
+    access: Access,
+    since: Option<Tstamp>,
+    headers: &HeaderMap,
+) -> Result<Response<Body>> {
+    let resume = match header_str(headers, "last-event-id") {
+        Some(id) => Some(id.parse::<Tstamp>().map_err(|_| {
+            Error::bad_request("bad_last_event_id", "Last-Event-ID is not a tstamp")
+        })?),
+        None => since,
+    };
+    // Subscribe before reading the high-water mark: nothing committed in between is lost.
+    let mut commits = state.commits.subscribe();
+    let mut shutdown = state.shutdown.subscribe();
+    let mut last = match resume {
+        Some(t) => t,
+        None => state.store.read(|s| s.max_tstamp()).await?,
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<Bytes, std::io::Error>>(16);
+    let state = state.clone();
+    tokio::spawn(async move {
+        if tx
+            .send(Ok(Bytes::from_static(b"retry: 2000\n\n")))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        loop {
+            loop {
+                let (a, after) = (access.clone(), last);
+                let page = state
+                    .store
+                    .read(move |s| read::feed_page(s, &a, after, SCAN))
+                    .await;
+                let (events, scanned) = match page {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!(error = %e, "notification feed failed");
+                        return;
+                    }
+                };
+                for e in events {
+                    let Ok(json) = serde_json::to_string(&e) else {
+                        continue;
+                    };
+                    let frame = format!(
+                        "id: {}\nevent: {}\ndata: {json}\n\n",
+                        e.tstamp,
+                        e.action.letter()
+                    );
+                    if tx.send(Ok(Bytes::from(frame))).await.is_err() {
+                        return;
+                    }
+                }
+                match scanned {
+                    Some(t) => last = t,
+                    None => break,
+                }
+            }
+            tokio::select! {
+                changed = commits.changed() => if changed.is_err() { return },
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(KEEP_ALIVE) => {
+                    if tx.send(Ok(Bytes::from_static(b": keep-alive\n\n"))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let mut resp = Response::new(body::channel(rx));
+    *resp.status_mut() = StatusCode::OK;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // nginx would otherwise buffer the stream.
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(resp)
+}

@@ -1,0 +1,291 @@
+//! The person's and the operator's views (issue 4): GET /show, GET /notifications (SSE)
+//! and GET /metrics, against the real server over HTTP.
+
+mod common;
+#[path = "common/extra.rs"]
+mod extra;
+
+use std::time::Duration;
+
+use common::spawn_app;
+use extra::*;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+const JANE: &str = "jane.doe@deciphernow.com";
+
+/// Reads SSE messages from a response until `n` events arrived (or 10 s passed).
+async fn sse_events(resp: reqwest::Response, n: usize) -> Vec<(String, String, Value)> {
+    let mut body = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while out.len() < n {
+        let chunk = tokio::time::timeout_at(deadline, body.next())
+            .await
+            .expect("events arrive within 10 s")
+            .expect("the feed stays open")
+            .unwrap();
+        buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = buf.find("\n\n") {
+            let msg: String = buf.drain(..end + 2).collect();
+            let (mut id, mut ev, mut data) = (String::new(), String::new(), None);
+            for line in msg.lines() {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = v.into();
+                } else if let Some(v) = line.strip_prefix("event: ") {
+                    ev = v.into();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data = Some(serde_json::from_str(v).unwrap());
+                }
+            }
+            if let Some(d) = data {
+                out.push((id, ev, d));
+            }
+        }
+    }
+    out
+}
+
+async fn feed(
+    app: &common::TestApp,
+    token: &str,
+    extra: &[(&str, &str)],
+    query: &str,
+) -> reqwest::Response {
+    let mut req = app
+        .client
+        .get(format!("{}/notifications{query}", app.base))
+        .header("userpolicy", token);
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    resp
+}
+
+#[tokio::test]
+async fn notifications_deliver_new_readable_events_in_order_and_resume_after_a_reconnect() {
+    let app = spawn_app().await;
+    let jane = app.token_for("jane");
+    let bob = app.token_for("bob");
+    let home = oid_of(&extra::home(&app, &jane, JANE).await);
+    let live = feed(&app, &jane, &[], "").await;
+    let bob_live = feed(&app, &bob, &[], "").await;
+
+    let mut made = Vec::new();
+    for i in 0..5 {
+        made.push(oid_of(
+            &mkdir(&app, &jane, &home, &format!("d{i}"), None).await,
+        ));
+    }
+    // bob's own writes in his home are not jane's to see.
+    let bob_home = oid_of(&extra::home(&app, &bob, "bob.smith@deciphernow.com").await);
+    mkdir(&app, &bob, &bob_home, "secret", None).await;
+    mkdir(&app, &jane, &home, "d5", None).await;
+
+    let got = sse_events(live, 6).await;
+    let names: Vec<&str> = got
+        .iter()
+        .map(|(_, _, e)| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["d0", "d1", "d2", "d3", "d4", "d5"],
+        "in order, bob's hidden"
+    );
+    let ids: Vec<&String> = got.iter().map(|(id, _, _)| id).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "ids (tstamps) increase");
+    for (id, ev, e) in &got {
+        assert_eq!(ev, "C");
+        assert_eq!(&e["tstamp"], &json!(id));
+        assert!(letters(e).contains(&"R".to_string()));
+    }
+    // bob's feed shows his own events, none of jane's (her home is owner-only).
+    let bob_got = sse_events(bob_live, 2).await;
+    let bob_names: Vec<&str> = bob_got
+        .iter()
+        .map(|(_, _, e)| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(bob_names, ["bob.smith@deciphernow.com", "secret"]);
+
+    // Reconnect after the third event: exactly the rest, by header and by query.
+    let third = got[2].0.clone();
+    let resumed = sse_events(feed(&app, &jane, &[("last-event-id", &third)], "").await, 3).await;
+    let names: Vec<&str> = resumed
+        .iter()
+        .map(|(_, _, e)| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["d3", "d4", "d5"]);
+    let resumed = sse_events(feed(&app, &jane, &[], &format!("?since={third}")).await, 3).await;
+    assert_eq!(resumed[0].2["name"], "d3");
+    // A bad Last-Event-ID is a 400.
+    let resp = app
+        .client
+        .get(format!("{}/notifications", app.base))
+        .header("userpolicy", &jane)
+        .header("last-event-id", "yesterday")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+}
+
+#[tokio::test]
+async fn metrics_count_requests_transactions_bytes_and_policy_work() {
+    let app = spawn_app().await;
+    let jane = app.token_for("jane");
+    let home = oid_of(&extra::home(&app, &jane, JANE).await);
+    let meta = json!([{"action": "C", "parentoid": home, "name": "f.bin", "isfile": true}]);
+    let out = write_parts(&app, Some(&jane), &meta, &[("f.bin", &[9u8; 1000])]).await;
+    assert_eq!(out.status(), 200);
+    let f: Vec<Value> = out.json().await.unwrap();
+    let s = app
+        .get(&format!("/stream/{}", oid_of(&f[0])), Some(&jane))
+        .await;
+    assert_eq!(s.bytes().await.unwrap().len(), 1000);
+    assert_eq!(
+        app.get("/props/0123456789abcdef", Some(&jane))
+            .await
+            .status(),
+        404
+    );
+
+    let resp = app.get("/metrics", None).await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = resp.text().await.unwrap();
+    let value = |line_start: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(line_start))
+            .unwrap_or_else(|| panic!("no {line_start} in\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        value("vellum_http_requests_total{route=\"write\",status=\"200\"}"),
+        2.0
+    );
+    assert_eq!(
+        value("vellum_http_requests_total{route=\"props\",status=\"404\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("vellum_http_requests_total{route=\"stream\",status=\"200\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("vellum_http_request_duration_seconds_count{route=\"write\"}"),
+        2.0
+    );
+    assert_eq!(
+        value("vellum_http_request_duration_seconds_bucket{route=\"write\",le=\"+Inf\"}"),
+        2.0
+    );
+    assert_eq!(value("vellum_transactions_committed_total"), 2.0);
+    assert_eq!(value("vellum_events_committed_total"), 2.0);
+    assert_eq!(value("vellum_bytes_in_total"), 1000.0);
+    assert_eq!(value("vellum_bytes_out_total"), 1000.0);
+    assert_eq!(value("vellum_blob_store_errors_total"), 0.0);
+    assert!(value("vellum_policy_evaluations_total") > 0.0);
+    assert!(text.contains("# TYPE vellum_policy_cache_hits_total counter"));
+}
+
+#[tokio::test]
+async fn show_renders_banner_breadcrumbs_listing_and_preview_and_hides_what_cannot_be_read() {
+    let app = spawn_app().await;
+    let jane = app.token_for("jane");
+    let bob = app.token_for("bob");
+    let home = oid_of(&extra::home(&app, &jane, JANE).await);
+    let security = json!({"label": "SECRET <b>&co</b>", "foreground": "#FFFFFF",
+                          "background": "#8B0000"});
+    let pics = app
+        .write_ok(
+            Some(&jane),
+            &json!([{"action": "C", "parentoid": home, "name": "pics", "security": security,
+                     "objectpolicy": owner_full_ro_all(JANE)}]),
+        )
+        .await;
+    let pics = oid_of(&pics[0]);
+    let meta = json!([
+        {"action": "C", "parentoid": pics, "name": "notes <1>.txt", "isfile": true,
+         "objectpolicy": owner_full_ro_all(JANE)},
+        {"action": "C", "parentoid": pics, "name": "private.txt", "isfile": true,
+         "objectpolicy": owner_only(JANE)},
+        {"action": "C", "parentoid": pics, "name": "evil", "isfile": true,
+         "objectpolicy": owner_full_ro_all(JANE),
+         "security": {"label": "x", "foreground": "red;background:url(x)", "background": "\"><script>"}}
+    ]);
+    let out = write_parts(
+        &app,
+        Some(&jane),
+        &meta,
+        &[
+            ("a", b"hello <script>alert(1)</script>"),
+            ("b", b"jane only"),
+            ("c", b"c"),
+        ],
+    )
+    .await;
+    assert_eq!(out.status(), 200);
+    let files: Vec<Value> = out.json().await.unwrap();
+
+    let page = |token: String, path: String| {
+        let app = &app;
+        async move {
+            let resp = app.get(&format!("/show/{path}"), Some(&token)).await;
+            let status = resp.status().as_u16();
+            let csp = resp
+                .headers()
+                .get("content-security-policy")
+                .map(|v| v.to_str().unwrap().to_string());
+            (status, csp, resp.text().await.unwrap())
+        }
+    };
+    // The folder, as bob: banner in its colours at top and bottom, escaped label, the
+    // readable children linked, the private one absent.
+    let (status, csp, html) = page(bob.clone(), pics.clone()).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(csp.unwrap().contains("default-src 'none'"));
+    let banner = "<div class=\"banner\" style=\"color:#FFFFFF;background-color:#8B0000\">SECRET &lt;b&gt;&amp;co&lt;/b&gt;</div>";
+    assert_eq!(html.matches(banner).count(), 2, "{html}");
+    assert!(html.contains(&format!(
+        "href=\"/show/{}\">notes &lt;1&gt;.txt</a>",
+        oid_of(&files[0])
+    )));
+    assert!(!html.contains("private.txt"), "bob cannot read private.txt");
+    assert!(html.contains("<span class=\"perm\" id=\"perms\">RX</span>"));
+    assert!(!html.contains("<script>"));
+    // Breadcrumbs: bob cannot read jane's home, so it shows as an oid link.
+    assert!(html.contains(&format!("<a href=\"/show/{home}\">{home}</a>")));
+    // The text file: a download link and an escaped preview.
+    let (status, _, html) = page(bob.clone(), format!("{pics}/notes%20%3C1%3E.txt")).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains(&format!("href=\"/stream/{}\"", oid_of(&files[0]))));
+    assert!(
+        html.contains("<pre class=\"preview\">hello &lt;script&gt;alert(1)&lt;/script&gt;</pre>")
+    );
+    // Colours that are not colours fall back to the defaults.
+    let (_, _, html) = page(bob.clone(), oid_of(&files[2])).await;
+    assert!(
+        html.contains("style=\"color:#000000;background-color:#dddddd\""),
+        "{html}"
+    );
+    assert!(!html.contains("url(x)") && !html.contains("\"><script>"));
+    // What bob may not read is a 404, like /props.
+    let (status, _, _) = page(bob.clone(), oid_of(&files[1])).await;
+    assert_eq!(status, 404);
+    // jane sees private.txt and all letters.
+    let (_, _, html) = page(jane.clone(), pics.clone()).await;
+    assert!(html.contains("private.txt") && html.contains("id=\"perms\">CRUDXP<"));
+}
