@@ -34,6 +34,9 @@ pub enum Command {
     Fsck(OpsArgs),
     /// Re-wrap every data key under the active master key (first of MASTERKEYS).
     Rekey(OpsArgs),
+    /// Bulk-import a local directory tree through the HTTP API (resumable; exit 0: all
+    /// arrived, 1: some files failed, 2: usage, connection or authentication error).
+    Import(crate::import::ImportArgs),
 }
 
 /// The storage configuration of `serve` (same flags and environment), for the operator's
@@ -97,6 +100,7 @@ pub fn main() -> anyhow::Result<()> {
         Some(Command::Gc(g)) => gc(g),
         Some(Command::Fsck(o)) => fsck(o),
         Some(Command::Rekey(o)) => rekey(o),
+        Some(Command::Import(a)) => crate::import::main(a),
         None => serve(cli.serve),
     }
 }
