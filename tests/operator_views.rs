@@ -289,3 +289,45 @@ async fn show_renders_banner_breadcrumbs_listing_and_preview_and_hides_what_cann
     let (_, _, html) = page(jane.clone(), pics.clone()).await;
     assert!(html.contains("private.txt") && html.contains("id=\"perms\">CRUDXP<"));
 }
+
+#[tokio::test]
+async fn shutdown_lets_an_upload_in_flight_finish_and_then_refuses_connections() {
+    let mut app = spawn_app().await;
+    let jane = app.token_for("jane");
+    let home = oid_of(&extra::home(&app, &jane, JANE).await);
+    // An upload whose body trickles in over ~1.5 s.
+    let meta = json!([{"action": "C", "parentoid": home, "name": "slow.bin", "isfile": true}]);
+    let chunks = futures_util::stream::iter(0..15).then(|_| async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok::<_, std::io::Error>(vec![7u8; 100_000])
+    });
+    let form = reqwest::multipart::Form::new()
+        .part("metadata", reqwest::multipart::Part::text(meta.to_string()))
+        .part(
+            "data",
+            reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(chunks))
+                .file_name("slow.bin"),
+        );
+    let req = app
+        .client
+        .post(format!("{}/write", app.base))
+        .header("userpolicy", &jane)
+        .multipart(form)
+        .send();
+    let upload = tokio::spawn(req);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    app.stop();
+    let resp = upload
+        .await
+        .unwrap()
+        .expect("the upload in flight is answered");
+    assert_eq!(resp.status(), 200);
+    let ev: Vec<Value> = resp.json().await.unwrap();
+    assert_eq!(ev[0]["size"], 1_500_000);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = reqwest::Client::new()
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await;
+    assert!(after.is_err(), "a stopped server accepts no new connection");
+}

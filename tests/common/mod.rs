@@ -99,6 +99,13 @@ pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
 }
 
 impl TestApp {
+    /// Signals the server to shut down (as SIGTERM would), keeping the data folder.
+    pub fn stop(&mut self) {
+        if let Some(s) = self.shutdown.take() {
+            let _ = s.send(());
+        }
+    }
+
     pub fn token(&self, claims: &Value) -> String {
         self.signer
             .sign(claims, std::time::Duration::from_secs(3600))
