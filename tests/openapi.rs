@@ -68,7 +68,10 @@ impl Check<'_> {
         let op = &self.doc["paths"][&t][&m];
         if !op.is_object() {
             // A method the document does not list for a documented path must be refused.
-            assert_eq!(status, 405, "{method} {path}: undocumented method not refused");
+            assert_eq!(
+                status, 405,
+                "{method} {path}: undocumented method not refused"
+            );
             return status;
         }
         let documented = &op["responses"][status.to_string()];
