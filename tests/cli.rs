@@ -742,3 +742,79 @@ async fn gc_fsck_and_rekey_do_what_they_say_on_the_stored_blobs() {
         "a damaged blob must be a 5xx or an aborted transfer, got {status} with a whole body"
     );
 }
+
+#[tokio::test]
+async fn json_logs_carry_an_audit_line_for_allowed_and_denied_actions_and_no_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_s = tmp.path().join("data").display().to_string();
+    let (pem, jwt_pub) = es512_keys();
+    let signer = TokenSigner::from_pem(&pem).unwrap();
+    let jane = signer
+        .sign(&claims("jane"), Duration::from_secs(600))
+        .unwrap();
+    let bob = signer
+        .sign(&claims("bob"), Duration::from_secs(600))
+        .unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut server = Server::start(
+        tmp.path(),
+        &["serve", "--listen", &listen, "--data-dir", &data_s],
+        &[("JWT_PUB", jwt_pub.as_str()), ("LOG_FORMAT", "json")],
+        port,
+    );
+    server.wait_healthy().await;
+    let (status, out) = write(
+        &server.base,
+        &[("userpolicy", jane.as_str())],
+        &json!([{"action": "C", "parentoid": "1/world", "name": "jane.doe@deciphernow.com"}]),
+    )
+    .await;
+    assert_eq!(status, 200, "{out}");
+    let oid = out[0]["oid"].as_str().unwrap().to_string();
+    let (s, _) = get(
+        &server.base,
+        &format!("/props/{oid}"),
+        &[("userpolicy", &jane)],
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = get(
+        &server.base,
+        &format!("/props/{oid}"),
+        &[("userpolicy", &bob)],
+    )
+    .await;
+    assert_eq!(s, 404);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = server.log_text();
+    let audit: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["target"] == "audit")
+        .collect();
+    let find = |msg: &str, user: &str, pred: &dyn Fn(&Value) -> bool| {
+        audit.iter().any(|v| {
+            v["fields"]["message"] == msg && v["fields"]["user"] == user && pred(&v["fields"])
+        })
+    };
+    assert!(
+        find("allowed", "asjane", &|f| f["action"] == "C"
+            && f["oid"] == oid.as_str()),
+        "no audit line for jane's create:\n{log}"
+    );
+    assert!(
+        find("allowed", "asjane", &|f| f["route"] == "props"
+            && f["letter"] == "R"),
+        "no audit line for jane's read:\n{log}"
+    );
+    assert!(
+        find("denied", "asBob", &|f| f["route"] == "props"
+            && f["object"] == oid.as_str()),
+        "no audit line for bob's denied read:\n{log}"
+    );
+    assert!(
+        !log.contains(&jane) && !log.contains(&bob),
+        "a token reached the log"
+    );
+}

@@ -36,10 +36,18 @@ pub async fn dispatch(
     let name = ep.name();
     let letter = ep.letter();
     let target = ep.target();
-    let resp = match run(state, ep, req, peer).await {
+    let mut who = None;
+    let resp = match run(state, ep, req, peer, &mut who).await {
         Ok(r) => {
             if let Some(l) = letter {
-                tracing::info!(target: "audit", route = name, letter = %l, object = %target, "allowed");
+                tracing::info!(
+                    target: "audit",
+                    user = who.as_deref().unwrap_or("-"),
+                    route = name,
+                    letter = %l,
+                    object = %target,
+                    "allowed"
+                );
             }
             r
         }
@@ -50,6 +58,7 @@ pub async fn dispatch(
             ) {
                 tracing::info!(
                     target: "audit",
+                    user = who.as_deref().unwrap_or("-"),
                     route = name,
                     letter = %letter.unwrap_or('-'),
                     object = %target,
@@ -105,6 +114,7 @@ async fn run(
     ep: Endpoint,
     req: Request<Incoming>,
     peer: SocketAddr,
+    who: &mut Option<String>,
 ) -> Result<Response<Body>> {
     // Links in HTML pages keep the mount point the request came in by.
     let base = match &state.config.client_prefix {
@@ -113,9 +123,14 @@ async fn run(
     };
     let access = match ep.requirement() {
         Requirement::Nothing => None,
-        Requirement::Identity => Some(authenticate(state, req.headers(), peer)?),
+        Requirement::Identity => {
+            let a = authenticate(state, req.headers(), peer)?;
+            *who = Some(a.identity.claims.label().to_string());
+            Some(a)
+        }
         Requirement::Writer => {
             let a = authenticate(state, req.headers(), peer)?;
+            *who = Some(a.identity.claims.label().to_string());
             if a.is_readonly() {
                 return Err(Error::forbidden(
                     "readonly",
