@@ -5,7 +5,6 @@
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
-use sha2::{Digest, Sha256};
 
 use crate::blob::{BlobError, BlobStore};
 use crate::store::{BlobRow, MetaRead, MetaWrite, SqliteStore, StoreError};
@@ -104,16 +103,7 @@ async fn check_blob(blobs: &BlobStore, row: &BlobRow) -> Result<(u64, String), B
                 row.wrapped.as_ref(),
                 bytes::Bytes::from(stored.clone()),
             )?;
-            let size = reader.size();
-            let mut pieces = Box::pin(reader.read_range(0..size));
-            let mut h = Sha256::new();
-            let mut n = 0u64;
-            while let Some(p) = pieces.next().await {
-                let p = p?;
-                n += p.len() as u64;
-                h.update(&p);
-            }
-            Ok((n, hex::encode(h.finalize())))
+            BlobStore::hash_all(reader).await
         }
         None => {
             blobs

@@ -123,21 +123,6 @@ fn banner(e: &Event) -> String {
     )
 }
 
-fn human_size(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 /// What a file preview shows.
 pub enum Preview {
     None,
@@ -206,7 +191,7 @@ pub fn render(page: &Page, preview: &Preview, base: &str) -> String {
             "<p><a id=\"download\" href=\"{base}/stream/{}\" download=\"{}\">Download</a> ({})</p>",
             e.oid,
             escape(&e.name),
-            human_size(e.size.unwrap_or(0))
+            crate::import::progress::human_bytes(e.size.unwrap_or(0))
         );
         match preview {
             Preview::Image => {
@@ -240,7 +225,7 @@ pub fn render(page: &Page, preview: &Preview, base: &str) -> String {
                 c.oid,
                 escape(&c.name),
                 if c.isfile { "" } else { "/" },
-                c.size.map(human_size).unwrap_or_default(),
+                c.size.map(crate::import::progress::human_bytes).unwrap_or_default(),
                 escape(c.mimetype.as_deref().unwrap_or(if c.isfile { "" } else { "folder" })),
             );
         }

@@ -470,6 +470,12 @@ impl BlobStore {
         wrapped: Option<&Wrapped>,
     ) -> Result<(u64, String), BlobError> {
         let reader = self.open(rname, algorithm, wrapped).await?;
+        Self::hash_all(reader).await
+    }
+
+    /// Decrypts a whole opened blob (inline or stored) and returns its plaintext size and
+    /// SHA-256 (hex).
+    pub async fn hash_all(reader: BlobReader) -> Result<(u64, String), BlobError> {
         let size = reader.size();
         let mut stream = std::pin::pin!(reader.read_range(0..size));
         let mut hasher = Sha256::new();

@@ -18,7 +18,7 @@
 
 mod client;
 mod plan;
-mod progress;
+pub(crate) mod progress;
 mod source;
 mod txn;
 mod walk;
