@@ -95,21 +95,37 @@ pub struct FsckReport {
 }
 
 async fn check_blob(blobs: &BlobStore, row: &BlobRow) -> Result<(u64, String), BlobError> {
-    match &row.inline {
-        Some(stored) => {
-            let reader = blobs.open_inline(
-                &row.rname,
-                row.algorithm,
-                row.wrapped.as_ref(),
-                bytes::Bytes::from(stored.clone()),
-            )?;
-            BlobStore::hash_all(reader).await
-        }
-        None => {
-            blobs
-                .verify(&row.rname, row.algorithm, row.wrapped.as_ref())
-                .await
-        }
+    let inline = row.inline.clone().map(bytes::Bytes::from);
+    let reader = blobs
+        .open_recorded(&row.rname, row.algorithm, row.wrapped.as_ref(), inline)
+        .await?;
+    BlobStore::hash_all(reader).await
+}
+
+/// Every blob row, a page at a time in rname order, each page read in its own snapshot.
+struct BlobPages<'a> {
+    store: &'a SqliteStore,
+    after: Option<String>,
+}
+
+impl<'a> BlobPages<'a> {
+    fn new(store: &'a SqliteStore) -> Self {
+        BlobPages { store, after: None }
+    }
+
+    /// The next page; `None` after the last.
+    async fn next(&mut self) -> anyhow::Result<Option<Vec<BlobRow>>> {
+        let a = self.after.clone();
+        let rows = self
+            .store
+            .read(move |s| s.blobs_after(a.as_deref(), PAGE))
+            .await
+            .map_err(|e: StoreError| anyhow::anyhow!(e))?;
+        let Some(last) = rows.last() else {
+            return Ok(None);
+        };
+        self.after = Some(last.rname.clone());
+        Ok(Some(rows))
     }
 }
 
@@ -125,15 +141,8 @@ pub async fn fsck(store: &SqliteStore, blobs: &BlobStore) -> anyhow::Result<Fsck
             problem,
         });
     }
-    let mut after: Option<String> = None;
-    loop {
-        let a = after.clone();
-        let rows = store
-            .read(move |s| s.blobs_after(a.as_deref(), PAGE))
-            .await
-            .map_err(|e: StoreError| anyhow::anyhow!(e))?;
-        let Some(last) = rows.last() else { break };
-        after = Some(last.rname.clone());
+    let mut pages = BlobPages::new(store);
+    while let Some(rows) = pages.next().await? {
         for row in rows {
             report.blobs += 1;
             match check_blob(blobs, &row).await {
@@ -171,15 +180,8 @@ pub struct RekeyReport {
 pub async fn rekey(store: &SqliteStore, blobs: &BlobStore) -> anyhow::Result<RekeyReport> {
     let mut report = RekeyReport::default();
     let keys = blobs.keys_arc();
-    let mut after: Option<String> = None;
-    loop {
-        let a = after.clone();
-        let rows = store
-            .read(move |s| s.blobs_after(a.as_deref(), PAGE))
-            .await
-            .map_err(|e: StoreError| anyhow::anyhow!(e))?;
-        let Some(last) = rows.last() else { break };
-        after = Some(last.rname.clone());
+    let mut pages = BlobPages::new(store);
+    while let Some(rows) = pages.next().await? {
         let mut updates = Vec::new();
         for row in rows {
             let Some(w) = &row.wrapped else { continue };

@@ -219,16 +219,7 @@ impl BlobStore {
     {
         let location = self.location(rname)?;
         let expected = expected_sha256.map(normalize_sha256).transpose()?;
-        let (sealer, wrapped) = match algorithm {
-            BlobAlgorithm::Chunked => {
-                let dek = Dek::generate();
-                let wrapped = self.inner.keys.wrap(&dek, rname.as_bytes());
-                let sealer = ChunkSealer::new(&dek, rname.as_bytes(), self.inner.chunk_size)
-                    .map_err(BlobError::Crypto)?;
-                (Some(sealer), Some(wrapped))
-            }
-            BlobAlgorithm::None => (None, None),
-        };
+        let (sealer, wrapped) = self.new_sealer(rname, algorithm)?;
         let mut writer = PartWriter::new(self.inner.store.clone(), location, rname);
         let result: Result<BlobInfo, BlobError> = async {
             if let Some(sealer) = &sealer {
@@ -246,11 +237,7 @@ impl BlobStore {
                 writer.send_full_part().await?;
             }
             let actual = pipeline.finish(&mut writer).await?;
-            if let Some(expected) = expected {
-                if expected != actual {
-                    return Err(BlobError::HashMismatch { expected, actual });
-                }
-            }
+            check_hash(expected, &actual)?;
             writer.finish().await?;
             Ok(BlobInfo {
                 rname: rname.to_string(),
@@ -266,6 +253,25 @@ impl BlobStore {
             writer.clean_up().await;
         }
         result
+    }
+
+    /// A fresh data key's sealer and its wrapping for [`BlobAlgorithm::Chunked`]; nothing for
+    /// plaintext blobs.
+    fn new_sealer(
+        &self,
+        rname: &str,
+        algorithm: BlobAlgorithm,
+    ) -> Result<(Option<ChunkSealer>, Option<Wrapped>), BlobError> {
+        match algorithm {
+            BlobAlgorithm::Chunked => {
+                let dek = Dek::generate();
+                let wrapped = self.inner.keys.wrap(&dek, rname.as_bytes());
+                let sealer = ChunkSealer::new(&dek, rname.as_bytes(), self.inner.chunk_size)
+                    .map_err(BlobError::Crypto)?;
+                Ok((Some(sealer), Some(wrapped)))
+            }
+            BlobAlgorithm::None => Ok((None, None)),
+        }
     }
 
     /// Seals a whole (small) body held in memory, for the caller's metadata store: the same
@@ -287,18 +293,11 @@ impl BlobStore {
             len += piece.len() as u64;
         }
         let actual = hex::encode(hasher.finalize());
-        if let Some(expected) = expected {
-            if expected != actual {
-                return Err(BlobError::HashMismatch { expected, actual });
-            }
-        }
-        let (stored, wrapped) = match algorithm {
-            BlobAlgorithm::None => (pieces.concat(), None),
-            BlobAlgorithm::Chunked => {
-                let dek = Dek::generate();
-                let wrapped = self.inner.keys.wrap(&dek, rname.as_bytes());
-                let mut sealer = ChunkSealer::new(&dek, rname.as_bytes(), self.inner.chunk_size)
-                    .map_err(BlobError::Crypto)?;
+        check_hash(expected, &actual)?;
+        let (sealer, wrapped) = self.new_sealer(rname, algorithm)?;
+        let stored = match sealer {
+            None => pieces.concat(),
+            Some(mut sealer) => {
                 let mut out = sealer.header().to_vec();
                 for piece in pieces {
                     for chunk in sealer.push(piece) {
@@ -306,7 +305,7 @@ impl BlobStore {
                     }
                 }
                 out.extend_from_slice(&sealer.finish().map_err(BlobError::Crypto)?);
-                (out, Some(wrapped))
+                out
             }
         };
         Ok(BlobInfo {
@@ -319,9 +318,24 @@ impl BlobStore {
         })
     }
 
+    /// Opens a blob as its metadata row records it: from `inline` bytes when it was kept
+    /// inline, otherwise from the backend. The one place that makes that choice.
+    pub async fn open_recorded(
+        &self,
+        rname: &str,
+        algorithm: BlobAlgorithm,
+        wrapped: Option<&Wrapped>,
+        inline: Option<Bytes>,
+    ) -> Result<BlobReader, BlobError> {
+        match inline {
+            Some(stored) => self.open_inline(rname, algorithm, wrapped, stored),
+            None => self.open(rname, algorithm, wrapped).await,
+        }
+    }
+
     /// Opens a blob whose stored bytes were kept inline (see [`BlobStore::put_or_inline`]).
     /// Nothing is fetched from the backend.
-    pub fn open_inline(
+    fn open_inline(
         &self,
         rname: &str,
         algorithm: BlobAlgorithm,
@@ -672,6 +686,17 @@ fn normalize_sha256(hex: &str) -> Result<String, BlobError> {
         Ok(h.to_ascii_lowercase())
     } else {
         Err(BlobError::BadExpectedHash(h.chars().take(80).collect()))
+    }
+}
+
+/// [`BlobError::HashMismatch`] unless the content's hash is the one the client expected.
+fn check_hash(expected: Option<String>, actual: &str) -> Result<(), BlobError> {
+    match expected {
+        Some(expected) if expected != actual => Err(BlobError::HashMismatch {
+            expected,
+            actual: actual.to_string(),
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -83,20 +83,11 @@ fn set(resp: &mut Response<Body>, name: header::HeaderName, value: &str) {
 
 /// Opens a recorded blob, inline or in the blob store.
 pub(super) async fn open_blob(state: &AppState, row: &BlobRow) -> Result<BlobReader> {
-    let r = match &row.inline {
-        Some(stored) => state.blobs.open_inline(
-            &row.rname,
-            row.algorithm,
-            row.wrapped.as_ref(),
-            Bytes::from(stored.clone()),
-        ),
-        None => {
-            state
-                .blobs
-                .open(&row.rname, row.algorithm, row.wrapped.as_ref())
-                .await
-        }
-    };
+    let inline = row.inline.clone().map(Bytes::from);
+    let r = state
+        .blobs
+        .open_recorded(&row.rname, row.algorithm, row.wrapped.as_ref(), inline)
+        .await;
     Ok(r.inspect_err(|e| state.metrics.blob_error(e))?)
 }
 
