@@ -288,7 +288,7 @@ pub fn summary(report: &Report, started: Instant, stopped: Option<&str>) {
     let _ = writeln!(
         out,
         "import: {imported} imported ({created} new, {updated} updated), {} already present, {} failed{}; \
-         {} folders created; {} in {secs:.1} s ({:.0} files/s)",
+         {} folders created; {} settled in {secs:.1} s ({:.0} files/s imported)",
         s.present.load(Ordering::Relaxed),
         s.failed.load(Ordering::Relaxed),
         if not_attempted > 0 || stopped.is_some() {
