@@ -34,7 +34,9 @@ const FILE_BATCH: u64 = 1 << 20;
 /// Local-file batches being read and decrypted at once.
 const FILE_BATCHES_IN_FLIGHT: usize = 2;
 
-/// An opened blob. Made by [`super::BlobStore::open`].
+/// An opened blob. Made by [`super::BlobStore::open`]. Cloning is cheap (the stored bytes
+/// already fetched are shared).
+#[derive(Clone)]
 pub struct BlobReader {
     store: Arc<dyn ObjectStore>,
     location: Path,
@@ -166,12 +168,7 @@ impl BlobReader {
 
 /// One Range read, before it starts.
 struct Job {
-    store: Arc<dyn ObjectStore>,
-    location: Path,
-    rname: Arc<str>,
-    stored_len: u64,
-    head: Bytes,
-    kind: Kind,
+    blob: BlobReader,
     /// Plaintext wanted.
     want: Range<u64>,
     /// Stored bytes to fetch.
@@ -196,12 +193,7 @@ impl Job {
             }
         };
         Self {
-            store: r.store,
-            location: r.location,
-            rname: r.rname,
-            stored_len: r.stored_len,
-            head: r.head,
-            kind: r.kind,
+            blob: r,
             want,
             crange,
             chunks,
@@ -209,9 +201,10 @@ impl Job {
     }
 
     fn start(self) -> Result<State, BlobError> {
-        if self.crange.end <= self.head.len() as u64 {
+        if self.crange.end <= self.blob.head.len() as u64 {
             // Already fetched by `open` (a small blob, or a range in its first chunk).
             let bytes = self
+                .blob
                 .head
                 .slice(self.crange.start as usize..self.crange.end as usize);
             let mut dec = StreamDecoder::new(&self)?;
@@ -231,8 +224,8 @@ impl Job {
 
     /// Fetches `crange` with one request and feeds the decrypted pieces to `tx`.
     async fn fetch(self, tx: &mpsc::Sender<Result<Bytes, BlobError>>) -> Result<(), BlobError> {
-        let get = self.store.get_opts(
-            &self.location,
+        let get = self.blob.store.get_opts(
+            &self.blob.location,
             GetOptions::new().with_range(Some(self.crange.clone())),
         );
         let r = tokio::time::timeout(FIRST_BYTE_TIMEOUT, get)
@@ -243,10 +236,10 @@ impl Job {
                     "no response from the blob store",
                 ))
             })?
-            .map_err(|e| BlobError::backend(&self.rname, e))?;
-        if r.meta.size != self.stored_len || r.range != self.crange {
+            .map_err(|e| BlobError::backend(&self.blob.rname, e))?;
+        if r.meta.size != self.blob.stored_len || r.range != self.crange {
             return Err(truncated(
-                &self.rname,
+                &self.blob.rname,
                 "the stored object changed while it was being read",
             ));
         }
@@ -256,7 +249,7 @@ impl Job {
                 let mut dec = StreamDecoder::new(&self)?;
                 let mut out = Vec::new();
                 while let Some(piece) = stream.next().await {
-                    let piece = piece.map_err(|e| BlobError::backend(&self.rname, e))?;
+                    let piece = piece.map_err(|e| BlobError::backend(&self.blob.rname, e))?;
                     dec.push(piece, &mut out)?;
                     for b in out.drain(..) {
                         if tx.send(Ok(b)).await.is_err() {
@@ -287,7 +280,7 @@ impl Job {
         let file = Arc::new(file);
         let job = Arc::new(self);
         // Batches as stored ranges (plain) or chunk ranges (encrypted).
-        let (mut next, end, step) = match &job.kind {
+        let (mut next, end, step) = match &job.blob.kind {
             Kind::Plain => (job.crange.start, job.crange.end, FILE_BATCH),
             Kind::Chunked { layout, .. } => (
                 job.chunks.0,
@@ -322,7 +315,7 @@ impl Job {
     /// Reads one batch: stored bytes `batch` (plain), or chunks `batch` (encrypted), each
     /// sealed chunk straight into its own buffer, opened in place and cut to the wanted range.
     fn read_batch(&self, file: &std::fs::File, batch: Range<u64>) -> Result<Vec<Bytes>, BlobError> {
-        let rname = &*self.rname;
+        let rname = &*self.blob.rname;
         let read = |offset: u64, len: usize| -> Result<Vec<u8>, BlobError> {
             let mut buf = vec![0u8; len];
             match read_exact_at(file, &mut buf, offset) {
@@ -334,7 +327,7 @@ impl Job {
             }
         };
         let mut out = Vec::new();
-        match &self.kind {
+        match &self.blob.kind {
             Kind::Plain => {
                 let mut at = batch.start;
                 while at < batch.end {
@@ -427,16 +420,16 @@ enum StreamDecoder {
 
 impl StreamDecoder {
     fn new(job: &Job) -> Result<Self, BlobError> {
-        Ok(match &job.kind {
+        Ok(match &job.blob.kind {
             Kind::Plain => Self::Plain,
             Kind::Chunked { dec, layout } => {
                 let (first, last) = job.chunks;
                 let opener = ChunkOpener::for_chunks((**dec).clone(), *layout, first, last)
-                    .map_err(|e| BlobError::integrity(&job.rname, e))?;
+                    .map_err(|e| BlobError::integrity(&job.blob.rname, e))?;
                 Self::Chunked {
                     opener: Some(Box::new(opener)),
                     trim: ChunkTrim::new(*layout, job.want.clone(), first),
-                    rname: job.rname.clone(),
+                    rname: job.blob.rname.clone(),
                 }
             }
         })

@@ -274,7 +274,7 @@ impl Planner {
 
     async fn files_under(&self, dir: &Path) -> u64 {
         let d = dir.to_path_buf();
-        tokio::task::spawn_blocking(move || walk::files_under(&d).len() as u64)
+        tokio::task::spawn_blocking(move || walk::totals(&d).0)
             .await
             .unwrap_or(0)
     }

@@ -41,6 +41,19 @@ struct Reader {
     done: bool,
 }
 
+impl Reader {
+    fn new(path: PathBuf, size: u64) -> Self {
+        Reader {
+            path,
+            file: None,
+            hasher: Sha256::new(),
+            size,
+            read: 0,
+            done: false,
+        }
+    }
+}
+
 fn changed(what: &str) -> io::Error {
     io::Error::other(format!("the file {what} while it was being imported"))
 }
@@ -98,14 +111,7 @@ pub fn file_body(
     tally: Arc<Tally>,
     progress: Arc<AtomicU64>,
 ) -> reqwest::Body {
-    let reader = Reader {
-        path,
-        file: None,
-        hasher: Sha256::new(),
-        size,
-        read: 0,
-        done: false,
-    };
+    let reader = Reader::new(path, size);
     let stream = futures_util::stream::try_unfold(reader, move |r| {
         let (digest, tally, progress) = (digest.clone(), tally.clone(), progress.clone());
         async move {
@@ -164,14 +170,7 @@ mod tests {
     use super::*;
 
     fn read_all(path: PathBuf, size: u64) -> io::Result<(Vec<u8>, String)> {
-        let mut r = Reader {
-            path,
-            file: None,
-            hasher: Sha256::new(),
-            size,
-            read: 0,
-            done: false,
-        };
+        let mut r = Reader::new(path, size);
         let mut out = Vec::new();
         loop {
             let (chunk, next) = step(r)?;

@@ -100,32 +100,10 @@ pub fn read_dir_sorted(dir: &Path) -> io::Result<Vec<Entry>> {
     Ok(out)
 }
 
-/// Every regular file under `dir` with its size (symlinks not followed; unreadable
-/// folders are passed over). Blocking.
-pub fn files_under(dir: &Path) -> Vec<(PathBuf, u64)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let Ok(ft) = e.file_type() else { continue };
-            if ft.is_dir() {
-                stack.push(e.path());
-            } else if ft.is_file() {
-                let size = e.metadata().map(|m| m.len()).unwrap_or(0);
-                out.push((e.path(), size));
-            }
-        }
-    }
-    out
-}
-
-/// Regular files and their total size under `dir`: the progress bar's totals.
+/// Regular files and their total size under `dir` (symlinks not followed; unreadable
+/// folders are passed over): the progress bar's totals. Blocking.
 pub fn totals(dir: &Path) -> (u64, u64) {
-    let mut files = 0u64;
-    let mut bytes = 0u64;
+    let (mut files, mut bytes) = (0u64, 0u64);
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let Ok(rd) = std::fs::read_dir(&d) else {
@@ -177,7 +155,7 @@ mod tests {
         assert!(matches!(&got[2], Entry::Bad { is_dir: false, .. }));
         assert!(matches!(&got[3], Entry::Skip { .. }));
         assert_eq!(totals(d.path()), (3, 6));
-        assert_eq!(files_under(&d.path().join("a dir")).len(), 1);
+        assert_eq!(totals(&d.path().join("a dir")).0, 1);
         assert_eq!(rel(d.path(), &d.path().join("a dir/x")), "a dir/x");
     }
 }
