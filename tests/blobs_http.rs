@@ -174,6 +174,25 @@ impl Env {
         body.as_array().unwrap().clone()
     }
 
+    /// Creates file `name` under `parent` with `content`; its event.
+    async fn create_file(&self, token: &str, parent: &str, name: &str, content: &[u8]) -> Value {
+        self.upload_ok(
+            token,
+            &json!([file_event(parent, name)]),
+            &[(name, content)],
+        )
+        .await
+        .remove(0)
+    }
+
+    /// A new version of file `oid` with `content` (sent as part `part`); its event.
+    async fn update_content(&self, token: &str, oid: &str, part: &str, content: &[u8]) -> Value {
+        let meta = json!([{"action": "U", "oid": oid, "isfile": true}]);
+        self.upload_ok(token, &meta, &[(part, content)])
+            .await
+            .remove(0)
+    }
+
     async fn request(
         &self,
         method: Method,
@@ -1247,13 +1266,8 @@ async fn tampered_inline_content_is_an_error_never_wrong_bytes() {
     let (jane, home_oid) = janes_home(&env).await;
     let data = Rng::new(0x1A1).bytes(1000);
     let ev = env
-        .upload_ok(
-            &jane,
-            &json!([file_event(&home_oid, "tiny.bin")]),
-            &[("tiny.bin", &data[..])],
-        )
-        .await
-        .remove(0);
+        .create_file(&jane, &home_oid, "tiny.bin", &data[..])
+        .await;
     let path = format!("/stream/{}", oid_of(&ev));
     assert_eq!(env.stream_ok(&path, Some(&jane)).await, data);
     let rname = rname_of(&ev);
@@ -1484,14 +1498,7 @@ async fn updates_keep_or_replace_content_and_every_version_stays_readable_by_tst
         let b = rng.bytes(10 * KIB);
         let c = rng.bytes(130 * KIB);
 
-        let v1 = env
-            .upload_ok(
-                &jane,
-                &json!([file_event(&home_oid, "notes.txt")]),
-                &[("notes.txt", &a[..])],
-            )
-            .await
-            .remove(0);
+        let v1 = env.create_file(&jane, &home_oid, "notes.txt", &a[..]).await;
         assert_eq!(v1["mimetype"], "text/plain", "guessed from .txt");
         let oid = oid_of(&v1);
         let r1 = assert_blob_fields(&v1, &a, "v1");
@@ -1540,14 +1547,7 @@ async fn updates_keep_or_replace_content_and_every_version_stays_readable_by_tst
         );
 
         // No rname, a part.
-        let v4 = env
-            .upload_ok(
-                &jane,
-                &json!([{"action": "U", "oid": oid, "isfile": true}]),
-                &[("notes.txt", &c[..])],
-            )
-            .await
-            .remove(0);
+        let v4 = env.update_content(&jane, &oid, "notes.txt", &c[..]).await;
         let r4 = assert_blob_fields(&v4, &c, "v4");
         assert!(r4 != r1 && r4 != r3);
         assert_eq!(env.stream_ok(&stream, Some(&jane)).await, c);
@@ -1618,23 +1618,9 @@ async fn a_purge_removes_the_blobs_no_version_uses_and_keeps_shared_ones() {
         );
 
         // A whole purge: both versions' blobs go.
-        let f1v1 = env
-            .upload_ok(
-                &jane,
-                &json!([file_event(&home_oid, "f1")]),
-                &[("f1", &a[..])],
-            )
-            .await
-            .remove(0);
+        let f1v1 = env.create_file(&jane, &home_oid, "f1", &a[..]).await;
         let f1 = oid_of(&f1v1);
-        let f1v2 = env
-            .upload_ok(
-                &jane,
-                &json!([{"action": "U", "oid": f1, "isfile": true}]),
-                &[("f1", &b[..])],
-            )
-            .await
-            .remove(0);
+        let f1v2 = env.update_content(&jane, &f1, "f1", &b[..]).await;
         let (ra, rb) = (
             env.object_path(&rname_of(&f1v1)),
             env.object_path(&rname_of(&f1v2)),
@@ -1654,14 +1640,7 @@ async fn a_purge_removes_the_blobs_no_version_uses_and_keeps_shared_ones() {
         );
 
         // v1 with content, v2 metadata-only (same rname): purging v1 keeps the blob.
-        let f2v1 = env
-            .upload_ok(
-                &jane,
-                &json!([file_event(&home_oid, "f2")]),
-                &[("f2", &c[..])],
-            )
-            .await
-            .remove(0);
+        let f2v1 = env.create_file(&jane, &home_oid, "f2", &c[..]).await;
         let f2 = oid_of(&f2v1);
         let rc = rname_of(&f2v1);
         let f2v2 = env
@@ -1704,23 +1683,9 @@ async fn a_purge_removes_the_blobs_no_version_uses_and_keeps_shared_ones() {
         );
 
         // v1 and v2 with their own content: purging v1 removes only v1's blob.
-        let f3v1 = env
-            .upload_ok(
-                &jane,
-                &json!([file_event(&home_oid, "f3")]),
-                &[("f3", &d[..])],
-            )
-            .await
-            .remove(0);
+        let f3v1 = env.create_file(&jane, &home_oid, "f3", &d[..]).await;
         let f3 = oid_of(&f3v1);
-        let f3v2 = env
-            .upload_ok(
-                &jane,
-                &json!([{"action": "U", "oid": f3, "isfile": true}]),
-                &[("f3", &e[..])],
-            )
-            .await
-            .remove(0);
+        let f3v2 = env.update_content(&jane, &f3, "f3", &e[..]).await;
         let (rd, re) = (
             env.object_path(&rname_of(&f3v1)),
             env.object_path(&rname_of(&f3v2)),
@@ -2063,14 +2028,7 @@ async fn the_blobkey_privilege_shows_each_data_key_and_nobody_else_sees_it() {
         .await
         .remove(0);
     assert_eq!(blobkey_of(&v2, "metadata-only update"), k_big);
-    let v3 = env
-        .upload_ok(
-            &keyed,
-            &json!([{"action": "U", "oid": b1, "isfile": true}]),
-            &[("big.bin", &small[..])],
-        )
-        .await
-        .remove(0);
+    let v3 = env.update_content(&keyed, &b1, "big.bin", &small[..]).await;
     let k3 = blobkey_of(&v3, "content update");
     assert_ne!(k3, k_big);
     let (_, hist) = app.get_json(&format!("/history/{b1}"), Some(&keyed)).await;
@@ -2107,13 +2065,8 @@ async fn an_rname_of_someone_elses_blob_does_not_give_access_to_its_content() {
     let bobs_home = oid_of(&home(app, &bob, BOB).await);
     let secret = b"bob's secret: the launch code is 0000".to_vec();
     let bobs = env
-        .upload_ok(
-            &bob,
-            &json!([file_event(&bobs_home, "secret.txt")]),
-            &[("secret.txt", &secret[..])],
-        )
-        .await
-        .remove(0);
+        .create_file(&bob, &bobs_home, "secret.txt", &secret[..])
+        .await;
     let s = env
         .status_of(&format!("/stream/{}", oid_of(&bobs)), Some(&jane))
         .await;
@@ -2137,13 +2090,8 @@ async fn an_rname_of_someone_elses_blob_does_not_give_access_to_its_content() {
 
     // An update of her own file naming bob's blob.
     let mine = env
-        .upload_ok(
-            &jane,
-            &json!([file_event(&home_oid, "mine.txt")]),
-            &[("mine.txt", &b"jane's"[..])],
-        )
-        .await
-        .remove(0);
+        .create_file(&jane, &home_oid, "mine.txt", &b"jane's"[..])
+        .await;
     let (s, out) = env
         .upload(
             &jane,
