@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use clap::Parser as _;
 use reqwest::multipart::{Form, Part};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -351,41 +350,16 @@ impl Drop for KeyedApp {
 }
 
 pub async fn spawn_keyed_app(extra: &[&str]) -> KeyedApp {
-    let dir = tempfile::tempdir().unwrap();
-    let (pem, jwt_pub) = crate::common::es512_keys();
-    let data_dir = dir.path().join("data");
-    let mut args = vec![
-        "vellum".to_string(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
-        "--data-dir".into(),
-        data_dir.display().to_string(),
-        "--jwt-pub".into(),
-        jwt_pub,
-        "--users-file".into(),
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures/users.json")
-            .display()
-            .to_string(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let serve = vellum::cli::Cli::try_parse_from(args).unwrap().serve;
-    let config = vellum::config::Config::from_args(serve).unwrap();
-    let app = vellum::app::Application::build(config).await.unwrap();
-    let addr = app.local_addr();
-    let (tx, rx) = oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async {
-        let _ = rx.await;
-    }));
+    let st = crate::common::start_server(extra).await;
     KeyedApp {
-        addr,
-        base: format!("http://{addr}"),
+        addr: st.addr,
+        base: format!("http://{}", st.addr),
         client: reqwest::Client::new(),
-        signer: Es512::from_pem(&pem),
-        pem,
-        data_dir,
-        _dir: dir,
-        shutdown: Some(tx),
+        signer: Es512::from_pem(&st.pem),
+        pem: st.pem,
+        data_dir: st.data_dir,
+        _dir: st.dir,
+        shutdown: Some(st.shutdown),
     }
 }
 

@@ -59,10 +59,21 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(&[]).await
 }
 
-/// Starts the server with extra `serve` flags (e.g. `["--trusted-proxies", "10.0.0.0/8"]`).
-pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
+/// A server started in-process on port 0 with a fresh data folder, an ES512 key pair and
+/// the fixture users file, plus extra `serve` flags; it stops when `shutdown` is sent or
+/// dropped.
+pub struct Started {
+    pub addr: std::net::SocketAddr,
+    /// The private key PEM that signs its tokens.
+    pub pem: String,
+    pub data_dir: PathBuf,
+    pub dir: tempfile::TempDir,
+    pub shutdown: oneshot::Sender<()>,
+}
+
+pub async fn start_server(extra: &[&str]) -> Started {
     let dir = tempfile::tempdir().unwrap();
-    let (private_pem, jwt_pub) = es512_keys();
+    let (pem, jwt_pub) = es512_keys();
     let data_dir = dir.path().join("data");
     let mut args = vec![
         "vellum".to_string(),
@@ -87,14 +98,26 @@ pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
     tokio::spawn(app.run_until(async {
         let _ = rx.await;
     }));
-    TestApp {
+    Started {
         addr,
-        base: format!("http://{addr}"),
-        client: reqwest::Client::new(),
-        signer: TokenSigner::from_pem(&private_pem).unwrap(),
+        pem,
         data_dir,
-        _dir: dir,
-        shutdown: Some(tx),
+        dir,
+        shutdown: tx,
+    }
+}
+
+/// Starts the server with extra `serve` flags (e.g. `["--trusted-proxies", "10.0.0.0/8"]`).
+pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
+    let st = start_server(extra).await;
+    TestApp {
+        addr: st.addr,
+        base: format!("http://{}", st.addr),
+        client: reqwest::Client::new(),
+        signer: TokenSigner::from_pem(&st.pem).unwrap(),
+        data_dir: st.data_dir,
+        _dir: st.dir,
+        shutdown: Some(st.shutdown),
     }
 }
 
