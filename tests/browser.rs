@@ -10,15 +10,17 @@
 //! unless `VELLUM_REQUIRE_EXTERNAL=1` (`.ci/run` sets it), where it fails.
 
 mod common;
+#[path = "common/external.rs"]
+mod external;
 #[path = "common/extra.rs"]
 mod extra;
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::spawn_app;
+use external::{find_program, skip_or_fail};
 use extra::*;
 use serde_json::{json, Value};
 
@@ -27,24 +29,9 @@ const JANE: &str = "jane.doe@deciphernow.com";
 /// `chromium` (or `chromium-browser`) on PATH, or `None` after a loud skip message; a panic
 /// instead when `VELLUM_REQUIRE_EXTERNAL=1`.
 fn chromium() -> Option<PathBuf> {
-    let dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    let found = ["chromium", "chromium-browser"]
-        .iter()
-        .flat_map(|n| dirs.iter().map(move |d| d.join(n)))
-        .find(|p| p.is_file());
+    let found = find_program("chromium").or_else(|| find_program("chromium-browser"));
     if found.is_none() {
-        let msg = "tests/browser.rs needs chromium (Debian: apt-get install chromium)";
-        if std::env::var("VELLUM_REQUIRE_EXTERNAL").is_ok_and(|v| v == "1") {
-            panic!("{msg}; VELLUM_REQUIRE_EXTERNAL=1 makes that a failure");
-        }
-        // Straight to stderr: the test harness captures eprintln! of a passing test.
-        let bar = "=".repeat(78);
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "\n{bar}\nSKIPPED: {msg}.\nSet VELLUM_REQUIRE_EXTERNAL=1 to make this a failure.\n{bar}"
-        );
+        skip_or_fail("tests/browser.rs needs chromium (Debian: apt-get install chromium)");
     }
     found
 }

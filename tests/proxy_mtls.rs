@@ -11,14 +11,17 @@
 //! loud SKIPPED and passes, unless `VELLUM_REQUIRE_EXTERNAL=1` (`.ci/run` sets it), where it
 //! fails.
 
+#[path = "common/external.rs"]
+mod external;
+
 use std::fs;
-use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser as _;
+use external::{find_program, skip_or_fail};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
@@ -52,15 +55,6 @@ struct Tools {
     curl: PathBuf,
 }
 
-/// `name` on PATH or in the sbin folders (nginx lives in /usr/sbin, often not on a user's PATH).
-fn find_program(name: &str) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect())
-        .unwrap_or_default();
-    dirs.extend(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from));
-    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
-}
-
 /// The three programs, or `None` after a loud skip message; a panic instead when
 /// `VELLUM_REQUIRE_EXTERNAL=1`.
 fn tools(test: &str) -> Option<Tools> {
@@ -75,15 +69,7 @@ fn tools(test: &str) -> Option<Tools> {
             "tests/proxy_mtls.rs ({test}) needs {} (Debian: apt-get install nginx openssl curl)",
             missing.join(", ")
         );
-        if std::env::var("VELLUM_REQUIRE_EXTERNAL").is_ok_and(|v| v == "1") {
-            panic!("{msg}; VELLUM_REQUIRE_EXTERNAL=1 makes that a failure");
-        }
-        // Straight to stderr: the test harness captures eprintln! of a passing test.
-        let bar = "=".repeat(78);
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "\n{bar}\nSKIPPED: {msg}.\nSet VELLUM_REQUIRE_EXTERNAL=1 to make this a failure.\n{bar}"
-        );
+        skip_or_fail(&msg);
         return None;
     }
     let [nginx, openssl, curl] = found.map(|(_, p)| p.unwrap());
