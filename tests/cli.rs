@@ -4,6 +4,8 @@
 //! assertion fails.
 
 mod common;
+#[path = "common/external.rs"]
+mod external;
 #[path = "common/extra.rs"]
 mod extra;
 
@@ -816,5 +818,142 @@ async fn json_logs_carry_an_audit_line_for_allowed_and_denied_actions_and_no_tok
     assert!(
         !log.contains(&jane) && !log.contains(&bob),
         "a token reached the log"
+    );
+}
+
+/// The runtime stage of the Dockerfile: its instructions with continuation lines joined.
+struct ImageRuntime {
+    env: Vec<(String, String)>,
+    user: String,
+    volume: Vec<String>,
+    expose: String,
+    /// ENTRYPOINT followed by CMD (exec form).
+    argv: Vec<String>,
+    healthcheck: String,
+}
+
+fn image_runtime() -> ImageRuntime {
+    let text = std::fs::read_to_string(manifest("Dockerfile")).unwrap();
+    let joined = text.replace("\\\n", " ");
+    let stage = joined
+        .rsplit_once("\nFROM ")
+        .expect("a multi-stage build")
+        .1;
+    let mut image = ImageRuntime {
+        env: Vec::new(),
+        user: String::new(),
+        volume: Vec::new(),
+        expose: String::new(),
+        argv: Vec::new(),
+        healthcheck: String::new(),
+    };
+    let json_array = |s: &str| -> Vec<String> { serde_json::from_str(s.trim()).unwrap() };
+    for line in stage.lines().map(str::trim) {
+        let Some((instruction, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        match instruction {
+            "ENV" => image.env.extend(rest.split_whitespace().map(|kv| {
+                let (k, v) = kv.split_once('=').expect("ENV key=value");
+                (k.to_string(), v.to_string())
+            })),
+            "USER" => image.user = rest.trim().to_string(),
+            "VOLUME" => image.volume = json_array(rest),
+            "EXPOSE" => image.expose = rest.trim().to_string(),
+            "ENTRYPOINT" => {
+                image.argv.splice(0..0, json_array(rest));
+            }
+            "CMD" => image.argv.extend(json_array(rest)),
+            "HEALTHCHECK" => {
+                image.healthcheck = rest
+                    .split_once(" CMD ")
+                    .expect("HEALTHCHECK CMD")
+                    .1
+                    .to_string()
+            }
+            _ => {}
+        }
+    }
+    image
+}
+
+/// The Dockerfile's runtime settings, run outside a container (no Docker engine here;
+/// `.ci/run` lints the file and compiles its build context): the image's ENTRYPOINT and CMD
+/// with its ENV (port and data folder moved to free ones) serve as the non-root user's
+/// data volume expects, the JWT_PUB/MASTERKEY of its usage comment are honoured, and its
+/// HEALTHCHECK command passes against that server and fails once it is gone.
+#[tokio::test]
+async fn the_docker_image_command_serves_and_its_healthcheck_tells_up_from_down() {
+    let image = image_runtime();
+    let env = |k: &str| -> String {
+        let v = image.env.iter().find(|(key, _)| key == k);
+        v.unwrap_or_else(|| panic!("Dockerfile: no ENV {k}"))
+            .1
+            .clone()
+    };
+    assert_eq!(image.user, "10001:10001", "a non-root user");
+    assert_eq!(
+        image.volume,
+        [env("DATA_DIR")],
+        "the data folder is the volume"
+    );
+    let (host, port) = env("LISTEN")
+        .rsplit_once(':')
+        .map(|(h, p)| (h.to_string(), p.to_string()))
+        .unwrap();
+    assert_eq!(image.expose, port, "EXPOSE is LISTEN's port");
+    assert_eq!(host, "0.0.0.0", "reachable from outside the container");
+    assert_eq!(image.argv.first().map(String::as_str), Some("vellum"));
+
+    let Some(curl) = external::find_program("curl") else {
+        external::skip_or_fail(
+            "the Dockerfile's HEALTHCHECK needs curl (Debian: apt-get install curl)",
+        );
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let listen = format!("{host}:{port}");
+    let data = tmp.path().join("data");
+    let (pem, jwt_pub) = es512_keys();
+    let mk = masterkey();
+    let data_s = data.display().to_string();
+    let envs = [
+        ("LISTEN", listen.as_str()),
+        ("DATA_DIR", data_s.as_str()),
+        ("JWT_PUB", jwt_pub.as_str()),
+        ("MASTERKEY", mk.as_str()),
+    ];
+    let args: Vec<&str> = image.argv[1..].iter().map(String::as_str).collect();
+    let mut server = Server::start(tmp.path(), &args, &envs, port);
+    server.wait_healthy().await;
+    assert!(data.join("vellum.db").exists(), "DATA_DIR holds the store");
+    let jane = TokenSigner::from_pem(&pem)
+        .unwrap()
+        .sign(&claims("jane"), Duration::from_secs(600))
+        .unwrap();
+    let (s, me) = get(&server.base, "/self", &[("userpolicy", &jane)]).await;
+    assert_eq!(s, 200, "a token for the JWT_PUB given: {me}");
+
+    let healthcheck = || {
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
+            .arg(&image.healthcheck)
+            .env("LISTEN", &listen)
+            .env("PATH", curl.parent().unwrap());
+        run(sh, 30)
+    };
+    let up = healthcheck();
+    assert!(
+        up.status.success(),
+        "HEALTHCHECK against a running server: {:?} {}",
+        up.status,
+        String::from_utf8_lossy(&up.stderr)
+    );
+    server.stop();
+    let down = healthcheck();
+    assert!(
+        !down.status.success(),
+        "HEALTHCHECK passed with the server gone"
     );
 }
