@@ -95,9 +95,13 @@ pub struct FsckReport {
 }
 
 async fn check_blob(blobs: &BlobStore, row: &BlobRow) -> Result<(u64, String), BlobError> {
-    let inline = row.inline.clone().map(bytes::Bytes::from);
     let reader = blobs
-        .open_recorded(&row.rname, row.algorithm, row.wrapped.as_ref(), inline)
+        .open_recorded(
+            &row.rname,
+            row.algorithm,
+            row.wrapped.as_ref(),
+            row.inline.clone(),
+        )
         .await?;
     BlobStore::hash_all(reader).await
 }

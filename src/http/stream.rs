@@ -83,10 +83,14 @@ fn set(resp: &mut Response<Body>, name: header::HeaderName, value: &str) {
 
 /// Opens a recorded blob, inline or in the blob store.
 pub(super) async fn open_blob(state: &AppState, row: &BlobRow) -> Result<BlobReader> {
-    let inline = row.inline.clone().map(Bytes::from);
     let r = state
         .blobs
-        .open_recorded(&row.rname, row.algorithm, row.wrapped.as_ref(), inline)
+        .open_recorded(
+            &row.rname,
+            row.algorithm,
+            row.wrapped.as_ref(),
+            row.inline.clone(),
+        )
         .await;
     Ok(r.inspect_err(|e| state.metrics.blob_error(e))?)
 }

@@ -52,7 +52,7 @@ pub struct BlobRow {
     pub sha256plain: String,
     /// The stored (sealed) bytes of a small blob kept in the metadata store; `None` when
     /// the blob is an object in the blob store.
-    pub inline: Option<Vec<u8>>,
+    pub inline: Option<bytes::Bytes>,
     /// The tstamp of the event that first stored it.
     pub created: Tstamp,
 }

@@ -394,7 +394,7 @@ fn blob_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BlobRow> {
         wrapped,
         size: r.get::<_, i64>(5)? as u64,
         sha256plain: r.get(6)?,
-        inline: r.get(7)?,
+        inline: r.get::<_, Option<Vec<u8>>>(7)?.map(bytes::Bytes::from),
         created: Tstamp::from_i64(r.get(8)?),
     })
 }
@@ -743,7 +743,7 @@ impl MetaWrite for WriteCtx<'_> {
                 w.map(|w| w.encryptednonce.as_str()),
                 row.size as i64,
                 row.sha256plain,
-                row.inline,
+                row.inline.as_deref(),
                 row.created.as_i64(),
             ])?;
         Ok(())

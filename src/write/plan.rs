@@ -423,7 +423,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
             wrapped: info.wrapped.clone(),
             size: info.size,
             sha256plain: info.sha256plain.clone(),
-            inline: info.inline.as_ref().map(|b| b.to_vec()),
+            inline: info.inline.clone(),
             created: e.tstamp,
         })?;
         e.rname = Some(json!({ "S3": info.rname }));
