@@ -161,9 +161,10 @@ impl Progress {
                     let done = s.files_done();
                     b.set_position(s.bytes_shown());
                     b.set_message(format!(
-                        "{done}/{} files ({:.0}/s)",
+                        "{done}/{} files ({:.0}/s){}",
                         s.files_total.load(Ordering::Relaxed),
-                        rate(done, started.elapsed().as_secs_f64())
+                        rate(done, started.elapsed().as_secs_f64()),
+                        in_flight(s)
                     ));
                 }
             });
@@ -223,7 +224,7 @@ pub fn line(report: &Report, started: Instant) -> String {
     let done = s.files_done();
     let bytes = s.bytes_shown();
     format!(
-        "import progress: {done}/{} files, {}/{} ({:.0} files/s, {}/s): {} imported, {} already present, {} failed",
+        "import progress: {done}/{} files, {}/{} ({:.0} files/s, {}/s): {} imported, {} already present, {} failed{}",
         s.files_total.load(Ordering::Relaxed),
         human_bytes(bytes),
         human_bytes(s.bytes_total.load(Ordering::Relaxed)),
@@ -232,7 +233,17 @@ pub fn line(report: &Report, started: Instant) -> String {
         s.created.load(Ordering::Relaxed) + s.updated.load(Ordering::Relaxed),
         s.present.load(Ordering::Relaxed),
         s.failed.load(Ordering::Relaxed),
+        in_flight(s),
     )
+}
+
+/// The bytes of files sent (or being sent) whose transaction has not been answered yet: the
+/// bar's bytes reach the total before the last commits do, and this says why files lag.
+fn in_flight(s: &Stats) -> String {
+    match s.bytes_in_flight.load(Ordering::Relaxed) {
+        0 => String::new(),
+        n => format!("; {} in flight", human_bytes(n)),
+    }
 }
 
 /// Most failure lines printed in the summary (the count is always exact).
