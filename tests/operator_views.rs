@@ -136,6 +136,53 @@ async fn notifications_deliver_new_readable_events_in_order_and_resume_after_a_r
 }
 
 #[tokio::test]
+async fn a_feed_ends_when_its_token_stops_being_accepted() {
+    let app = spawn_app().await;
+    let jane = app.token_for("jane");
+    let home = oid_of(&extra::home(&app, &jane, JANE).await);
+    // exp is 0 to 1 s away (whole seconds); the server accepts a token 5 s past its exp
+    // (clock-skew leeway), so the feed must end 4 to 6 s from now.
+    let short = app
+        .signer
+        .sign(&common::claims("jane"), Duration::from_secs(1))
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let resp = feed(&app, &short, &[], "").await;
+    mkdir(&app, &jane, &home, "before", None).await;
+    let mut body = resp.bytes_stream();
+    let mut text = String::new();
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(15), body.next())
+        .await
+        .expect("the feed ends once its token has expired")
+    {
+        text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+    }
+    let lasted = started.elapsed();
+    assert!(
+        lasted >= Duration::from_millis(3900),
+        "ended before the token stopped being accepted: {lasted:?}"
+    );
+    assert!(text.contains("\"before\""), "{text}");
+    assert!(text.contains(": token expired"), "{text}");
+    // The expired token is refused now; a fresh one resumes where the feed stopped.
+    let resp = app
+        .client
+        .get(format!("{}/notifications", app.base))
+        .header("userpolicy", &short)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    mkdir(&app, &jane, &home, "after", None).await;
+    let got = sse_events(feed(&app, &jane, &[], "?since=0000000000000001").await, 5).await;
+    let names: Vec<&str> = got
+        .iter()
+        .map(|(_, _, e)| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["1", "world", JANE, "before", "after"]);
+}
+
+#[tokio::test]
 async fn metrics_count_requests_transactions_bytes_and_policy_work() {
     let app = spawn_app().await;
     let jane = app.token_for("jane");

@@ -2,12 +2,15 @@
 //! clients that mirror a folder. Each message's `id` is the event's tstamp, so a client that
 //! reconnects with `Last-Event-ID` (or `?since=`) resumes exactly after what it saw.
 //!
+//! A token's feed ends when the token expires (the token is checked once, when the request
+//! arrives); the client reconnects with a fresh one and resumes by `Last-Event-ID`.
+//!
 //! The feed reads the log itself (`events_since`), woken by a counter the write path bumps
 //! after each commit: tstamps increase in commit order, so "after the last id sent" never
 //! skips an event, however commits and wake-ups interleave.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
@@ -45,9 +48,21 @@ pub async fn notifications(
         Some(t) => t,
         None => state.store.read(|s| s.max_tstamp()).await?,
     };
+    let expires = access.identity.expires.map(|at| {
+        let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+        tokio::time::Instant::now() + left
+    });
+    let expired = move || expires.is_some_and(|at| tokio::time::Instant::now() >= at);
     let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<Bytes, std::io::Error>>(16);
     let state = state.clone();
     tokio::spawn(async move {
+        let expiry = async move {
+            match expires {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(expiry);
         if tx
             .send(Ok(Bytes::from_static(b"retry: 2000\n\n")))
             .await
@@ -57,6 +72,12 @@ pub async fn notifications(
         }
         loop {
             loop {
+                if expired() {
+                    let _ = tx
+                        .send(Ok(Bytes::from_static(b": token expired\n\n")))
+                        .await;
+                    return;
+                }
                 let (a, after) = (access.clone(), last);
                 let page = state
                     .store
@@ -90,6 +111,8 @@ pub async fn notifications(
             tokio::select! {
                 changed = commits.changed() => if changed.is_err() { return },
                 _ = shutdown.changed() => return,
+                // Loops back to the check above, which ends the feed.
+                _ = &mut expiry => {}
                 _ = tokio::time::sleep(KEEP_ALIVE) => {
                     if tx.send(Ok(Bytes::from_static(b": keep-alive\n\n"))).await.is_err() {
                         return;

@@ -109,6 +109,11 @@ impl TokenVerifier {
         }
     }
 
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub(crate) fn leeway(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.leeway_secs)
+    }
+
     pub(crate) fn allowed(&self) -> &[JwtAlgorithm] {
         &self.allowed
     }

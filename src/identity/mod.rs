@@ -171,6 +171,11 @@ pub struct Identity {
     /// callers, sha256 hex of the canonical claims JSON (keys sorted, no spaces).
     pub jwthash: String,
     pub kind: IdentityKind,
+    /// When the token stops being accepted (`exp` plus the clock-skew leeway); `None` for
+    /// USER_DN and anonymous callers, whose identity does not expire. A response that
+    /// outlives its request (the notification feed) ends then: the token is checked once,
+    /// when the request arrives.
+    pub expires: Option<SystemTime>,
 }
 
 impl Identity {
@@ -181,6 +186,7 @@ impl Identity {
             jwthash: canonical_hash(claims.raw()),
             claims,
             kind: IdentityKind::Anonymous,
+            expires: None,
         }
     }
 }
@@ -400,6 +406,7 @@ impl Authenticator {
                 claims: entry.claims.clone(),
                 jwthash: entry.jwthash.clone(),
                 kind: IdentityKind::UserDn,
+                expires: None,
             });
         }
 
@@ -424,10 +431,16 @@ impl Authenticator {
                 claims
             }
         };
+        // `verify` has checked that exp is a number.
+        let exp = claims.get("exp").and_then(Value::as_f64).unwrap_or(0.0);
+        let expires = UNIX_EPOCH
+            + Duration::try_from_secs_f64(exp).unwrap_or_default()
+            + self.verifier.leeway();
         Ok(Identity {
             claims: Claims::new(Value::Object(claims)),
             jwthash: hex::encode(digest),
             kind: IdentityKind::Jwt,
+            expires: Some(expires),
         })
     }
 
