@@ -10,7 +10,7 @@
 
 use std::fmt;
 
-use aes_gcm::aead::AeadInPlace;
+use aes_gcm::aead::AeadInOut;
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use rand_core::{OsRng, RngCore};
 
@@ -149,7 +149,7 @@ impl Encryptor {
         let nonce = chunk_nonce(&self.header.nonce_prefix(), index, last);
         let tag = self
             .cipher
-            .encrypt_in_place_detached(&Nonce::from(nonce), &self.aad, buf)
+            .encrypt_inout_detached(&Nonce::from(nonce), &self.aad, buf.as_mut_slice().into())
             .map_err(|_| CryptoError::TooLarge)?;
         buf.extend_from_slice(&tag);
         self.next += 1;
@@ -226,10 +226,10 @@ impl Decryptor {
         let plain_len = len - TAG_LEN;
         let tag = Tag::from(<[u8; TAG_LEN]>::try_from(&buf[plain_len..]).expect("16 bytes"));
         let nonce = chunk_nonce(&self.header.nonce_prefix(), index, is_last);
-        match self.cipher.decrypt_in_place_detached(
+        match self.cipher.decrypt_inout_detached(
             &Nonce::from(nonce),
             &self.aad,
-            &mut buf[..plain_len],
+            (&mut buf[..plain_len]).into(),
             &tag,
         ) {
             Ok(()) => {

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -116,7 +116,11 @@ impl MasterKeys {
         let mut buf = Zeroizing::new([0u8; DEK_LEN + WRAP_TAG_LEN]);
         buf[..DEK_LEN].copy_from_slice(&dek.0[..]);
         let tag = master_cipher(self.active())
-            .encrypt_in_place_detached(&Nonce::from(nonce), &wrap_aad(blob_id), &mut buf[..DEK_LEN])
+            .encrypt_inout_detached(
+                &Nonce::from(nonce),
+                &wrap_aad(blob_id),
+                (&mut buf[..DEK_LEN]).into(),
+            )
             .expect("AES-GCM seals 32 bytes");
         buf[DEK_LEN..].copy_from_slice(&tag);
         Wrapped {
@@ -158,10 +162,10 @@ impl MasterKeys {
         let mut dek = Box::new([0u8; DEK_LEN]);
         dek.copy_from_slice(&data[..DEK_LEN]);
         let tag = Tag::from(<[u8; WRAP_TAG_LEN]>::try_from(&data[DEK_LEN..]).expect("16 bytes"));
-        match master_cipher(key).decrypt_in_place_detached(
+        match master_cipher(key).decrypt_inout_detached(
             &Nonce::from(nonce),
             &wrap_aad(blob_id),
-            &mut dek[..],
+            (&mut dek[..]).into(),
             &tag,
         ) {
             Ok(()) => Ok(Dek(dek)),

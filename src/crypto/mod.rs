@@ -59,7 +59,7 @@
 //!
 //! # Performance
 //!
-//! `aes-gcm` 0.10 picks AES-NI and CLMUL (PCLMULQDQ) at run time through `cpufeatures`, so no
+//! `aes-gcm` 0.11 picks AES-NI and CLMUL (PCLMULQDQ) at run time through `cpufeatures`, so no
 //! `RUSTFLAGS` are needed; see the `throughput_256mib` test (ignored; run with
 //! `cargo test --release --lib crypto -- --ignored --nocapture`).
 

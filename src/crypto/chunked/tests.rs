@@ -270,7 +270,7 @@ fn known_answer_v1() {
     let seal = |nonce: &[u8; 12], msg: &[u8]| {
         let mut buf = msg.to_vec();
         let tag = gcm
-            .encrypt_in_place_detached(&Nonce::from(*nonce), &aad, &mut buf)
+            .encrypt_inout_detached(&Nonce::from(*nonce), &aad, buf.as_mut_slice().into())
             .unwrap();
         buf.extend_from_slice(&tag);
         buf
