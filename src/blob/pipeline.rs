@@ -10,7 +10,11 @@
 //! core hashes at ~1.5 GB/s and seals at ~1.0 GB/s): everything on the calling task gave
 //! ~570 MB/s to tmpfs and ~395–430 MB/s to disk (durable); hashing on a blocking thread gave
 //! ~620 MB/s and ~415–480 MB/s; hashing and sealing both on blocking threads was slower than
-//! either (~505 MB/s to tmpfs), as the part writes need the second core too.
+//! either (~505 MB/s to tmpfs), as the part writes need the second core too. (Those figures
+//! are from aes-gcm 0.10; 0.11 seals at ~2.8 GB/s on one core, and the same split gave a
+//! median 525 MB/s against 470 MB/s over six 1 GiB uploads each. A perf profile of a 1 GiB
+//! upload with 0.10 had the kernel's copy into the page cache at 46% of the server's samples,
+//! SHA-256 at 13%, GHASH at 10%, AES at 4%.)
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
