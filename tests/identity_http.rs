@@ -77,34 +77,23 @@ async fn tokens_are_accepted_from_the_userpolicy_header_cookie_and_bearer() {
 
     // A write with each lands as jane.
     let ns = app.namespace_oid().await;
-    let meta = json!([{"action": "C", "parentoid": ns, "name": JANE}]).to_string();
-    let form =
-        reqwest::multipart::Form::new().part("metadata", reqwest::multipart::Part::text(meta));
-    let resp = app
-        .client
-        .post(format!("{}/write", app.base))
-        .header("authorization", &bearer)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let resp = write_with(
+        &app,
+        &[("authorization", &bearer)],
+        &json!([{"action": "C", "parentoid": ns, "name": JANE}]),
+    )
+    .await;
     let (s, out) = status_json(resp).await;
     assert_eq!(s, 200, "{out}");
     assert_eq!(out[0]["userpolicy"]["label"], "asjane");
     assert_eq!(out[0]["jwthash"], sha256_hex(&jane));
 
-    let meta =
-        json!([{"action": "C", "parentoid": oid_of(&out[0]), "name": "by-cookie"}]).to_string();
-    let form =
-        reqwest::multipart::Form::new().part("metadata", reqwest::multipart::Part::text(meta));
-    let resp = app
-        .client
-        .post(format!("{}/write", app.base))
-        .header("cookie", &cookie)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let resp = write_with(
+        &app,
+        &[("cookie", &cookie)],
+        &json!([{"action": "C", "parentoid": oid_of(&out[0]), "name": "by-cookie"}]),
+    )
+    .await;
     let (s, out) = status_json(resp).await;
     assert_eq!(s, 200, "{out}");
     assert_eq!(out[0]["userpolicy"]["label"], "asjane");
@@ -293,19 +282,12 @@ async fn a_bad_token_in_the_header_with_a_good_cookie_is_401() {
 
     // The same on a write: nothing lands.
     let before = app.fingerprint();
-    let form = reqwest::multipart::Form::new().part(
-        "metadata",
-        reqwest::multipart::Part::text(forged_write().to_string()),
-    );
-    let resp = app
-        .client
-        .post(format!("{}/write", app.base))
-        .header("userpolicy", "garbage")
-        .header("cookie", &cookie)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let resp = write_with(
+        &app,
+        &[("userpolicy", "garbage"), ("cookie", &cookie)],
+        &forged_write(),
+    )
+    .await;
     assert_401(resp, "write with bad header, good cookie").await;
     assert_eq!(before, app.fingerprint());
 }
@@ -399,17 +381,12 @@ async fn a_user_dn_from_localhost_in_the_users_file_is_believed() {
 
     // A write lands with userpolicy.label = the DN.
     let ns = app.namespace_oid().await;
-    let meta = json!([{"action": "C", "parentoid": ns, "name": JANE}]).to_string();
-    let form =
-        reqwest::multipart::Form::new().part("metadata", reqwest::multipart::Part::text(meta));
-    let resp = app
-        .client
-        .post(format!("{}/write", app.base))
-        .header("USER_DN", JANE_DN)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let resp = write_with(
+        &app,
+        &[("USER_DN", JANE_DN)],
+        &json!([{"action": "C", "parentoid": ns, "name": JANE}]),
+    )
+    .await;
     let (s, out) = status_json(resp).await;
     assert_eq!(s, 200, "{out}");
     assert_eq!(out[0]["userpolicy"]["label"], JANE_DN);
@@ -431,18 +408,7 @@ async fn an_unknown_user_dn_is_401() {
     for dn in ["CN=mallory,OU=People,O=Nowhere,C=US", "garbage"] {
         assert_401(get_with(&app.base, "/self", &[("USER_DN", dn)]).await, dn).await;
         let before = app.fingerprint();
-        let form = reqwest::multipart::Form::new().part(
-            "metadata",
-            reqwest::multipart::Part::text(forged_write().to_string()),
-        );
-        let resp = app
-            .client
-            .post(format!("{}/write", app.base))
-            .header("USER_DN", dn)
-            .multipart(form)
-            .send()
-            .await
-            .unwrap();
+        let resp = write_with(&app, &[("USER_DN", dn)], &forged_write()).await;
         assert_401(resp, dn).await;
         assert_eq!(before, app.fingerprint());
     }
@@ -458,17 +424,12 @@ async fn a_user_dn_from_an_untrusted_address_is_401() {
     .await;
     let before = app.fingerprint();
     let ns = app.namespace_oid().await;
-    let meta = json!([{"action": "C", "parentoid": ns, "name": JANE}]).to_string();
-    let form =
-        reqwest::multipart::Form::new().part("metadata", reqwest::multipart::Part::text(meta));
-    let resp = app
-        .client
-        .post(format!("{}/write", app.base))
-        .header("USER_DN", JANE_DN)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let resp = write_with(
+        &app,
+        &[("USER_DN", JANE_DN)],
+        &json!([{"action": "C", "parentoid": ns, "name": JANE}]),
+    )
+    .await;
     assert_401(resp, "untrusted USER_DN write").await;
     assert_eq!(before, app.fingerprint());
     // A JWT still works from the same address.
@@ -518,21 +479,13 @@ async fn a_readonly_token_cannot_write_but_can_read() {
     assert_eq!(me["label"], "auditor");
 
     // The same through USER_DN.
-    let form = reqwest::multipart::Form::new().part(
-        "metadata",
-        reqwest::multipart::Part::text(
-            json!([{"action": "C", "parentoid": oid_of(&shared), "name": "y"}]).to_string(),
-        ),
-    );
     let before = app.fingerprint();
-    let resp = app
-        .client
-        .post(format!("{}/write", app.base))
-        .header("USER_DN", "CN=auditor,OU=Services,O=Example,C=US")
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let resp = write_with(
+        &app,
+        &[("USER_DN", "CN=auditor,OU=Services,O=Example,C=US")],
+        &json!([{"action": "C", "parentoid": oid_of(&shared), "name": "y"}]),
+    )
+    .await;
     assert_eq!(resp.status(), 403);
     assert_eq!(before, app.fingerprint());
 }

@@ -176,6 +176,24 @@ pub async fn write_parts(
     req.send().await.unwrap()
 }
 
+/// POST /write of `metadata` alone, with arbitrary headers (credentials other than the
+/// `userpolicy` header: `authorization`, `cookie`, `USER_DN`).
+pub async fn write_with(
+    app: &TestApp,
+    headers: &[(&str, &str)],
+    metadata: &Value,
+) -> reqwest::Response {
+    let form = Form::new().part("metadata", Part::text(metadata.to_string()));
+    let mut req = app
+        .client
+        .post(format!("{}/write", app.base))
+        .multipart(form);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap()
+}
+
 /// POST /write with a raw body and content type.
 pub async fn write_body(
     app: &TestApp,
