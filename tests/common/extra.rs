@@ -9,7 +9,7 @@
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -410,25 +410,4 @@ impl KeyedApp {
     }
 }
 
-/// The same digest as `TestApp::fingerprint`, for any data folder.
-pub fn fingerprint_of(data_dir: &Path) -> String {
-    let conn = rusqlite::Connection::open_with_flags(
-        data_dir.join("vellum.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    let mut h = Sha256::new();
-    for sql in [
-        "SELECT oid || ':' || tstamp || ':' || body FROM events ORDER BY oid, tstamp",
-        "SELECT oid || ':' || tstamp || ':' || parentoid || ':' || name || ':' || live || ':' || fulldir FROM objects ORDER BY oid",
-        "SELECT tstamp || ':' || oid FROM purges ORDER BY tstamp",
-    ] {
-        let mut st = conn.prepare(sql).unwrap();
-        let rows = st.query_map([], |r| r.get::<_, String>(0)).unwrap();
-        for r in rows {
-            h.update(r.unwrap().as_bytes());
-            h.update(b"\n");
-        }
-    }
-    hex::encode(h.finalize())
-}
+pub use crate::common::fingerprint_of;

@@ -188,29 +188,9 @@ impl TestApp {
         cfg["GMDATA_NAMESPACE_OID"].as_str().unwrap().to_string()
     }
 
-    /// A digest of everything stored: every event row, index row and purge record.
-    /// Equal before and after a refused request means the request changed nothing.
+    /// A digest of everything stored (see [`fingerprint_of`]).
     pub fn fingerprint(&self) -> String {
-        use sha2::{Digest, Sha256};
-        let conn = rusqlite::Connection::open_with_flags(
-            self.data_dir.join("vellum.db"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .unwrap();
-        let mut h = Sha256::new();
-        for sql in [
-            "SELECT oid || ':' || tstamp || ':' || body FROM events ORDER BY oid, tstamp",
-            "SELECT oid || ':' || tstamp || ':' || parentoid || ':' || name || ':' || live || ':' || fulldir FROM objects ORDER BY oid",
-            "SELECT tstamp || ':' || oid FROM purges ORDER BY tstamp",
-        ] {
-            let mut st = conn.prepare(sql).unwrap();
-            let rows = st.query_map([], |r| r.get::<_, String>(0)).unwrap();
-            for r in rows {
-                h.update(r.unwrap().as_bytes());
-                h.update(b"\n");
-            }
-        }
-        hex::encode(h.finalize())
+        fingerprint_of(&self.data_dir)
     }
 
     pub fn event_count(&self) -> i64 {
@@ -235,4 +215,29 @@ pub fn assert_hex16(v: &Value, what: &str) {
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
         "{what} = {s:?} is not 16 lower-case hex digits"
     );
+}
+
+/// A digest of everything stored in a data folder: every event row, index row and purge
+/// record. Equal before and after a refused request means the request changed nothing.
+pub fn fingerprint_of(data_dir: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let conn = rusqlite::Connection::open_with_flags(
+        data_dir.join("vellum.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let mut h = Sha256::new();
+    for sql in [
+        "SELECT oid || ':' || tstamp || ':' || body FROM events ORDER BY oid, tstamp",
+        "SELECT oid || ':' || tstamp || ':' || parentoid || ':' || name || ':' || live || ':' || fulldir FROM objects ORDER BY oid",
+        "SELECT tstamp || ':' || oid FROM purges ORDER BY tstamp",
+    ] {
+        let mut st = conn.prepare(sql).unwrap();
+        let rows = st.query_map([], |r| r.get::<_, String>(0)).unwrap();
+        for r in rows {
+            h.update(r.unwrap().as_bytes());
+            h.update(b"\n");
+        }
+    }
+    hex::encode(h.finalize())
 }
