@@ -600,17 +600,16 @@ async fn the_tutorial_raw_upload_returns_every_blob_field_and_reads_agree() {
     let root = app.token_for("root");
     let jane = app.token_for("jane");
     let folder = app
-        .write_ok(
+        .write_one(
             Some(&root),
-            &json!([{
+            json!({
                 "name": "jane", "action": "C", "parentoid": ROOT_OID,
                 "objectpolicy": tutorial_policy(JANE, "forAnonReadjaneFull"),
                 "derived": {}, "security": tutorial_security("jane.doe@gmail.com"),
                 "fulldir": "/0000000000000001/"
-            }]),
+            }),
         )
-        .await
-        .remove(0);
+        .await;
     let folder_oid = oid_of(&folder);
 
     let meta = json!([{
@@ -738,16 +737,15 @@ async fn the_tutorial_big_dir_transaction_stores_both_files_and_a_metadata_updat
     let root = app.token_for("root");
     let jane = app.token_for("jane");
     let folder = app
-        .write_ok(
+        .write_one(
             Some(&root),
-            &json!([{
+            json!({
                 "name": "jane", "action": "C", "parentoid": ROOT_OID,
                 "objectpolicy": tutorial_policy(JANE, "forAnonReadjaneFull"),
                 "derived": {}, "security": tutorial_security("jane.doe@gmail.com")
-            }]),
+            }),
         )
-        .await
-        .remove(0);
+        .await;
     let policy = tutorial_policy(JANE, "forAnonReadjaneFull");
     let security = tutorial_security(JANE);
     let meta = json!([
@@ -809,16 +807,15 @@ async fn the_tutorial_big_dir_transaction_stores_both_files_and_a_metadata_updat
     // The tutorial's metadata update: everything restated, rname included, no part.
     let timer = oid_of(&out[1]);
     let upd = app
-        .write_ok(
+        .write_one(
             Some(&jane),
-            &json!([{
+            json!({
                 "name": "timer-renamed.go", "action": "U", "oid": timer, "parentoid": dir,
                 "objectpolicy": policy, "mimetype": "text/plain",
                 "rname": {"S3": r1}, "derived": {}, "isfile": true, "security": security
-            }]),
+            }),
         )
-        .await
-        .remove(0);
+        .await;
     assert_eq!(rname_of(&upd), r1, "no part: the content is kept");
     assert_eq!(upd["size"], json!(TIMER_GO.len()));
     assert_eq!(upd["sha256plain"], out[1]["sha256plain"]);
@@ -2021,12 +2018,11 @@ async fn the_blobkey_privilege_shows_each_data_key_and_nobody_else_sees_it() {
     // A metadata-only update keeps the blob, so the key; new content, a new key; the
     // privileged writer sees it in the write response.
     let v2 = app
-        .write_ok(
+        .write_one(
             Some(&keyed),
-            &json!([{"action": "U", "oid": b1, "description": "v2"}]),
+            json!({"action": "U", "oid": b1, "description": "v2"}),
         )
-        .await
-        .remove(0);
+        .await;
     assert_eq!(blobkey_of(&v2, "metadata-only update"), k_big);
     let v3 = env.update_content(&keyed, &b1, "big.bin", &small[..]).await;
     let k3 = blobkey_of(&v3, "content update");

@@ -419,19 +419,17 @@ async fn history_shows_only_the_versions_whose_own_policy_grants_read() {
     let oid = oid_of(&v1);
     let jane = app.token_for("jane");
     let v2 = app
-        .write_ok(
+        .write_one(
             Some(&jane),
-            &json!([{"action": "U", "oid": oid, "objectpolicy": owner_only(JANE)}]),
+            json!({"action": "U", "oid": oid, "objectpolicy": owner_only(JANE)}),
         )
-        .await
-        .remove(0);
+        .await;
     let v3 = app
-        .write_ok(
+        .write_one(
             Some(&jane),
-            &json!([{"action": "U", "oid": oid, "description": "still private"}]),
+            json!({"action": "U", "oid": oid, "description": "still private"}),
         )
-        .await
-        .remove(0);
+        .await;
 
     let full = ok_json(&app, &format!("/history/{oid}"), Some(&jane)).await;
     let stamps: Vec<&Value> = arr(&full).iter().map(|e| &e["tstamp"]).collect();
@@ -458,12 +456,11 @@ async fn history_shows_only_the_versions_whose_own_policy_grants_read() {
 
     // Public again: anonymous sees versions 1 and 4.
     let v4 = app
-        .write_ok(
+        .write_one(
             Some(&jane),
-            &json!([{"action": "U", "oid": oid, "objectpolicy": owner_full_ro_all(JANE)}]),
+            json!({"action": "U", "oid": oid, "objectpolicy": owner_full_ro_all(JANE)}),
         )
-        .await
-        .remove(0);
+        .await;
     let h = ok_json(&app, &format!("/history/{oid}"), None).await;
     let stamps: Vec<&Value> = arr(&h).iter().map(|e| &e["tstamp"]).collect();
     assert_eq!(stamps, [&v1["tstamp"], &v4["tstamp"]]);
@@ -932,19 +929,17 @@ async fn purging_one_version_by_purgetstamp_removes_exactly_that_version() {
     let v1 = mkdir(&app, &jane, &home, "versions", None).await;
     let oid = oid_of(&v1);
     let v2 = app
-        .write_ok(
+        .write_one(
             Some(&jane),
-            &json!([{"action": "U", "oid": oid, "description": "v2"}]),
+            json!({"action": "U", "oid": oid, "description": "v2"}),
         )
-        .await
-        .remove(0);
+        .await;
     let v3 = app
-        .write_ok(
+        .write_one(
             Some(&jane),
-            &json!([{"action": "U", "oid": oid, "description": "v3"}]),
+            json!({"action": "U", "oid": oid, "description": "v3"}),
         )
-        .await
-        .remove(0);
+        .await;
     let events_before = app.event_count();
     app.write_ok(
         Some(&jane),
@@ -1012,12 +1007,11 @@ async fn purge_needs_the_p_letter() {
     let janes = mkdir(&app, &root, "1", "janes", Some(owner_full_ro_all(JANE))).await;
     let oid = oid_of(&janes);
     let v2 = app
-        .write_ok(
+        .write_one(
             Some(&jane),
-            &json!([{"action": "U", "oid": oid, "description": "v2"}]),
+            json!({"action": "U", "oid": oid, "description": "v2"}),
         )
-        .await
-        .remove(0);
+        .await;
     for body in [
         json!([{"action": "P", "oid": oid}]),
         json!([{"action": "P", "oid": oid, "purgetstamp": janes["tstamp"]}]),
@@ -1137,34 +1131,31 @@ async fn an_upsert_by_name_updates_the_existing_object_instead_of_creating_anoth
     let app = spawn_app().await;
     let (jane, home) = jane_home(&app).await;
     let v1 = app
-        .write_ok(
+        .write_one(
             Some(&jane),
-            &json!([{"action": "U", "parentoid": home, "name": "docs", "description": "v1"}]),
+            json!({"action": "U", "parentoid": home, "name": "docs", "description": "v1"}),
         )
-        .await
-        .remove(0);
+        .await;
     assert_eq!(v1["action"], "C", "an upsert of a new name creates");
     let v2 = app
-        .write_ok(
+        .write_one(
             Some(&jane),
-            &json!([{"action": "U", "parentoid": home, "name": "docs", "description": "v2",
-                     "security": {"label": "SECRET", "foreground": "#fff", "background": "#f00"}}]),
+            json!({"action": "U", "parentoid": home, "name": "docs", "description": "v2",
+                     "security": {"label": "SECRET", "foreground": "#fff", "background": "#f00"}}),
         )
-        .await
-        .remove(0);
+        .await;
     assert_eq!(v2["action"], "U");
     assert_eq!(v2["oid"], v1["oid"]);
     assert_eq!(v2["checkedtstamp"], v1["tstamp"]);
     assert_eq!(v2["description"], "v2");
     // By path parentoid as well.
     let v3 = app
-        .write_ok(
+        .write_one(
             Some(&jane),
-            &json!([{"action": "U", "parentoid": format!("1/world/{JANE}"), "name": "docs",
-                     "description": "v3"}]),
+            json!({"action": "U", "parentoid": format!("1/world/{JANE}"), "name": "docs",
+                     "description": "v3"}),
         )
-        .await
-        .remove(0);
+        .await;
     assert_eq!(v3["oid"], v1["oid"]);
     assert_eq!(
         v3["security"]["label"], "SECRET",

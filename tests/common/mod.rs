@@ -166,6 +166,13 @@ impl TestApp {
         serde_json::from_str(&body).unwrap()
     }
 
+    /// POST /write of a single event; asserts 200 and returns the stored event.
+    pub async fn write_one(&self, token: Option<&str>, event: Value) -> Value {
+        self.write_ok(token, &Value::Array(vec![event]))
+            .await
+            .remove(0)
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
         let mut req = self.client.get(format!("{}{}", self.base, path));
         if let Some(t) = token {
