@@ -48,9 +48,10 @@ pub async fn notifications(
         Some(t) => t,
         None => state.store.read(|s| s.max_tstamp()).await?,
     };
-    let expires = access.identity.expires.map(|at| {
+    // `None` when there is no expiry, or none the monotonic clock can represent.
+    let expires = access.identity.expires.and_then(|at| {
         let left = at.duration_since(SystemTime::now()).unwrap_or_default();
-        tokio::time::Instant::now() + left
+        tokio::time::Instant::now().checked_add(left)
     });
     let expired = move || expires.is_some_and(|at| tokio::time::Instant::now() >= at);
     let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<Bytes, std::io::Error>>(16);

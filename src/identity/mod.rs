@@ -172,7 +172,8 @@ pub struct Identity {
     pub jwthash: String,
     pub kind: IdentityKind,
     /// When the token stops being accepted (`exp` plus the clock-skew leeway); `None` for
-    /// USER_DN and anonymous callers, whose identity does not expire. A response that
+    /// USER_DN and anonymous callers, whose identity does not expire, and for an `exp` too
+    /// far ahead for the clock to represent. A response that
     /// outlives its request (the notification feed) ends then: the token is checked once,
     /// when the request arrives.
     pub expires: Option<SystemTime>,
@@ -431,16 +432,19 @@ impl Authenticator {
                 claims
             }
         };
-        // `verify` has checked that exp is a number.
-        let exp = claims.get("exp").and_then(Value::as_f64).unwrap_or(0.0);
-        let expires = UNIX_EPOCH
-            + Duration::try_from_secs_f64(exp).unwrap_or_default()
-            + self.verifier.leeway();
+        // `verify` has checked that exp is a number in the future. Checked arithmetic: an exp
+        // too far ahead for the clock to represent (1e19, 1e300) means no expiry, not a panic.
+        let expires = claims
+            .get("exp")
+            .and_then(Value::as_f64)
+            .and_then(|exp| Duration::try_from_secs_f64(exp).ok())
+            .and_then(|exp| UNIX_EPOCH.checked_add(exp))
+            .and_then(|t| t.checked_add(self.verifier.leeway()));
         Ok(Identity {
             claims: Claims::new(Value::Object(claims)),
             jwthash: hex::encode(digest),
             kind: IdentityKind::Jwt,
-            expires: Some(expires),
+            expires,
         })
     }
 

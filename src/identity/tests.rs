@@ -481,6 +481,27 @@ fn expiry_is_required_numeric_and_enforced_with_leeway() {
 }
 
 #[test]
+fn an_identity_expires_when_its_token_stops_being_accepted() {
+    let s = p256_signer();
+    let auth = auth_for(&s);
+    let exp = now() + 600;
+    let id = assert_accepts(
+        &auth,
+        &s.sign_exact(&json!({"label": "x", "exp": exp})).unwrap(),
+        "x",
+    );
+    // exp plus the 5 s leeway.
+    let want = UNIX_EPOCH + Duration::from_secs(exp as u64 + 5);
+    assert_eq!(id.expires, Some(want));
+    // An exp the clock cannot represent is accepted as no expiry, never a panic.
+    for far in [json!(1e19), json!(1e300), json!(u64::MAX)] {
+        let t = s.sign_exact(&json!({"label": "x", "exp": far})).unwrap();
+        assert_eq!(assert_accepts(&auth, &t, "x").expires, None, "{far}");
+    }
+    assert_eq!(Identity::anonymous().expires, None);
+}
+
+#[test]
 fn nbf_in_the_future_is_refused_and_must_be_numeric() {
     let s = p256_signer();
     let auth = auth_for(&s);
