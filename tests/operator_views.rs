@@ -378,3 +378,51 @@ async fn shutdown_lets_an_upload_in_flight_finish_and_then_refuses_connections()
         .await;
     assert!(after.is_err(), "a stopped server accepts no new connection");
 }
+
+#[tokio::test]
+async fn bad_show_and_notification_requests_get_their_error_and_change_nothing() {
+    let app = spawn_app().await;
+    let jane = app.token_for("jane");
+    let home = oid_of(&extra::home(&app, &jane, JANE).await);
+    let cases: [(&str, u16, &str, &str); 8] = [
+        ("/show/xyz", 400, "bad_path", "xyz"),
+        ("/show/1?after=xyz", 400, "bad_query", "after"),
+        ("/show/1?limit=many", 400, "bad_query", "limit"),
+        (
+            "/show/0123456789abcdef",
+            404,
+            "not_found",
+            "0123456789abcdef",
+        ),
+        ("/show/1/world/nobody", 404, "not_found", "nobody"),
+        ("/notifications?since=xyz", 400, "bad_query", "since"),
+        (
+            "/notifications?since=12345678901234567",
+            400,
+            "bad_query",
+            "tstamp",
+        ),
+        ("/show/1/world/%FF", 400, "bad_path", ""),
+    ];
+    for (path, status, code, mentions) in cases {
+        let before = app.fingerprint();
+        let (s, body) = status_json(app.get(path, Some(&jane)).await).await;
+        assert_eq!(s, status, "{path}: {body}");
+        let err = assert_error_shape(&body, status, None);
+        assert_eq!(err["code"], code, "{path}: {body}");
+        assert!(
+            err["message"].as_str().unwrap().contains(mentions),
+            "{path}: the message names what is wrong: {body}"
+        );
+        assert_eq!(before, app.fingerprint(), "{path} changed the store");
+    }
+    // Another user's home is not shown, and looks exactly like a missing object.
+    let bob = app.token_for("bob");
+    let (s, body) = status_json(app.get(&format!("/show/{home}"), Some(&bob)).await).await;
+    assert_eq!(s, 404, "{body}");
+    assert_eq!(
+        body["error"]["message"],
+        format!("{home} not found"),
+        "nothing about why"
+    );
+}

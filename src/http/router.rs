@@ -161,7 +161,10 @@ fn query_tstamp(q: Option<&str>, key: &str) -> Result<Option<Tstamp>> {
             .map(|(_, v)| v);
         if let Some(v) = value.filter(|v| !v.is_empty()) {
             return v.parse().map(Some).map_err(|_| {
-                Error::bad_request("bad_query", format!("{key} {v:?} is not 16 hex digits"))
+                Error::bad_request(
+                    "bad_query",
+                    format!("{key} {v:?} is not a tstamp (1 to 16 hex digits)"),
+                )
             });
         }
     }

@@ -193,10 +193,12 @@ fn string_field(m: &Map<String, Value>, key: &str) -> Result<Option<String>> {
 fn id_field<T: std::str::FromStr>(m: &Map<String, Value>, key: &str) -> Result<Option<T>> {
     match string_field(m, key)? {
         None => Ok(None),
-        Some(s) => s
-            .parse()
-            .map(Some)
-            .map_err(|_| bad("bad_field", format!("{key} {s:?} is not 16 hex digits"))),
+        Some(s) => s.parse().map(Some).map_err(|_| {
+            bad(
+                "bad_field",
+                format!("{key} {s:?} is not an id (1 to 16 hex digits)"),
+            )
+        }),
     }
 }
 
