@@ -144,13 +144,10 @@ pub fn preview_kind(e: &Event) -> Option<bool> {
     (texty && e.size.unwrap_or(0) <= PREVIEW_BYTES).then_some(true)
 }
 
-/// Renders the page. `base` is the mount prefix ("" or `CLIENT_PREFIX`).
-pub fn render(page: &Page, preview: &Preview, base: &str) -> String {
-    let e = &page.event;
-    let mut h = String::new();
-    let title = escape(&e.name);
-    let _ = write!(
-        h,
+/// The document's start up to `<body>`: `title` is escaped here.
+fn head(title: &str) -> String {
+    let title = escape(title);
+    format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width\">\
          <title>{title} · Vellum</title><style>\
@@ -162,7 +159,29 @@ pub fn render(page: &Page, preview: &Preview, base: &str) -> String {
          img.preview{{max-width:100%;max-height:40em}} .perm{{font-family:monospace}}\
          nav a{{text-decoration:none}}\
          </style></head><body>\n"
+    )
+}
+
+/// The page for a /show request that failed (`status` e.g. "404 Not Found"), for a browser:
+/// the message, escaped, and a way back to the root. It names nothing the message does not.
+pub fn render_error(status: &str, message: &str, base: &str) -> String {
+    let mut h = head(status);
+    let _ = write!(
+        h,
+        "<main>\n<h1>{}</h1>\n<p id=\"message\">{}</p>\n\
+         <p><a href=\"{base}/show/{}\">Go to the root folder</a></p>\n</main>\n</body></html>\n",
+        escape(status),
+        escape(message),
+        Oid::ROOT
     );
+    h
+}
+
+/// Renders the page. `base` is the mount prefix ("" or `CLIENT_PREFIX`).
+pub fn render(page: &Page, preview: &Preview, base: &str) -> String {
+    let e = &page.event;
+    let mut h = head(&e.name);
+    let title = escape(&e.name);
     h.push_str(&banner(e));
     h.push_str("<main>\n<nav class=\"crumbs\">");
     for (oid, name) in &page.crumbs {

@@ -426,3 +426,74 @@ async fn bad_show_and_notification_requests_get_their_error_and_change_nothing()
         "nothing about why"
     );
 }
+
+#[tokio::test]
+async fn a_browser_gets_show_errors_as_a_page_with_the_message_escaped() {
+    let app = spawn_app().await;
+    let jane = app.token_for("jane");
+    let page = |path: &'static str, token: Option<String>| {
+        let mut req = app
+            .client
+            .get(format!("{}{path}", app.base))
+            .header("accept", "text/html,application/xhtml+xml,*/*;q=0.8");
+        if let Some(t) = token {
+            req = req.header("userpolicy", t);
+        }
+        req.send()
+    };
+    for (path, token, status, title) in [
+        (
+            "/show/1/%3Cscript%3Ealert(1)",
+            Some(jane.clone()),
+            404,
+            "404 Not Found",
+        ),
+        ("/show/xyz", Some(jane.clone()), 400, "400 Bad Request"),
+        (
+            "/show/1",
+            Some("not.a.jwt".to_string()),
+            401,
+            "401 Unauthorized",
+        ),
+    ] {
+        let resp = page(path, token).await.unwrap();
+        assert_eq!(resp.status(), status, "{path}");
+        let h = resp.headers();
+        assert_eq!(h["content-type"], "text/html; charset=utf-8", "{path}");
+        assert!(
+            h["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .starts_with("default-src 'none'"),
+            "{path}"
+        );
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        if status == 401 {
+            assert_eq!(h["www-authenticate"], "Bearer");
+        }
+        let body = resp.text().await.unwrap();
+        assert!(
+            body.contains(&format!("<h1>{title}</h1>")),
+            "{path}: {body}"
+        );
+        assert!(
+            body.contains("<a href=\"/show/0000000000000001\">"),
+            "a way back: {body}"
+        );
+        assert!(!body.contains("<script"), "{path}: unescaped: {body}");
+    }
+    let body = page("/show/1/%3Cscript%3Ealert(1)", Some(jane))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        body.contains("0000000000000001/&lt;script&gt;alert(1) not found"),
+        "{body}"
+    );
+    // Without text/html in Accept, the API's JSON error as before.
+    let (s, body) = status_json(app.get("/show/xyz", None).await).await;
+    assert_eq!(s, 400);
+    assert_eq!(body["error"]["code"], "bad_path");
+}

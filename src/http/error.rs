@@ -46,6 +46,24 @@ pub fn response(e: &Error) -> Response<Body> {
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),
     );
+    challenge(e, resp)
+}
+
+/// The same error as a page for a person's browser (GET /show): the status for its kind,
+/// the message escaped into HTML.
+pub fn html_response(e: &Error, base: &str) -> Response<Body> {
+    let status = status(e.kind);
+    let title = format!(
+        "{} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error")
+    );
+    let resp = super::body::html(status, crate::show::render_error(&title, &e.message, base));
+    challenge(e, resp)
+}
+
+/// A 401 says how to authenticate.
+fn challenge(e: &Error, mut resp: Response<Body>) -> Response<Body> {
     if e.kind == Kind::Unauthorized {
         resp.headers_mut().insert(
             header::WWW_AUTHENTICATE,

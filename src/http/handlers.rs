@@ -29,9 +29,21 @@ pub async fn dispatch(
         Some(p) if path.starts_with(&format!("{p}/")) || path == *p => path[p.len()..].to_string(),
         _ => path,
     };
+    // A person's browser asking for a /show page gets its errors as a page too; API
+    // clients (no text/html in Accept) keep the JSON error.
+    let html_errors = (path.starts_with("/show/") || path == "/show")
+        && header_str(req.headers(), "accept").is_some_and(|a| a.contains("text/html"));
+    let base = mount_base(state, req.uri().path());
+    let fail = |e: &Error| {
+        if html_errors {
+            super::error::html_response(e, &base)
+        } else {
+            error_response(e)
+        }
+    };
     let ep = match router::route(req.method(), &path, req.uri().query()) {
         Ok(ep) => ep,
-        Err(e) => return ("unrouted", error_response(&e)),
+        Err(e) => return ("unrouted", fail(&e)),
     };
     let name = ep.name();
     let letter = ep.letter();
@@ -67,10 +79,19 @@ pub async fn dispatch(
                     "denied"
                 );
             }
-            error_response(&e)
+            fail(&e)
         }
     };
     (name, resp)
+}
+
+/// The mount prefix a request came in by ("" or `CLIENT_PREFIX`): links in HTML pages
+/// keep it.
+fn mount_base(state: &AppState, path: &str) -> String {
+    match &state.config.client_prefix {
+        Some(p) if path.starts_with(&format!("{p}/")) => p.clone(),
+        _ => String::new(),
+    }
 }
 
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -116,11 +137,7 @@ async fn run(
     peer: SocketAddr,
     who: &mut Option<String>,
 ) -> Result<Response<Body>> {
-    // Links in HTML pages keep the mount point the request came in by.
-    let base = match &state.config.client_prefix {
-        Some(p) if req.uri().path().starts_with(&format!("{p}/")) => p.clone(),
-        _ => String::new(),
-    };
+    let base = mount_base(state, req.uri().path());
     let access = match ep.requirement() {
         Requirement::Nothing => None,
         Requirement::Identity => {
@@ -221,26 +238,10 @@ async fn show(
         }
         None => Preview::None,
     };
-    let html = show::render(&page, &preview, base);
-    let mut resp = Response::new(body::full(html));
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    // No scripts at all; images only from here; the page's own inline styles.
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        header::HeaderValue::from_static(
-            "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; base-uri 'none'; \
-             form-action 'none'; frame-ancestors 'none'",
-        ),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        header::HeaderValue::from_static("nosniff"),
-    );
-    Ok(resp)
+    Ok(body::html(
+        StatusCode::OK,
+        show::render(&page, &preview, base),
+    ))
 }
 
 async fn healthz(state: &Arc<AppState>) -> Result<Response<Body>> {
