@@ -475,8 +475,9 @@ impl BlobStore {
         })
     }
 
-    /// Decrypts the whole blob and returns its plaintext size and SHA-256 (hex), for
-    /// `vellum fsck`. A damaged blob is [`BlobError::Integrity`].
+    /// Decrypts a whole stored blob and returns its plaintext size and SHA-256 (hex). A
+    /// damaged blob is [`BlobError::Integrity`]. (`vellum fsck` goes through
+    /// [`BlobStore::open_recorded`], which also covers inline blobs.)
     pub async fn verify(
         &self,
         rname: &str,
