@@ -249,6 +249,23 @@ fn in_flight(s: &Stats) -> String {
 /// Most failure lines printed in the summary (the count is always exact).
 const MAX_LISTED: usize = 1000;
 
+/// A summary section: `heading`, then the entries in path order (transactions finish in
+/// any order), at most [`MAX_LISTED`] of them; nothing when there are none.
+fn listing(out: &mut impl Write, heading: &str, entries: &Mutex<Vec<(String, String)>>) {
+    let mut entries = entries.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if entries.is_empty() {
+        return;
+    }
+    entries.sort();
+    let _ = writeln!(out, "{heading}");
+    for (rel, why) in entries.iter().take(MAX_LISTED) {
+        let _ = writeln!(out, "  {rel}: {why}");
+    }
+    if entries.len() > MAX_LISTED {
+        let _ = writeln!(out, "  ... and {} more", entries.len() - MAX_LISTED);
+    }
+}
+
 /// The closing summary, on stdout. `stopped` says why the import ended early, if it did.
 pub fn summary(report: &Report, started: Instant, stopped: Option<&str>) {
     let s = &report.stats;
@@ -257,37 +274,8 @@ pub fn summary(report: &Report, started: Instant, stopped: Option<&str>) {
     let updated = s.updated.load(Ordering::Relaxed);
     let imported = created + updated;
     let mut out = std::io::stdout().lock();
-    // In path order (transactions finish in any order).
-    let mut skipped = report
-        .skipped
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    skipped.sort();
-    if !skipped.is_empty() {
-        let _ = writeln!(out, "skipped (not imported on purpose):");
-        for (rel, why) in skipped.iter().take(MAX_LISTED) {
-            let _ = writeln!(out, "  {rel}: {why}");
-        }
-        if skipped.len() > MAX_LISTED {
-            let _ = writeln!(out, "  ... and {} more", skipped.len() - MAX_LISTED);
-        }
-    }
-    let mut failures = report
-        .failures
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .clone();
-    failures.sort();
-    if !failures.is_empty() {
-        let _ = writeln!(out, "failed:");
-        for (rel, why) in failures.iter().take(MAX_LISTED) {
-            let _ = writeln!(out, "  {rel}: {why}");
-        }
-        if failures.len() > MAX_LISTED {
-            let _ = writeln!(out, "  ... and {} more", failures.len() - MAX_LISTED);
-        }
-    }
+    listing(&mut out, "skipped (not imported on purpose):", &report.skipped);
+    listing(&mut out, "failed:", &report.failures);
     let not_attempted = s.not_attempted.load(Ordering::Relaxed);
     if let Some(why) = stopped {
         let _ = writeln!(out, "stopped early: {why}");
