@@ -198,12 +198,8 @@ impl Planner {
         let entries = match entries {
             Ok(e) => e,
             Err(e) => {
-                let n = self.files_under(&w.path).await;
-                self.ctx.report.fail_folder(
-                    &rel,
-                    format!("cannot read the local directory: {e}"),
-                    n,
-                );
+                self.fail_folder(&w.path, format!("cannot read the local directory: {e}"))
+                    .await;
                 return;
             }
         };
@@ -255,12 +251,11 @@ impl Planner {
                         return;
                     }
                     Err(e) => {
-                        let n = self.files_under(&w.path).await;
-                        self.ctx.report.fail_folder(
-                            &rel,
+                        self.fail_folder(
+                            &w.path,
                             format!("cannot list the remote folder {oid}: {e}"),
-                            n,
-                        );
+                        )
+                        .await;
                         return;
                     }
                 };
@@ -272,11 +267,14 @@ impl Planner {
         }
     }
 
-    async fn files_under(&self, dir: &Path) -> u64 {
+    /// Reports the local folder `dir` as failed, with the files under it (counted, not
+    /// listed).
+    async fn fail_folder(&self, dir: &Path, reason: impl Into<String>) {
         let d = dir.to_path_buf();
-        tokio::task::spawn_blocking(move || walk::totals(&d).0)
+        let files = tokio::task::spawn_blocking(move || walk::totals(&d).0)
             .await
-            .unwrap_or(0)
+            .unwrap_or(0);
+        self.ctx.report.fail_folder(&self.rel(dir), reason, files);
     }
 
     /// Decides each entry of a directory whose remote folder is `parent`: `remote` is its
@@ -300,10 +298,7 @@ impl Planner {
                     path,
                     is_dir: true,
                     reason,
-                } => {
-                    let n = self.files_under(&path).await;
-                    report.fail_folder(&self.rel(&path), reason, n);
-                }
+                } => self.fail_folder(&path, reason).await,
                 Entry::Bad { path, reason, .. } => report.fail(&self.rel(&path), reason),
                 Entry::Dir { name, path } => match remote.and_then(|m| m.get(&name)) {
                     None => subdirs.push(DirWork {
@@ -318,12 +313,8 @@ impl Planner {
                         remote: Remote::Existing(c.oid),
                     }),
                     Some(_) => {
-                        let n = self.files_under(&path).await;
-                        report.fail_folder(
-                            &self.rel(&path),
-                            "the remote folder has a file of this name",
-                            n,
-                        );
+                        self.fail_folder(&path, "the remote folder has a file of this name")
+                            .await
                     }
                 },
                 Entry::File { name, path, size } => {

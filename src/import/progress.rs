@@ -274,7 +274,11 @@ pub fn summary(report: &Report, started: Instant, stopped: Option<&str>) {
     let updated = s.updated.load(Ordering::Relaxed);
     let imported = created + updated;
     let mut out = std::io::stdout().lock();
-    listing(&mut out, "skipped (not imported on purpose):", &report.skipped);
+    listing(
+        &mut out,
+        "skipped (not imported on purpose):",
+        &report.skipped,
+    );
     listing(&mut out, "failed:", &report.failures);
     let not_attempted = s.not_attempted.load(Ordering::Relaxed);
     if let Some(why) = stopped {
