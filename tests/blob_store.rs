@@ -2,6 +2,8 @@
 //! data folder) and a real S3-compatible server over HTTP (s3s-fs, in-process, with a bucket
 //! per test). Every test runs its checks on both.
 
+#[path = "common/rng.rs"]
+mod rng;
 #[path = "common/s3.rs"]
 mod s3;
 
@@ -15,6 +17,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use rng::Rng;
 use sha2::{Digest, Sha256};
 use vellum::blob::{BlobAlgorithm, BlobConfig, BlobError, BlobInfo, BlobStore};
 use vellum::crypto::{ciphertext_len, MasterKeys, DEFAULT_CHUNK_SIZE, HEADER_LEN, TAG_LEN};
@@ -195,40 +198,6 @@ impl Backend {
         self.read(info, 0..u64::MAX)
             .await
             .unwrap_or_else(|(_, e)| panic!("{}: {e}", self.name))
-    }
-}
-
-/// A small deterministic PRNG (splitmix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
-
-    fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let v = self.next().to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        let mut v = vec![0u8; n];
-        self.fill(&mut v);
-        v
     }
 }
 

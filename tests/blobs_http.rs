@@ -10,6 +10,8 @@
 mod common;
 #[path = "common/extra.rs"]
 mod extra;
+#[path = "common/rng.rs"]
+mod rng;
 #[path = "common/s3.rs"]
 mod s3;
 
@@ -22,6 +24,7 @@ use extra::*;
 use reqwest::header::HeaderMap;
 use reqwest::multipart::{Form, Part};
 use reqwest::Method;
+use rng::Rng;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -285,38 +288,6 @@ async fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
 // ---------------------------------------------------------------------------------------
 // Data and checks
 // ---------------------------------------------------------------------------------------
-
-/// xorshift64*: reproducible test bytes without a rand dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform-ish in `0..n` (n > 0).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        let mut v = Vec::with_capacity(n + 8);
-        while v.len() < n {
-            v.extend_from_slice(&self.next().to_le_bytes());
-        }
-        v.truncate(n);
-        v
-    }
-}
 
 fn sha_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
@@ -882,7 +853,7 @@ async fn content_round_trips_whole_and_by_range_for_edge_sizes_on_both_backends(
         for inline in [None, Some(0u64)] {
             let env = spawn(backend, inline).await;
             let (jane, home_oid) = janes_home(&env).await;
-            let mut rng = Rng::new(0xB10B + inline.unwrap_or(7));
+            let mut rng = Rng(0xB10B + inline.unwrap_or(7));
             let datas: Vec<Vec<u8>> = sizes.iter().map(|&n| rng.bytes(n)).collect();
             // One transaction, six parts: each event must get its own part's bytes.
             let meta: Vec<Value> = sizes
@@ -1124,7 +1095,7 @@ async fn a_tampered_truncated_swapped_or_replaced_blob_is_an_error_never_wrong_b
     for backend in backends() {
         let env = spawn(backend, Some(0)).await;
         let (jane, home_oid) = janes_home(&env).await;
-        let mut rng = Rng::new(0x7A3);
+        let mut rng = Rng(0x7A3);
         let data = rng.bytes(200 * KIB);
         let other = rng.bytes(200 * KIB);
         let out = env
@@ -1261,7 +1232,7 @@ async fn a_tampered_truncated_swapped_or_replaced_blob_is_an_error_never_wrong_b
 async fn tampered_inline_content_is_an_error_never_wrong_bytes() {
     let env = spawn(Backend::Local, None).await;
     let (jane, home_oid) = janes_home(&env).await;
-    let data = Rng::new(0x1A1).bytes(1000);
+    let data = Rng(0x1A1).bytes(1000);
     let ev = env
         .create_file(&jane, &home_oid, "tiny.bin", &data[..])
         .await;
@@ -1341,7 +1312,7 @@ async fn a_refused_transaction_stores_no_event_and_no_blob() {
         let ns = app.namespace_oid().await;
         // Bob's home: jane may read and list it, but not create in it.
         let bobs = oid_of(&mkdir(app, &bob, &ns, BOB, Some(owner_full_ro_all(BOB))).await);
-        let mut rng = Rng::new(0xA70);
+        let mut rng = Rng(0xA70);
         let a = rng.bytes(200 * KIB);
         let b = rng.bytes(100 * KIB);
         // Something stored already, so "unchanged" is not "empty".
@@ -1490,7 +1461,7 @@ async fn updates_keep_or_replace_content_and_every_version_stays_readable_by_tst
         let env = spawn(backend, Some(0)).await;
         let what = env.what();
         let (jane, home_oid) = janes_home(&env).await;
-        let mut rng = Rng::new(0x0D);
+        let mut rng = Rng(0x0D);
         let a = rng.bytes(70 * KIB);
         let b = rng.bytes(10 * KIB);
         let c = rng.bytes(130 * KIB);
@@ -1605,7 +1576,7 @@ async fn a_purge_removes_the_blobs_no_version_uses_and_keeps_shared_ones() {
         let env = spawn(backend, Some(0)).await;
         let what = env.what();
         let (jane, home_oid) = janes_home(&env).await;
-        let mut rng = Rng::new(0x9E);
+        let mut rng = Rng(0x9E);
         let (a, b, c, d, e) = (
             rng.bytes(80 * KIB),
             rng.bytes(90 * KIB),
@@ -1828,7 +1799,7 @@ async fn head_and_if_none_match_and_stream_needs_x() {
     let app = &env.app;
     let (jane, home_oid) = janes_home(&env).await;
     let bob = app.token_for("bob");
-    let data = Rng::new(0x4EAD).bytes(100 * KIB);
+    let data = Rng(0x4EAD).bytes(100 * KIB);
     let sha = sha_hex(&data);
     // Others get R only on `peek.bin`, and R X on `public.bin`.
     let r_only = json!({"label": "jane all, others R", "requirements": {"f": "if", "a": [
@@ -1963,7 +1934,7 @@ async fn the_blobkey_privilege_shows_each_data_key_and_nobody_else_sees_it() {
         "values": {"email": [JANE], "privilege": ["blobkey"]}
     }));
     let root = app.token_for("root");
-    let mut rng = Rng::new(0xB1);
+    let mut rng = Rng(0xB1);
     let big = rng.bytes(100 * KIB);
     let small = rng.bytes(100);
 

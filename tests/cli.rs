@@ -8,6 +8,8 @@ mod common;
 mod external;
 #[path = "common/extra.rs"]
 mod extra;
+#[path = "common/rng.rs"]
+mod rng;
 
 use std::fs::File;
 use std::net::TcpListener;
@@ -18,6 +20,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use common::{claims, es512_keys};
 use extra::*;
+use rng::Rng;
 use serde_json::{json, Value};
 use vellum::identity::TokenSigner;
 
@@ -562,17 +565,6 @@ fn key_ids(data: &Path) -> Vec<String> {
         .collect()
 }
 
-fn pseudo_random(n: usize, mut x: u64) -> Vec<u8> {
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gc_fsck_and_rekey_do_what_they_say_on_the_stored_blobs() {
     let tmp = tempfile::tempdir().unwrap();
@@ -609,7 +601,7 @@ async fn gc_fsck_and_rekey_do_what_they_say_on_the_stored_blobs() {
     };
 
     // Two files under k1: one in the blob store, one kept inline.
-    let big_bytes = pseudo_random(300_000, 7);
+    let big_bytes = Rng(7).bytes(300_000);
     let small_bytes = b"small and inline".to_vec();
     let mut s1 = serve(&old_keys);
     s1.wait_healthy().await;

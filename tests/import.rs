@@ -5,6 +5,8 @@
 //! nothing twice.
 
 mod common;
+#[path = "common/rng.rs"]
+mod rng;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -14,6 +16,7 @@ use std::time::{Duration, Instant};
 use common::{spawn_app, TestApp};
 use futures_util::StreamExt;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use rng::Rng;
 use serde_json::Value;
 
 const JANE: &str = "jane.doe@deciphernow.com";
@@ -88,28 +91,6 @@ async fn import_as_jane(app: &TestApp, local: &Path, remote: &str, extra: &[&str
 
 fn home() -> String {
     format!("1/world/{JANE}")
-}
-
-/// A deterministic generator (xorshift64*), so a failure can be reproduced.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        let mut v = Vec::with_capacity(n + 8);
-        while v.len() < n {
-            v.extend_from_slice(&self.next().to_le_bytes());
-        }
-        v.truncate(n);
-        v
-    }
 }
 
 /// A generated tree: its files (relative paths as names) and its folders.
