@@ -12,13 +12,13 @@ mod extra;
 mod rng;
 
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::{claims, es512_keys};
+use external::free_port;
 use extra::*;
 use rng::Rng;
 use serde_json::{json, Value};
@@ -69,14 +69,6 @@ fn vellum(cwd: &Path) -> Command {
     }
     c.current_dir(cwd);
     c
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A running `vellum` process; killed (and reaped) when dropped. Its output goes to log

@@ -15,13 +15,13 @@
 mod external;
 
 use std::fs;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser as _;
-use external::{find_program, skip_or_fail};
+use external::{find_program, free_port, skip_or_fail};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
@@ -204,14 +204,6 @@ fn render(vars: &[(&str, String)]) -> String {
         panic!("{TEMPLATE}: a placeholder the test does not fill: {rest}");
     }
     text
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Renders the template into `dir` and starts nginx on a free loopback port, as the current

@@ -28,3 +28,13 @@ pub fn skip_or_fail(msg: &str) {
         "\n{bar}\nSKIPPED: {msg}.\nSet VELLUM_REQUIRE_EXTERNAL=1 to make this a failure.\n{bar}"
     );
 }
+
+/// A loopback port free right now, for a server run as a child process (which must be
+/// told its port before it starts; another process could take it in between, rarely).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
