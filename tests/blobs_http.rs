@@ -177,15 +177,17 @@ impl Env {
         body.as_array().unwrap().clone()
     }
 
+    /// Creates files under `parent`, (name, content) each, in one transaction; their events.
+    async fn create_files(&self, token: &str, parent: &str, files: &[(&str, &[u8])]) -> Vec<Value> {
+        let events: Vec<Value> = files.iter().map(|(n, _)| file_event(parent, n)).collect();
+        self.upload_ok(token, &Value::Array(events), files).await
+    }
+
     /// Creates file `name` under `parent` with `content`; its event.
     async fn create_file(&self, token: &str, parent: &str, name: &str, content: &[u8]) -> Value {
-        self.upload_ok(
-            token,
-            &json!([file_event(parent, name)]),
-            &[(name, content)],
-        )
-        .await
-        .remove(0)
+        self.create_files(token, parent, &[(name, content)])
+            .await
+            .remove(0)
     }
 
     /// A new version of file `oid` with `content` (sent as part `part`); its event.
@@ -973,12 +975,9 @@ async fn no_plaintext_reaches_disk_or_bucket_unless_blobalgorithm_is_none() {
         let big = marked(200 * KIB);
         let small = marked(3 * KIB);
         let out = env
-            .upload_ok(
+            .create_files(
                 &jane,
-                &json!([
-                    file_event(&home_oid, "big.dat"),
-                    file_event(&home_oid, "small.dat")
-                ]),
+                &home_oid,
                 &[("big.dat", &big[..]), ("small.dat", &small[..])],
             )
             .await;
@@ -1099,12 +1098,9 @@ async fn a_tampered_truncated_swapped_or_replaced_blob_is_an_error_never_wrong_b
         let data = rng.bytes(200 * KIB);
         let other = rng.bytes(200 * KIB);
         let out = env
-            .upload_ok(
+            .create_files(
                 &jane,
-                &json!([
-                    file_event(&home_oid, "victim.bin"),
-                    file_event(&home_oid, "other.bin")
-                ]),
+                &home_oid,
                 &[("victim.bin", &data[..]), ("other.bin", &other[..])],
             )
             .await;
