@@ -18,7 +18,7 @@
 # command in the debug profile (`cargo check --locked --bin vellum`): a file the build needs
 # but the context lacks fails CI, not the first docker build. The release profile differs
 # only in optimisation; building it in CI would add ~10 minutes on the 2-core machine.
-# tests/cli.rs runs the runtime stage's settings outside a container: ENTRYPOINT and CMD with
+# tests/it/cli.rs runs the runtime stage's settings outside a container: ENTRYPOINT and CMD with
 # this ENV serve, and the HEALTHCHECK command passes while the server is up and fails after.
 
 # rustc 1.95, the toolchain CI uses. Bookworm, as in the runtime stage, so that the binary

@@ -2,9 +2,8 @@
 //! documented, every documented path is served, and each status and content type the
 //! server answers with (successes and errors) is in the document for that path and method.
 
-mod common;
-#[path = "common/extra.rs"]
-mod extra;
+use crate::common;
+use crate::common::extra;
 
 use std::path::Path;
 

@@ -2,9 +2,8 @@
 //! WWW-Authenticate, nothing written), USER_DN and trusted proxies, readonly and
 //! anonymous callers, jwthash, issuer and audience.
 
-mod common;
-#[path = "common/extra.rs"]
-mod extra;
+use crate::common;
+use crate::common::extra;
 
 use common::{claims, spawn_app, spawn_app_with, TestApp};
 use extra::*;

@@ -1,6 +1,6 @@
 //! Outside programs some tests drive (nginx, openssl, curl, chromium). Without one, a test
 //! prints a loud SKIPPED and passes, unless `VELLUM_REQUIRE_EXTERNAL=1` (`.ci/run` sets it),
-//! where it fails. Include with `#[path = "common/external.rs"] mod external;`.
+//! where it fails.
 #![allow(dead_code)]
 
 use std::io::Write as _;

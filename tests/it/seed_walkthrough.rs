@@ -1,6 +1,6 @@
 //! The gm-data tutorial's walkthrough, told as a story against a real server.
 
-mod common;
+use crate::common;
 
 use common::{assert_hex16, seed, spawn_app};
 use serde_json::{json, Value};

@@ -4,9 +4,8 @@
 //! and the store's event log is counted to prove that re-runs and resumed runs write
 //! nothing twice.
 
-mod common;
-#[path = "common/rng.rs"]
-mod rng;
+use crate::common;
+use crate::common::rng;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,5 @@
 //! A small deterministic generator (splitmix64) for test data, so that a failure can be
-//! reproduced from its seed. Include with `#[path = "common/rng.rs"] mod rng;`.
+//! reproduced from its seed.
 #![allow(dead_code)]
 
 /// `Rng(seed)`: any seed, 0 included.

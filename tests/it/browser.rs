@@ -9,11 +9,9 @@
 //! chromium is an outside program: without it the test prints a loud SKIPPED and passes,
 //! unless `VELLUM_REQUIRE_EXTERNAL=1` (`.ci/run` sets it), where it fails.
 
-mod common;
-#[path = "common/external.rs"]
-mod external;
-#[path = "common/extra.rs"]
-mod extra;
+use crate::common;
+use crate::common::external;
+use crate::common::extra;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -3,9 +3,8 @@
 //! Also the lenient side of the wire format: echoed server fields, field names in other
 //! cases, empty strings and label-only policies are accepted.
 
-mod common;
-#[path = "common/extra.rs"]
-mod extra;
+use crate::common;
+use crate::common::extra;
 
 use common::{spawn_app, spawn_app_with, TestApp};
 use extra::*;

@@ -7,13 +7,10 @@
 //! Tests that depend on where blobs live run against both backends: the local filesystem
 //! (`DATA_DIR/blobs`) and a real S3-compatible server (s3s-fs, in-process, see common/s3.rs).
 
-mod common;
-#[path = "common/extra.rs"]
-mod extra;
-#[path = "common/rng.rs"]
-mod rng;
-#[path = "common/s3.rs"]
-mod s3;
+use crate::common;
+use crate::common::extra;
+use crate::common::rng;
+use crate::common::s3;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -2,6 +2,11 @@
 //! client that speaks HTTP to it. Tokens are ES512, like gm-data's.
 #![allow(dead_code)]
 
+pub mod external;
+pub mod extra;
+pub mod rng;
+pub mod s3;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 

@@ -2,9 +2,8 @@
 //! history, derived, self, config, healthz, path addressing, CLIENT_PREFIX, the namespace
 //! folder, letters on returned events, expiration, deletes, purges, moves and upserts.
 
-mod common;
-#[path = "common/extra.rs"]
-mod extra;
+use crate::common;
+use crate::common::extra;
 
 use std::collections::HashSet;
 

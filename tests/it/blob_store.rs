@@ -2,10 +2,8 @@
 //! data folder) and a real S3-compatible server over HTTP (s3s-fs, in-process, with a bucket
 //! per test). Every test runs its checks on both.
 
-#[path = "common/rng.rs"]
-mod rng;
-#[path = "common/s3.rs"]
-mod s3;
+use crate::common::rng;
+use crate::common::s3;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

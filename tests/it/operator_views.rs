@@ -1,9 +1,8 @@
 //! The person's and the operator's views (issue 4): GET /show, GET /notifications (SSE)
 //! and GET /metrics, against the real server over HTTP.
 
-mod common;
-#[path = "common/extra.rs"]
-mod extra;
+use crate::common;
+use crate::common::extra;
 
 use std::time::Duration;
 

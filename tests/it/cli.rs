@@ -3,13 +3,10 @@
 //! `--help`, and bad flags. Every child process is killed by a guard, even when an
 //! assertion fails.
 
-mod common;
-#[path = "common/external.rs"]
-mod external;
-#[path = "common/extra.rs"]
-mod extra;
-#[path = "common/rng.rs"]
-mod rng;
+use crate::common;
+use crate::common::external;
+use crate::common::extra;
+use crate::common::rng;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

@@ -11,8 +11,7 @@
 //! loud SKIPPED and passes, unless `VELLUM_REQUIRE_EXTERNAL=1` (`.ci/run` sets it), where it
 //! fails.
 
-#[path = "common/external.rs"]
-mod external;
+use crate::common::external;
 
 use std::fs;
 use std::net::{SocketAddr, TcpStream};

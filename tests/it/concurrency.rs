@@ -2,9 +2,8 @@
 //! exactly once with unique, increasing tstamps and oids; optimistic concurrency lets
 //! exactly one of many racing updates win; names stay unique under races.
 
-mod common;
-#[path = "common/extra.rs"]
-mod extra;
+use crate::common;
+use crate::common::extra;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

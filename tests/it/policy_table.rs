@@ -39,7 +39,10 @@ struct Reject {
 }
 
 fn table() -> Table {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/policy_cases.yaml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/it/data/policy_cases.yaml"
+    );
     let text = std::fs::read_to_string(path).expect("read policy_cases.yaml");
     serde_yaml::from_str(&text).expect("parse policy_cases.yaml")
 }

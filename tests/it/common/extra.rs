@@ -1,11 +1,5 @@
-//! Extra helpers for the integration tests, next to the shared harness (`common/mod.rs`).
-//! Include from a test file that also declares `mod common;`:
-//!
-//! ```ignore
-//! mod common;
-//! #[path = "common/extra.rs"]
-//! mod extra;
-//! ```
+//! Extra helpers for the integration tests, next to the shared harness (`common/mod.rs`):
+//! `use crate::common::extra::*;`.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;

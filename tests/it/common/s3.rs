@@ -4,7 +4,7 @@
 //! meanwhile (a current-thread runtime, blocking calls, a child `vellum` process talking to it).
 //! Dropping the server stops it and removes its folder.
 //!
-//! Self-contained: include it with `#[path = "common/s3.rs"] mod s3;`.
+//! Self-contained: it uses nothing else of the harness.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;

@@ -1,0 +1,19 @@
+//! The integration tests: one binary (one link step) for every suite. Each suite starts the
+//! real server on an ephemeral port, or the real binary, and talks to it from outside.
+
+mod common;
+
+mod bad_input;
+mod blob_store;
+mod blobs_http;
+mod browser;
+mod cli;
+mod concurrency;
+mod identity_http;
+mod import;
+mod openapi;
+mod operator_views;
+mod policy_table;
+mod proxy_mtls;
+mod reads;
+mod seed_walkthrough;
