@@ -30,6 +30,10 @@ pub enum Kind {
     Internal,
     /// A backend (the blob store) is unreachable or failing; try again later.
     Unavailable,
+    /// The disk (metadata or blobs) is full: nothing of the request was kept.
+    InsufficientStorage,
+    /// A per-caller or server-wide limit on concurrent use (connections, feeds) is reached.
+    TooManyRequests,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -68,6 +72,8 @@ impl Error {
     ctor!(internal, Internal);
     ctor!(unavailable, Unavailable);
     ctor!(range_not_satisfiable, RangeNotSatisfiable);
+    ctor!(insufficient_storage, InsufficientStorage);
+    ctor!(too_many_requests, TooManyRequests);
 
     /// Names the failing event, unless an inner step already did.
     pub fn at(mut self, index: usize) -> Error {

@@ -20,6 +20,8 @@ pub fn status(kind: Kind) -> StatusCode {
         Kind::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
         Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Kind::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
+        Kind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
     }
 }
 
