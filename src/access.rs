@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use crate::crypto::MasterKeys;
+use crate::error::Error;
 use crate::identity::Identity;
 use crate::model::{Event, Perms, Privilege};
-use crate::policy::{EvalInput, PolicyEngine};
+use crate::policy::{Budget, EvalInput, Meter, PolicyEngine};
 
 #[derive(Clone)]
 pub struct Access {
@@ -14,15 +15,74 @@ pub struct Access {
     pub identity: Arc<Identity>,
     /// Set only for callers with the `blobkey` privilege: responses show data keys.
     pub blob_keys: Option<Arc<MasterKeys>>,
+    /// The policy time this request (or this transaction, on the writer) may spend.
+    pub budget: Arc<Budget>,
+    /// Whether evaluations wait for a permit at the policy gate (not on the writer thread).
+    gated: bool,
 }
 
 impl Access {
-    pub fn new(engine: Arc<PolicyEngine>, identity: Identity) -> Access {
+    /// A caller's access, with a request's policy budget of `budget`.
+    pub fn new(
+        engine: Arc<PolicyEngine>,
+        identity: Identity,
+        budget: std::time::Duration,
+    ) -> Access {
         Access {
             engine,
             identity: Arc::new(identity),
             blob_keys: None,
+            budget: Arc::new(Budget::new(budget)),
+            gated: true,
         }
+    }
+
+    /// The same caller deciding on the store's writer thread: its own budget (a transaction's)
+    /// and no waiting at the gate.
+    pub fn on_writer(&self, budget: std::time::Duration) -> Access {
+        Access {
+            budget: Arc::new(Budget::new(budget)),
+            gated: false,
+            ..self.clone()
+        }
+    }
+
+    /// The same caller with a fresh budget: each step of a long-lived request (a
+    /// notification feed) gets its own.
+    pub fn renewed(&self, budget: std::time::Duration) -> Access {
+        Access {
+            budget: Arc::new(Budget::new(budget)),
+            ..self.clone()
+        }
+    }
+
+    /// The meter compiles and evaluations of this request are charged to.
+    pub fn meter(&self) -> Meter<'_> {
+        Meter {
+            budget: &self.budget,
+            lane: self.gated.then(|| self.identity.claims.key()),
+        }
+    }
+
+    /// When a decision came out "no" because the budget ran out (or the request was
+    /// abandoned), the error to answer instead: never a quiet denial or omission.
+    pub fn budget_error(&self) -> Option<Error> {
+        if self.budget.is_cancelled() {
+            return Some(Error::unavailable(
+                "request_abandoned",
+                "the request was abandoned",
+            ));
+        }
+        self.budget.exhausted().then(|| {
+            Error::unavailable(
+                "policy_budget_exceeded",
+                format!(
+                    "evaluating policies for this request took longer than its budget ({} ms); \
+                     try again, or with fewer objects",
+                    self.budget.used().as_millis()
+                ),
+            )
+        })
     }
 
     /// Lets a caller with the `blobkey` privilege see data keys (no-op for anyone else).
@@ -58,6 +118,7 @@ impl Access {
                 claims: &self.identity.claims,
                 action,
                 object: &view,
+                meter: self.meter(),
             },
         );
         self.mask(granted)

@@ -90,6 +90,9 @@ pub struct ServeArgs {
     /// Largest policy text, in bytes.
     #[arg(long, env = "MAX_POLICY_BYTES", default_value_t = Limits::default().max_policy_bytes)]
     pub max_policy_bytes: usize,
+    /// Deepest folder a new object may be placed in (folders above it).
+    #[arg(long, env = "MAX_FOLDER_DEPTH", default_value_t = Limits::default().max_folder_depth)]
+    pub max_folder_depth: usize,
     /// Keep blobs in S3 (`true`) rather than under DATA_DIR/blobs.
     #[arg(long, env = "USES3", default_value = "false", action = clap::ArgAction::Set,
           value_parser = clap::builder::BoolishValueParser::new())]
@@ -119,6 +122,22 @@ pub struct ServeArgs {
     /// Time one policy evaluation may take, e.g. `100ms`.
     #[arg(long, env = "POLICY_TIMEOUT", value_parser = humantime::parse_duration, default_value = "100ms")]
     pub policy_timeout: Duration,
+    /// Bytes one policy evaluation may allocate.
+    #[arg(long, env = "POLICY_MEMORY", default_value_t = Limits::default().policy_memory_bytes)]
+    pub policy_memory: u64,
+    /// Instructions of the policy VM one evaluation may execute.
+    #[arg(long, env = "POLICY_INSTRUCTIONS", default_value_t = Limits::default().policy_instructions)]
+    pub policy_instructions: usize,
+    /// Policy evaluations and compiles running at once (0: four per CPU).
+    #[arg(long, env = "POLICY_CONCURRENCY", default_value_t = 0)]
+    pub policy_concurrency: usize,
+    /// Policy time (compiling and evaluating) one request may spend, e.g. `30s`.
+    #[arg(long, env = "POLICY_REQUEST_BUDGET", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub policy_request_budget: Duration,
+    /// Policy time one write transaction may spend on the store's single writer, e.g. `250ms`;
+    /// larger transactions get 50 us more per event.
+    #[arg(long, env = "POLICY_TRANSACTION_BUDGET", value_parser = humantime::parse_duration, default_value = "250ms")]
+    pub policy_transaction_budget: Duration,
 }
 
 /// Limits reported by GET /config. Each bounds what one request can cost the server.
@@ -133,15 +152,47 @@ pub struct Limits {
     pub max_policy_bytes: usize,
     /// One policy evaluation's wall time (100 ms): a slow policy denies, never stalls.
     pub policy_timeout_ms: u64,
+    /// Bytes one policy evaluation may allocate (64 MiB): a policy that builds huge values
+    /// denies; all evaluations together hold at most `policy_concurrency` times this.
+    pub policy_memory_bytes: u64,
+    /// Policy VM instructions per evaluation (1,000,000): the work is counted, so a hostile
+    /// loop stops at the same point however loaded the machine is.
+    pub policy_instructions: usize,
+    /// Evaluations and compiles running at once (four per CPU): bounds their memory, and
+    /// their permits go round-robin between callers so one cannot starve another.
+    pub policy_concurrency: usize,
+    /// Policy time one request may spend (30 s): a listing of many objects with slow
+    /// policies ends with 503 `policy_budget_exceeded` instead of running on.
+    pub policy_request_budget_ms: u64,
+    /// Policy time one write transaction may spend on the single writer (250 ms, plus
+    /// 50 us per event): the writer is never held longer by policies.
+    pub policy_transaction_budget_ms: u64,
     /// Longest object name (bytes).
     pub max_name_bytes: usize,
     /// Deepest path.
     pub max_path_depth: usize,
+    /// Deepest folder a new object may be placed in (128): `fulldir` names every folder
+    /// above an object in each response, so this bounds what one event adds to a response
+    /// (~2 KiB), whatever a chain of creates by reference would make of it.
+    pub max_folder_depth: usize,
     /// Files up to this size live inline in the metadata store (64 KiB, one chunk): small
     /// uploads cost one commit instead of a blob write plus a commit.
     pub inline_max_bytes: usize,
     /// One file's content (1 TiB): uploads stream, so this bounds disk, not memory.
     pub max_file_bytes: u64,
+}
+
+impl Limits {
+    /// Policy time for one request.
+    pub fn request_budget(&self) -> Duration {
+        Duration::from_millis(self.policy_request_budget_ms)
+    }
+
+    /// Policy time a write transaction of `events` events may spend on the writer.
+    pub fn transaction_budget(&self, events: usize) -> Duration {
+        Duration::from_millis(self.policy_transaction_budget_ms)
+            + Duration::from_micros(50).saturating_mul(u32::try_from(events).unwrap_or(u32::MAX))
+    }
 }
 
 impl Default for Limits {
@@ -151,8 +202,14 @@ impl Default for Limits {
             max_metadata_bytes: 64 << 20,
             max_policy_bytes: 64 << 10,
             policy_timeout_ms: 100,
+            policy_memory_bytes: 64 << 20,
+            policy_instructions: 1_000_000,
+            policy_concurrency: 4 * std::thread::available_parallelism().map_or(2, |n| n.get()),
+            policy_request_budget_ms: 30_000,
+            policy_transaction_budget_ms: 250,
             max_name_bytes: crate::model::path::MAX_NAME_BYTES,
             max_path_depth: crate::model::path::MAX_PATH_DEPTH,
+            max_folder_depth: 128,
             inline_max_bytes: 64 << 10,
             max_file_bytes: 1 << 40,
         }
@@ -210,7 +267,16 @@ impl Config {
             max_events_per_write: a.max_events_per_write.max(1),
             max_metadata_bytes: a.max_metadata_bytes.max(1024),
             max_policy_bytes: a.max_policy_bytes.max(256),
+            max_folder_depth: a.max_folder_depth.max(2),
             policy_timeout_ms: a.policy_timeout.as_millis() as u64,
+            policy_memory_bytes: a.policy_memory.max(1 << 20),
+            policy_instructions: a.policy_instructions.max(1000),
+            policy_concurrency: match a.policy_concurrency {
+                0 => 4 * std::thread::available_parallelism().map_or(2, |n| n.get()),
+                n => n,
+            },
+            policy_request_budget_ms: a.policy_request_budget.as_millis().max(1) as u64,
+            policy_transaction_budget_ms: a.policy_transaction_budget.as_millis().max(1) as u64,
             inline_max_bytes: a.inline_max_bytes,
             max_file_bytes: a.max_file_bytes.max(1),
             ..Limits::default()
@@ -256,6 +322,9 @@ impl Config {
         crate::policy::PolicyLimits {
             max_policy_bytes: self.limits.max_policy_bytes,
             eval_timeout: Duration::from_millis(self.limits.policy_timeout_ms),
+            eval_instructions: self.limits.policy_instructions,
+            eval_memory: self.limits.policy_memory_bytes,
+            concurrency: self.limits.policy_concurrency,
             ..Default::default()
         }
     }

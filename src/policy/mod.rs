@@ -4,32 +4,40 @@
 //!
 //! Caching. Compiled policies are cached by a SHA-256 of the policy's canonical form (the
 //! Rego text, or the requirements serialised with sorted keys; the label does not take
-//! part, so policies that differ only in label share an entry). Results are cached by
-//! (policy, claims, action) only when they cannot depend on anything else: always for Lisp
-//! (it reads nothing but the claims; the action is left out of the key), and for Rego only
-//! when the text shows it reads nothing but `input.claims`/`input.action` and calls no
-//! clock, random or environment builtin (see [`rego::input_use`]); the action is part of
-//! the key only if the text names `input.action`. A policy that may read `input.object`
-//! is evaluated every time. A result produced while something failed (a rule error, the
-//! time limit) is never cached: under load a timeout is not a property of the policy.
+//! part, so policies that differ only in label share an entry); a policy that does not
+//! compile is cached with its message. Results are cached by (policy, claims, action,
+//! object) where they cannot depend on anything else: for Lisp per (policy, claims); for
+//! Rego per (policy, claims), plus the action if the text names `input.action`, plus a digest
+//! of `input.object` if the text may read it, and only if it calls no clock, random or
+//! environment builtin (see [`rego::input_use`]). A failed evaluation (a budget ran out, a
+//! rule erred) is cached too, for [`PolicyLimits::failure_ttl`], whatever the policy reads:
+//! a hostile policy read by a hundred feeds of one caller is evaluated once, not a hundred
+//! times, and a time-out caused by load is forgotten soon.
 //!
-//! Cost (release build, 2-core machine, the seed's one-line module): compiling ~130 us;
-//! evaluating a cached compiled module for a new caller ~20-30 us; a cached result
-//! ~0.7-1 us. Evaluation is CPU-bound and may take up to `eval_timeout`: call it from a
-//! blocking-capable thread, not directly on an async executor for long listings.
+//! Budgets. Each evaluation is bounded by [`PolicyLimits::eval_timeout`], an instruction
+//! count and an allocation budget (see [`rego`]); each request by its [`Budget`], which an
+//! evaluation never exceeds and which ends evaluation when the request is abandoned; all
+//! evaluations together by the [`Gate`]'s permits, handed out fairly between callers.
+//!
+//! Cost (release build, 2-core machine, the seed's one-line module): compiling ~1-2 ms;
+//! evaluating a cached compiled module for a new caller ~15-30 us; a cached result
+//! ~1 us. Evaluation is CPU-bound: call it from a blocking-capable thread, never directly on
+//! an async executor.
 
-pub mod guard;
+pub mod budget;
 pub mod lisp;
 pub mod rego;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::model::Claims;
 pub use crate::model::Perms;
+pub use budget::{Budget, Gate, Lane};
 
 /// Why a policy was refused at write time. Messages are meant for the API user.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -65,25 +73,18 @@ pub enum PolicyError {
         field: &'static str,
         message: String,
     },
+    /// The request's policies took longer to compile than its budget.
+    #[error("{field}: compiling this request's policies took longer than its budget allows")]
+    Budget { field: &'static str },
 }
 
-/// Bounds on what a user-written policy may cost.
+/// Bounds on what a user-written policy may cost. Each is a setting (README, SECURITY.md).
 ///
-/// Memory. regorus can only cap memory with its `allocator-memory-limits` feature, which
-/// replaces the global allocator of the whole process, so it is not used. Memory is bounded
-/// by time instead: regorus checks the deadline at every statement and loop step, so an
-/// evaluation can allocate about (allocation rate x `eval_timeout`) plus what the step
-/// running at the deadline allocates. That last step is kept small by the size limits:
-/// `max_policy_bytes` bounds literals and the number of expressions, [`guard`] bounds the
-/// few builtins whose one call can produce far more than their arguments hold, and
-/// [`rego::MAX_REGO_NESTING`] bounds parse time, which doubles with each level of nesting.
-/// Measured on the 2-core development machine with the default 100 ms (ignored test
-/// `policy::tests::pathological_memory`, run in release): doubling an array with
-/// `array.concat` at every statement peaked at +122 MB RSS and came back with no
-/// permissions after 0.14-0.18 s; a comprehension keeping 1 MiB strings +101 MB; a
-/// 10^10-step comprehension over `numbers.range` +21 MB; doubling a string with `concat`
-/// stops at the 1 MiB guard (+6 MB). The bound grows linearly with the timeout and with the
-/// number of evaluations running at once (at most one per thread calling `evaluate`).
+/// Memory: one evaluation allocates at most `memory` bytes (counted as requested, frees give
+/// nothing back) plus what its last instruction allocates, which the guards in
+/// [`rego::guard`] keep to a few MiB; at most `concurrency` evaluations run at once, so all
+/// evaluations together hold at most about `concurrency x memory`. Compiling is bounded by
+/// the structural limits of [`rego::scan`] (parse time and depth) and `max_policy_bytes`.
 #[derive(Debug, Clone)]
 pub struct PolicyLimits {
     /// Text of `rego` / `originalobjectpolicy` / serialised `requirements`.
@@ -91,7 +92,15 @@ pub struct PolicyLimits {
     pub max_lisp_nodes: usize,
     pub max_lisp_depth: usize,
     /// Wall-clock budget of one evaluation (all six letters together).
-    pub eval_timeout: std::time::Duration,
+    pub eval_timeout: Duration,
+    /// Instructions of regorus's VM one evaluation may execute.
+    pub eval_instructions: usize,
+    /// Bytes one evaluation may allocate.
+    pub eval_memory: u64,
+    /// Evaluations (and compiles) running at once.
+    pub concurrency: usize,
+    /// How long a failed evaluation's denial is reused for the same policy, caller and object.
+    pub failure_ttl: Duration,
     pub compiled_cache_entries: usize,
     pub result_cache_entries: usize,
 }
@@ -102,7 +111,11 @@ impl Default for PolicyLimits {
             max_policy_bytes: 65_536,
             max_lisp_nodes: 4_096,
             max_lisp_depth: 64,
-            eval_timeout: std::time::Duration::from_millis(100),
+            eval_timeout: Duration::from_millis(100),
+            eval_instructions: 1_000_000,
+            eval_memory: 64 << 20,
+            concurrency: 4,
+            failure_ttl: Duration::from_secs(60),
             compiled_cache_entries: 100_000,
             result_cache_entries: 1_000_000,
         }
@@ -128,6 +141,30 @@ pub struct EvalInput<'a> {
     /// The event being read or written (without key material). Only called when a Rego
     /// policy may read `input.object`.
     pub object: &'a dyn Fn() -> Value,
+    /// Who pays.
+    pub meter: Meter<'a>,
+}
+
+/// Who pays for compiling and evaluating: a request's [`Budget`], and its lane at the
+/// [`Gate`] (the caller's claims key). `lane: None` runs without a permit: the store's writer
+/// thread, which is one thread already and must not wait behind readers.
+#[derive(Clone, Copy)]
+pub struct Meter<'a> {
+    pub budget: &'a Budget,
+    pub lane: Option<Lane>,
+}
+
+/// A budget that never runs out, for start-up and tests.
+pub static UNMETERED: Budget = Budget::unlimited();
+
+impl Meter<'static> {
+    /// No budget, no gate: bootstrap and tests.
+    pub fn unmetered() -> Meter<'static> {
+        Meter {
+            budget: &UNMETERED,
+            lane: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -137,8 +174,12 @@ pub struct PolicyStats {
     /// Compiled-cache misses that compiled a policy.
     pub compiled: u64,
     /// Evaluations that met an error: an invalid stored policy, an erroring rule, a type
-    /// error, the time limit.
+    /// error, a budget.
     pub errors: u64,
+    /// Evaluations stopped by a budget (time, instructions, memory, a guarded builtin).
+    pub budget_stops: u64,
+    /// Evaluations not run because the request's budget was spent or it was abandoned.
+    pub skipped: u64,
 }
 
 /// A compiled policy, shared by every evaluation of it.
@@ -146,9 +187,10 @@ pub struct PolicyStats {
 enum Compiled {
     Lisp(lisp::Node),
     Rego(Box<rego::RegoPolicy>),
-    /// A stored policy that does not compile (written by an older version, or by hand):
-    /// cached too, so that a listing does not recompile it for every child.
-    Invalid,
+    /// A policy that does not compile (refused at write time; stored by an older version or
+    /// by hand): cached with its message, so that a listing does not recompile it for every
+    /// child and a repeated write is refused without compiling again.
+    Invalid(String),
 }
 
 type PolicyDigest = [u8; 32];
@@ -159,6 +201,15 @@ struct ResultKey {
     claims: [u8; 16],
     /// 0 when the policy cannot see the action (Lisp, and Rego that never names `input.action`).
     action: u8,
+    /// A digest of `input.object` when the policy may read it, else zeros.
+    object: [u8; 16],
+}
+
+/// A cached answer; a failure's expires.
+#[derive(Debug, Clone, Copy)]
+struct Cached {
+    perms: Perms,
+    expires: Option<Instant>,
 }
 
 #[derive(Default)]
@@ -167,13 +218,16 @@ struct Counters {
     result_cache_hits: AtomicU64,
     compiled: AtomicU64,
     errors: AtomicU64,
+    budget_stops: AtomicU64,
+    skipped: AtomicU64,
 }
 
 /// Validates, compiles, caches and evaluates policies. `Send + Sync`: share one per process.
 pub struct PolicyEngine {
     limits: PolicyLimits,
     compiled: quick_cache::sync::Cache<PolicyDigest, Arc<Compiled>>,
-    results: quick_cache::sync::Cache<ResultKey, Perms>,
+    results: quick_cache::sync::Cache<ResultKey, Cached>,
+    gate: Gate,
     /// Claims converted to regorus values, by `Claims::key()`: a listing evaluates many
     /// policies for the same caller.
     claims_values: quick_cache::sync::Cache<[u8; 16], regorus::Value>,
@@ -300,13 +354,25 @@ impl PolicyEngine {
     pub fn new(limits: PolicyLimits) -> Self {
         let compiled = quick_cache::sync::Cache::new(limits.compiled_cache_entries.max(1));
         let results = quick_cache::sync::Cache::new(limits.result_cache_entries.max(1));
+        let gate = Gate::new(limits.concurrency);
         Self {
             limits,
             compiled,
             results,
+            gate,
             claims_values: quick_cache::sync::Cache::new(4096),
             counters: Counters::default(),
         }
+    }
+
+    /// A budget of `limit` for one request.
+    pub fn budget(limit: Duration) -> Arc<Budget> {
+        Arc::new(Budget::new(limit))
+    }
+
+    /// Evaluations waiting for a permit right now.
+    pub fn waiting(&self) -> usize {
+        self.gate.waiting()
     }
 
     pub fn limits(&self) -> &PolicyLimits {
@@ -320,10 +386,12 @@ impl PolicyEngine {
             result_cache_hits: c.result_cache_hits.load(Ordering::Relaxed),
             compiled: c.compiled.load(Ordering::Relaxed),
             errors: c.errors.load(Ordering::Relaxed),
+            budget_stops: c.budget_stops.load(Ordering::Relaxed),
+            skipped: c.skipped.load(Ordering::Relaxed),
         }
     }
 
-    fn budget(&self) -> lisp::Budget {
+    fn lisp_budget(&self) -> lisp::Budget {
         lisp::Budget {
             max_nodes: self.limits.max_lisp_nodes,
             max_depth: self.limits.max_lisp_depth,
@@ -340,7 +408,7 @@ impl PolicyEngine {
 
     /// Checks a requirements tree and returns its canonical JSON.
     fn prepare_requirements(&self, r: &Value, field: &'static str) -> Result<Value, PolicyError> {
-        let node = lisp::from_json(r, self.budget())
+        let node = lisp::from_json(r, self.lisp_budget())
             .map_err(|error| PolicyError::Lisp { field, error })?;
         self.store_requirements(node, field)
     }
@@ -361,31 +429,58 @@ impl PolicyEngine {
         Ok(json)
     }
 
-    fn prepare_rego(&self, text: &str, field: &'static str) -> Result<(), PolicyError> {
+    fn prepare_rego(
+        &self,
+        text: &str,
+        field: &'static str,
+        meter: &Meter,
+    ) -> Result<(), PolicyError> {
         self.check_size(field, text.len())?;
-        let compiled =
-            rego::RegoPolicy::compile(text, self.limits.max_policy_bytes, self.limits.eval_timeout)
-                .map_err(|message| PolicyError::Rego { field, message })?;
-        self.compiled.insert(
-            digest(&Form::Rego(text)),
-            Arc::new(Compiled::Rego(Box::new(compiled))),
-        );
-        Ok(())
+        // A text already compiled (or already refused) is not compiled again: a transaction
+        // repeating one policy on every event pays for it once.
+        let form = Form::Rego(text);
+        let key = digest(&form);
+        let compiled = match self.compiled.get(&key) {
+            Some(c) => c,
+            None => {
+                if meter.budget.exhausted() {
+                    return Err(PolicyError::Budget { field });
+                }
+                let Some(_permit) = self.permit(meter) else {
+                    return Err(PolicyError::Budget { field });
+                };
+                let t = Instant::now();
+                let c = self.compile(&form, &key);
+                meter.budget.charge(t.elapsed());
+                c
+            }
+        };
+        match compiled.as_ref() {
+            Compiled::Invalid(message) => Err(PolicyError::Rego {
+                field,
+                message: message.clone(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Validates `originalobjectpolicy` text and returns the form it compiles to.
-    fn compile_original(&self, text: &str) -> Result<(&'static str, Value), PolicyError> {
+    fn compile_original(
+        &self,
+        text: &str,
+        meter: &Meter,
+    ) -> Result<(&'static str, Value), PolicyError> {
         const FIELD: &str = "originalobjectpolicy";
         self.check_size(FIELD, text.len())?;
         if lisp::looks_like_lisp(text) {
             let node =
-                lisp::parse_text(text, self.budget()).map_err(|error| PolicyError::Lisp {
+                lisp::parse_text(text, self.lisp_budget()).map_err(|error| PolicyError::Lisp {
                     field: FIELD,
                     error,
                 })?;
             Ok(("requirements", self.store_requirements(node, FIELD)?))
         } else {
-            self.prepare_rego(text, FIELD)?;
+            self.prepare_rego(text, FIELD, meter)?;
             Ok(("rego", Value::String(text.to_string())))
         }
     }
@@ -404,6 +499,17 @@ impl PolicyEngine {
         &self,
         objectpolicy: Option<&Value>,
         originalobjectpolicy: Option<&str>,
+    ) -> Result<Option<PreparedPolicy>, PolicyError> {
+        self.prepare_metered(objectpolicy, originalobjectpolicy, &Meter::unmetered())
+    }
+
+    /// [`Self::prepare`], compiling what is not compiled yet within `meter`'s budget and at
+    /// its place at the gate.
+    pub fn prepare_metered(
+        &self,
+        objectpolicy: Option<&Value>,
+        originalobjectpolicy: Option<&str>,
+        meter: &Meter,
     ) -> Result<Option<PreparedPolicy>, PolicyError> {
         let original = originalobjectpolicy.filter(|t| !t.trim().is_empty());
         let fields = match objectpolicy {
@@ -424,18 +530,18 @@ impl PolicyEngine {
                 let json = self.prepare_requirements(r, "objectpolicy.requirements")?;
                 out.insert("requirements".into(), json);
                 if let Some(text) = original {
-                    self.compile_original(text)?;
+                    self.compile_original(text, meter)?;
                 }
             }
             (Some(Form::Rego(text)), _) => {
-                self.prepare_rego(text, "objectpolicy.rego")?;
+                self.prepare_rego(text, "objectpolicy.rego", meter)?;
                 out.insert("rego".into(), Value::String(text.to_string()));
                 if let Some(text) = original {
-                    self.compile_original(text)?;
+                    self.compile_original(text, meter)?;
                 }
             }
             (None, Some(text)) => {
-                let (key, value) = self.compile_original(text)?;
+                let (key, value) = self.compile_original(text, meter)?;
                 out.insert(key.into(), value);
             }
         }
@@ -446,25 +552,30 @@ impl PolicyEngine {
         }))
     }
 
+    /// The compiled policy from the cache, or compiled now (once, however many threads ask at
+    /// the same time).
     fn compile(&self, form: &Form, key: &PolicyDigest) -> Arc<Compiled> {
         let made = self.compiled.get_or_insert_with(key, || -> Result<_, ()> {
             self.counters.compiled.fetch_add(1, Ordering::Relaxed);
             let c = match form {
-                Form::Requirements(r) => lisp::from_json(r, self.budget()).map(Compiled::Lisp).ok(),
+                Form::Requirements(r) => lisp::from_json(r, self.lisp_budget())
+                    .map(Compiled::Lisp)
+                    .unwrap_or_else(|e| Compiled::Invalid(e.to_string())),
                 Form::Rego(text) if text.len() <= self.limits.max_policy_bytes => {
-                    rego::RegoPolicy::compile(
-                        text,
-                        self.limits.max_policy_bytes,
-                        self.limits.eval_timeout,
-                    )
-                    .map(|p| Compiled::Rego(Box::new(p)))
-                    .ok()
+                    match rego::RegoPolicy::compile(text, self.limits.max_policy_bytes) {
+                        Ok(p) => Compiled::Rego(Box::new(p)),
+                        Err(message) => Compiled::Invalid(message),
+                    }
                 }
-                Form::Rego(_) => None,
+                Form::Rego(text) => Compiled::Invalid(format!(
+                    "the policy is {} bytes; the limit is {}",
+                    text.len(),
+                    self.limits.max_policy_bytes
+                )),
             };
-            Ok(Arc::new(c.unwrap_or(Compiled::Invalid)))
+            Ok(Arc::new(c))
         });
-        made.unwrap_or_else(|()| Arc::new(Compiled::Invalid))
+        made.unwrap_or_else(|()| Arc::new(Compiled::Invalid("internal error".into())))
     }
 
     fn claims_value(&self, claims: &Claims) -> regorus::Value {
@@ -481,9 +592,21 @@ impl PolicyEngine {
         Perms::NONE
     }
 
+    fn cached(&self, key: &ResultKey) -> Option<Perms> {
+        let c = self.results.get(key)?;
+        if c.expires.is_some_and(|at| Instant::now() >= at) {
+            self.results.remove(key);
+            return None;
+        }
+        self.counters
+            .result_cache_hits
+            .fetch_add(1, Ordering::Relaxed);
+        Some(c.perms)
+    }
+
     /// Evaluates a stored objectpolicy (as produced by [`Self::prepare`]). Never fails:
     /// default-deny. Only a rule that is literally boolean `true` grants its letter; an
-    /// error, undefined, non-boolean, timeout or limit hit grants nothing.
+    /// error, undefined, non-boolean, budget hit or a spent request budget grants nothing.
     pub fn evaluate(&self, objectpolicy: &Value, input: &EvalInput) -> Perms {
         self.counters.evaluations.fetch_add(1, Ordering::Relaxed);
         let Value::Object(m) = objectpolicy else {
@@ -494,60 +617,170 @@ impl PolicyEngine {
             _ => return self.fail(),
         };
         let key = digest(&form);
-        let compiled = self.compile(&form, &key);
-        let action = u8::try_from(input.action.to_ascii_uppercase()).unwrap_or(0);
-        match compiled.as_ref() {
-            Compiled::Invalid => self.fail(),
-            Compiled::Lisp(node) => {
-                let rkey = ResultKey {
-                    policy: key,
-                    claims: input.claims.key(),
-                    action: 0,
-                };
-                if let Some(p) = self.results.get(&rkey) {
-                    self.counters
-                        .result_cache_hits
-                        .fetch_add(1, Ordering::Relaxed);
-                    return p;
-                }
-                let (perms, type_error) = lisp::evaluate(node, input.claims);
-                if type_error {
-                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                }
-                // Deterministic in the claims even with a type error: cache it.
-                self.results.insert(rkey, perms);
-                perms
+        let claims = input.claims.key();
+        if let Form::Requirements(_) = form {
+            // Lisp reads nothing but the claims and costs microseconds: no gate, no budget.
+            let rkey = ResultKey {
+                policy: key,
+                claims,
+                action: 0,
+                object: [0; 16],
+            };
+            if let Some(p) = self.cached(&rkey) {
+                return p;
             }
-            Compiled::Rego(policy) => {
-                let use_ = policy.input_use;
-                // A module that never names input.action gets one entry for all actions.
-                let action = if use_.reads_action { action } else { 0 };
-                let rkey = ResultKey {
-                    policy: key,
-                    claims: input.claims.key(),
-                    action,
-                };
-                if use_.claims_only {
-                    if let Some(p) = self.results.get(&rkey) {
-                        self.counters
-                            .result_cache_hits
-                            .fetch_add(1, Ordering::Relaxed);
-                        return p;
+            return match self.compile(&form, &key).as_ref() {
+                Compiled::Lisp(node) => {
+                    let (perms, type_error) = lisp::evaluate(node, input.claims);
+                    if type_error {
+                        self.counters.errors.fetch_add(1, Ordering::Relaxed);
                     }
+                    // Deterministic in the claims even with a type error: cache it.
+                    self.results.insert(
+                        rkey,
+                        Cached {
+                            perms,
+                            expires: None,
+                        },
+                    );
+                    perms
                 }
-                let object = use_.reads_object.then(|| rego::to_value(&(input.object)()));
-                let doc =
-                    rego::input_document(self.claims_value(input.claims), input.action, object);
-                let outcome = policy.evaluate(doc, self.limits.eval_timeout);
-                if outcome.failed {
-                    self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                } else if use_.claims_only {
-                    self.results.insert(rkey, outcome.perms);
+                _ => self.fail(),
+            };
+        }
+        // Rego: a cached compiled policy tells what the result may depend on.
+        let budget = input.meter.budget;
+        let compiled = match self.compiled.get(&key) {
+            Some(c) => c,
+            None => {
+                // Compiling a stored policy (first use since start-up) is gated and charged
+                // like an evaluation.
+                let Some(_permit) = self.permit(&input.meter) else {
+                    return self.skip();
+                };
+                let t = Instant::now();
+                let c = self.compile(&form, &key);
+                budget.charge(t.elapsed());
+                c
+            }
+        };
+        let policy = match compiled.as_ref() {
+            Compiled::Rego(p) => p,
+            _ => return self.fail(),
+        };
+        let use_ = policy.input_use;
+        let object = use_.reads_object.then(|| (input.object)());
+        let action = u8::try_from(input.action.to_ascii_uppercase()).unwrap_or(0);
+        let rkey = ResultKey {
+            policy: key,
+            claims,
+            // A module that never names input.action gets one entry for all actions.
+            action: if use_.reads_action { action } else { 0 },
+            object: object.as_ref().map_or([0; 16], object_digest),
+        };
+        if let Some(p) = self.cached(&rkey) {
+            return p;
+        }
+        if budget.exhausted() {
+            return self.skip();
+        }
+        let Some(_permit) = self.permit(&input.meter) else {
+            return self.skip();
+        };
+        // Never more than the request has left; an evaluation cut short by that is the
+        // request's budget, not the policy's failure, and is not cached.
+        let left = budget.remaining();
+        let cut_short = left < self.limits.eval_timeout;
+        let limits = rego::EvalLimits {
+            timeout: left.min(self.limits.eval_timeout),
+            instructions: self.limits.eval_instructions,
+            memory: self.limits.eval_memory,
+        };
+        let doc = rego::input_document(
+            self.claims_value(input.claims),
+            input.action,
+            object.as_ref().map(rego::to_value),
+        );
+        let t = Instant::now();
+        let outcome = policy.evaluate(doc, &limits);
+        budget.charge(t.elapsed());
+        match outcome.failed {
+            None => {
+                if use_.deterministic {
+                    self.results.insert(
+                        rkey,
+                        Cached {
+                            perms: outcome.perms,
+                            expires: None,
+                        },
+                    );
                 }
-                outcome.perms
+            }
+            Some(failure) => {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                if failure == rego::Failure::Budget {
+                    self.counters.budget_stops.fetch_add(1, Ordering::Relaxed);
+                }
+                if !(cut_short && failure == rego::Failure::Budget) {
+                    self.results.insert(
+                        rkey,
+                        Cached {
+                            perms: outcome.perms,
+                            expires: Some(Instant::now() + self.limits.failure_ttl),
+                        },
+                    );
+                }
             }
         }
+        outcome.perms
     }
+
+    /// Whether a stored policy's answer may depend on `input.object`: `Some(false)` for Lisp
+    /// and for a compiled Rego module that never names it, `None` when not known without
+    /// compiling (or not valid).
+    pub fn reads_object(&self, objectpolicy: &Value) -> Option<bool> {
+        let Value::Object(m) = objectpolicy else {
+            return None;
+        };
+        match fields(m).ok()?.form? {
+            Form::Requirements(_) => Some(false),
+            form @ Form::Rego(_) => match self.compiled.get(&digest(&form))?.as_ref() {
+                Compiled::Rego(p) => Some(p.input_use.reads_object),
+                _ => None,
+            },
+        }
+    }
+
+    /// Not evaluated: the request's budget is spent or it was abandoned.
+    fn skip(&self) -> Perms {
+        self.counters.skipped.fetch_add(1, Ordering::Relaxed);
+        Perms::NONE
+    }
+
+    /// A gate permit for a compile or an evaluation, waiting at most what the request's
+    /// budget has left; `Some(None)` for an ungated meter.
+    fn permit(&self, meter: &Meter) -> Option<Option<budget::Permit<'_>>> {
+        let Some(lane) = meter.lane else {
+            return Some(None);
+        };
+        let t = Instant::now();
+        let p = self.gate.acquire(lane, meter.budget.remaining());
+        // Waiting is spent too: a request cannot wait forever for evaluations it will not get.
+        meter.budget.charge(t.elapsed());
+        p.map(Some)
+    }
+}
+
+/// A digest of an `input.object` document: equal documents, equal digests.
+fn object_digest(v: &Value) -> [u8; 16] {
+    let mut h = Sha256::new();
+    let mut buf = Vec::with_capacity(512);
+    canonical(v, &mut buf);
+    h.update(&buf);
+    let d: [u8; 32] = h.finalize().into();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&d[..16]);
+    out
 }
 
 #[cfg(test)]

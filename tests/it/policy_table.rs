@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use serde_json::Value;
 use vellum::model::{Claims, Perms};
-use vellum::policy::{EvalInput, PolicyEngine, PolicyLimits};
+use vellum::policy::{EvalInput, Meter, PolicyEngine, PolicyLimits};
 
 #[derive(Deserialize)]
 struct Table {
@@ -76,6 +76,7 @@ fn policy_table() {
             claims: &claims,
             action: case.action.unwrap_or('R'),
             object: &object_fn,
+            meter: Meter::unmetered(),
         };
         let want: Perms = match case.expect.parse() {
             Ok(p) => p,
