@@ -23,6 +23,12 @@ fn absent(path: &ObjPath) -> Error {
     Error::not_found("not_found", format!("{path} not found"))
 }
 
+/// A "no" that may only be the request's policy budget running out: said as such (503), never
+/// passed off as absent.
+fn denied(access: &Access, path: &ObjPath) -> Error {
+    access.budget_error().unwrap_or_else(|| absent(path))
+}
+
 /// Finds the object `path` names. Walking through a folder needs X on it. With
 /// `allow_deleted`, the last step may name a deleted object (for history).
 pub fn resolve<S: MetaRead>(
@@ -37,7 +43,7 @@ pub fn resolve<S: MetaRead>(
             return Err(absent(path));
         }
         if !access.perms(&cur.event, 'X', &cur.event).contains(Perms::X) {
-            return Err(absent(path));
+            return Err(denied(access, path));
         }
         let oid = s
             .child_by_name(cur.event.oid, name)?
@@ -93,7 +99,7 @@ pub fn props<S: MetaRead>(s: &S, access: &Access, path: &ObjPath) -> Result<Even
     let cur = resolve(s, access, path, false)?;
     let letters = access.letters(&cur.event);
     if !letters.contains(Perms::R) {
-        return Err(absent(path));
+        return Err(denied(access, path));
     }
     let mut e = present(access, cur.event, letters);
     attach_keys(s, access, &mut e)?;
@@ -120,6 +126,10 @@ pub fn history<S: MetaRead>(s: &S, access: &Access, path: &ObjPath) -> Result<Ve
             out.push(e);
         }
     }
+    // Versions hidden because the budget ran out would make the history lie.
+    if let Some(e) = access.budget_error() {
+        return Err(e);
+    }
     if out.is_empty() {
         return Err(absent(path));
     }
@@ -137,7 +147,7 @@ pub fn listable<S: MetaRead>(s: &S, access: &Access, path: &ObjPath) -> Result<C
                 format!("X permission on {} is required to list it", cur.event.oid),
             ));
         }
-        return Err(absent(path));
+        return Err(denied(access, path));
     }
     Ok(cur)
 }
@@ -158,6 +168,11 @@ pub fn list_page<S: MetaRead>(
         None
     };
     let letters = letters_parallel(access, &rows);
+    // Children hidden because the budget ran out (or the client left) would make the
+    // listing lie: it ends with an error instead.
+    if let Some(e) = access.budget_error() {
+        return Err(e);
+    }
     let mut out = Vec::with_capacity(rows.len());
     for (c, letters) in rows.into_iter().zip(letters) {
         if !expired(&c.event) && letters.contains(Perms::R) {
@@ -210,6 +225,9 @@ pub fn derived<S: MetaRead>(s: &S, access: &Access, oid: Oid) -> Result<Vec<Even
             out.push(e);
         }
     }
+    if let Some(e) = access.budget_error() {
+        return Err(e);
+    }
     Ok(out)
 }
 
@@ -226,7 +244,7 @@ pub fn stream_target<S: MetaRead>(
     if !cur.event.isfile {
         let dir = &cur.event;
         if !access.perms(dir, 'X', dir).contains(Perms::X) {
-            return Err(absent(path));
+            return Err(denied(access, path));
         }
         let name = dir.defaultfile().to_string();
         let oid = s
@@ -260,7 +278,7 @@ pub fn stream_target<S: MetaRead>(
                 format!("X permission on {} is required to stream it", event.oid),
             ));
         }
-        return Err(absent(path));
+        return Err(denied(access, path));
     }
     let row = match event.rname_str() {
         Some(r) => s.blob(r)?,
@@ -292,6 +310,10 @@ pub fn feed_page<S: MetaRead>(
             attach_keys(s, access, &mut e)?;
             out.push(e);
         }
+    }
+    // A feed must not skip events it could not judge: it ends, and the client resumes.
+    if let Some(e) = access.budget_error() {
+        return Err(e);
     }
     Ok((out, last))
 }

@@ -23,6 +23,20 @@ pub fn channel(rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>) -
     StreamBody::new(stream).boxed()
 }
 
+/// [`channel`], holding `guard` until the body is dropped (finished, or abandoned by the
+/// client).
+pub fn channel_with<G: Send + Sync + 'static>(
+    rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+    guard: G,
+) -> Body {
+    let stream = futures_util::stream::unfold((rx, guard), |(mut rx, guard)| async move {
+        rx.recv()
+            .await
+            .map(|item| (item.map(Frame::data), (rx, guard)))
+    });
+    StreamBody::new(stream).boxed()
+}
+
 /// A pretty-printed JSON response, like gm-data's.
 pub fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Body> {
     let mut bytes = serde_json::to_vec_pretty(value).unwrap_or_default();

@@ -127,7 +127,12 @@ fn authenticate(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Resu
         peer: peer.ip(),
     };
     let identity = state.auth.authenticate(&creds).map_err(Error::from)?;
-    Ok(Access::new(state.policy.clone(), identity).with_blob_keys(state.blobs.keys_arc()))
+    Ok(Access::new(
+        state.policy.clone(),
+        identity,
+        state.config.limits.request_budget(),
+    )
+    .with_blob_keys(state.blobs.keys_arc()))
 }
 
 async fn run(
@@ -156,6 +161,13 @@ async fn run(
             }
             Some(a)
         }
+    };
+    // A request whose client goes away is dropped here; evaluations still running for it
+    // then stop. Not for the streamed responses, which outlive this function (a listing
+    // watches its own body instead; a feed's steps have budgets of their own).
+    let _abandon = match (&ep, &access) {
+        (Endpoint::List(..) | Endpoint::Notifications(_), _) | (_, None) => None,
+        (_, Some(a)) => Some(crate::policy::budget::CancelOnDrop(a.budget.clone())),
     };
     match (ep, access) {
         (Endpoint::Healthz, _) => healthz(state).await,
@@ -291,6 +303,8 @@ async fn list(
     let pool = state.store.reader();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<()>>();
     let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<Bytes, std::io::Error>>(8);
+    // When the client goes away (the body is dropped), evaluations for it stop mid-page.
+    let abandon = crate::policy::budget::CancelOnDrop(access.budget.clone());
     tokio::task::spawn_blocking(move || {
         let mut ready = Some(ready_tx);
         let out = pool.with_snapshot(|s| -> Result<()> {
@@ -346,7 +360,7 @@ async fn list(
     ready_rx
         .await
         .map_err(|_| Error::internal("list", "listing task ended early"))??;
-    let mut resp = Response::new(body::channel(rx));
+    let mut resp = Response::new(body::channel_with(rx, abandon));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("application/json"),

@@ -79,13 +79,22 @@ pub async fn notifications(
                         .await;
                     return;
                 }
-                let (a, after) = (access.clone(), last);
+                // Each step has its own policy budget: a feed lives long.
+                let a = access.renewed(state.config.limits.request_budget());
+                let after = last;
                 let page = state
                     .store
                     .read(move |s| read::feed_page(s, &a, after, SCAN))
                     .await;
                 let (events, scanned) = match page {
                     Ok(p) => p,
+                    Err(e) if e.code == "policy_budget_exceeded" => {
+                        // Nothing is skipped: the client resumes from the last id it got.
+                        let _ = tx
+                            .send(Ok(Bytes::from_static(b": policy budget exceeded\n\n")))
+                            .await;
+                        return;
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "notification feed failed");
                         return;

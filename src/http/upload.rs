@@ -154,14 +154,31 @@ pub async fn write_txn(
         drop(first);
         (Bytes::from(metadata), Some(mp))
     };
-    let mut events = write::parse_metadata(
-        &metadata,
-        &state.policy,
-        state.config.limits.max_events_per_write,
-    )?;
+    // Parsing, checking what can be checked before compiling, and compiling the policies the
+    // transaction brings are CPU work: off the async threads, within the request's policy
+    // budget, at the caller's place at the policy gate.
+    let mut events = {
+        let (state, access) = (state.clone(), access.clone());
+        let max_events = state.config.limits.max_events_per_write;
+        tokio::task::spawn_blocking(move || -> Result<Vec<WriteEvent>> {
+            let mut events = write::parse_metadata(&metadata, max_events)?;
+            state
+                .store
+                .reader()
+                .with_snapshot(|s| write::plan::precheck(s, &access, &events))?;
+            write::prepare_policies(&mut events, &state.policy, &access.meter())?;
+            Ok(events)
+        })
+        .await
+        .map_err(|_| Error::internal("write", "parsing the transaction failed"))??
+    };
     let targets = PartTargets::new(&events);
     let ns = state.namespace.clone();
     let limits = &state.config.limits;
+    let max_depth = limits.max_folder_depth;
+    // On the single writer, policies get the transaction's own budget, bounded whatever the
+    // request's.
+    let writer = access.on_writer(limits.transaction_budget(events.len()));
 
     // Authorise before any blob byte is stored: a rehearsal with every possible target
     // marked as getting content, run before the first part that goes to the blob store.
@@ -173,10 +190,15 @@ pub async fn write_txn(
         for &i in &targets.all {
             trial[i].content = Content::Pending;
         }
-        let (access, ns) = (access.clone(), ns.clone());
-        state
-            .store
-            .dry_run(move |ctx| Planner::new(ctx, &access, &ns).apply_all(trial).map(|_| ()))
+        let (access, ns) = (
+            writer.on_writer(limits.transaction_budget(trial.len())),
+            ns.clone(),
+        );
+        state.store.dry_run(move |ctx| {
+            Planner::new(ctx, &access, &ns, max_depth)
+                .apply_all(trial)
+                .map(|_| ())
+        })
     };
     let received_meta = started.elapsed();
 
@@ -251,21 +273,30 @@ pub async fn write_txn(
             events[i].content = Content::Stored(Box::new(info.clone()));
         }
         let received = started.elapsed();
-        let access = access.clone();
+        let access = writer.clone();
         let ns = ns.clone();
         let applied = state
             .store
-            .write(move |ctx| Planner::new(ctx, &access, &ns).apply_all(events))
+            .write(move |ctx| Planner::new(ctx, &access, &ns, max_depth).apply_all(events))
             .await?;
         Ok((applied, received))
     }
     .await;
-    let (applied, received) = match outcome {
+    let (mut applied, received) = match outcome {
         Ok(r) => r,
         Err(e) => {
             discard(&state.blobs, &uploaded).await;
             return Err(e);
         }
+    };
+    // The caller's letters on what it stored, for the response: after the commit and off the
+    // writer, within what is left of the request's budget (an evaluation that cannot be made
+    // shows no letters: the write itself has happened and is answered).
+    applied.events = {
+        let (access, events) = (access.clone(), std::mem::take(&mut applied.events));
+        tokio::task::spawn_blocking(move || write::plan::letters_for_response(&access, events))
+            .await
+            .map_err(|_| Error::internal("write", "answering the transaction failed"))?
     };
     let committed = started.elapsed();
     state.committed();

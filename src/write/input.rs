@@ -4,12 +4,21 @@
 //! the server computes (`jwthash`, `fulldir`, ...) are ignored when a client echoes them
 //! back; an empty string means absent; JSON `null` clears an optional field on update.
 
+use std::cell::Cell;
+
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::blob::{BlobAlgorithm, BlobInfo};
 use crate::error::{Error, Result};
 use crate::model::{Action, ObjPath, Oid, Tstamp};
-use crate::policy::{PolicyEngine, PolicyError, PreparedPolicy};
+use crate::policy::{Meter, PolicyEngine, PolicyError, PreparedPolicy};
+
+/// Most JSON values (objects, arrays, strings, numbers, ...) one metadata part may hold. A
+/// parsed value takes ~32 bytes plus its text, so this keeps a transaction's parsed metadata
+/// within a few times `MAX_METADATA_BYTES` (64 MiB) whatever its shape: a 60 MB `[0,0,...]`
+/// would otherwise be a billion bytes of values.
+pub const MAX_METADATA_NODES: u64 = 4_000_000;
 
 /// Fields the server sets; a client's copy is ignored, never an error (SPEC §5).
 const SERVER_FIELDS: &[&str] = &[
@@ -89,6 +98,8 @@ pub struct WriteEvent {
     /// A client's `tstamp` on U/D/P: the version it read (optimistic concurrency).
     pub precondition: Option<Tstamp>,
     pub purgetstamp: Option<Tstamp>,
+    /// The policy as given, until [`prepare_policies`] validates it into `policy`.
+    pub raw_policy: Option<RawPolicy>,
     pub policy: Option<PreparedPolicy>,
     pub isfile: Option<bool>,
     pub allow_partial: bool,
@@ -109,6 +120,13 @@ pub struct WriteEvent {
     pub extra: Vec<(String, Patch<Value>)>,
 }
 
+/// An event's policy fields as given.
+#[derive(Debug, Clone)]
+pub struct RawPolicy {
+    pub objectpolicy: Option<Value>,
+    pub original: Option<String>,
+}
+
 impl WriteEvent {
     /// Whether this event can take a file part: a create or update of a file.
     pub fn takes_content(&self) -> bool {
@@ -116,51 +134,209 @@ impl WriteEvent {
     }
 }
 
-/// Parses the metadata part: a JSON array of events, or a single event object.
-pub fn parse_metadata(
-    bytes: &[u8],
-    engine: &PolicyEngine,
+/// Why reading the metadata stopped before its end.
+#[derive(Clone, Copy, PartialEq)]
+enum Stop {
+    None,
+    TooManyEvents,
+    TooManyNodes,
+}
+
+/// Counts what is read and stops as soon as a limit is passed, so the limits bound memory and
+/// time rather than being checked after the whole document is in memory.
+struct Counter {
+    nodes: Cell<u64>,
+    stop: Cell<Stop>,
     max_events: usize,
-) -> Result<Vec<WriteEvent>> {
+}
+
+impl Counter {
+    fn node<E: serde::de::Error>(&self) -> std::result::Result<(), E> {
+        let n = self.nodes.get() + 1;
+        self.nodes.set(n);
+        if n > MAX_METADATA_NODES {
+            self.stop.set(Stop::TooManyNodes);
+            return Err(E::custom("too many values"));
+        }
+        Ok(())
+    }
+}
+
+/// A JSON value, counted.
+struct Counted<'c>(&'c Counter);
+
+impl<'de> DeserializeSeed<'de> for Counted<'_> {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Counted<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, v: bool) -> std::result::Result<Value, E> {
+        self.0.node()?;
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<Value, E> {
+        self.0.node()?;
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<Value, E> {
+        self.0.node()?;
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<Value, E> {
+        self.0.node()?;
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Value, E> {
+        self.0.node()?;
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E: serde::de::Error>(self, v: String) -> std::result::Result<Value, E> {
+        self.0.node()?;
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> std::result::Result<Value, E> {
+        self.0.node()?;
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Value, A::Error> {
+        self.0.node()?;
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(Counted(self.0))? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Value, A::Error> {
+        self.0.node()?;
+        let mut out = Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            let v = map.next_value_seed(Counted(self.0))?;
+            out.insert(k, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// The top level: an array of events, counted as they come, or one event object.
+struct TopLevel<'c>(&'c Counter);
+
+impl<'de> Visitor<'de> for TopLevel<'_> {
+    type Value = Vec<Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON array of events or one event object")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Vec<Value>, A::Error> {
+        let mut out = Vec::new();
+        while let Some(v) = seq.next_element_seed(Counted(self.0))? {
+            out.push(v);
+            if out.len() > self.0.max_events {
+                self.0.stop.set(Stop::TooManyEvents);
+                return Err(serde::de::Error::custom("too many events"));
+            }
+        }
+        Ok(out)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<Vec<Value>, A::Error> {
+        let one = Counted(self.0).visit_map(map)?;
+        Ok(vec![one])
+    }
+}
+
+/// Reads the metadata part into one JSON value per event, stopping at the first limit passed.
+fn read_events(bytes: &[u8], max_events: usize) -> Result<Vec<Value>> {
+    let counter = Counter {
+        nodes: Cell::new(0),
+        stop: Cell::new(Stop::None),
+        max_events,
+    };
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let read = de
+        .deserialize_any(TopLevel(&counter))
+        .and_then(|v| de.end().map(|()| v));
+    match (read, counter.stop.get()) {
+        (Ok(items), _) => Ok(items),
+        (Err(_), Stop::TooManyEvents) => Err(Error::too_large(
+            "too_many_events",
+            format!("the transaction has more than {max_events} events; the limit is {max_events}"),
+        )),
+        (Err(_), Stop::TooManyNodes) => Err(Error::too_large(
+            "metadata_too_large",
+            format!("the metadata holds more than {MAX_METADATA_NODES} JSON values"),
+        )),
+        (Err(e), Stop::None) if e.is_data() => Err(Error::bad_request(
+            "malformed_metadata",
+            "metadata must be a JSON array of events or one event object",
+        )),
+        (Err(e), Stop::None) => Err(Error::bad_request(
+            "malformed_metadata",
+            format!("metadata is not JSON: {e}"),
+        )),
+    }
+}
+
+/// Parses the metadata part: a JSON array of events, or a single event object. Policies are
+/// read but not compiled: see [`prepare_policies`].
+pub fn parse_metadata(bytes: &[u8], max_events: usize) -> Result<Vec<WriteEvent>> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(Error::bad_request(
             "empty_metadata",
             "the metadata part is empty: send a JSON array of events",
         ));
     }
-    let doc: Value = serde_json::from_slice(bytes).map_err(|e| {
-        Error::bad_request("malformed_metadata", format!("metadata is not JSON: {e}"))
-    })?;
-    let items = match doc {
-        Value::Array(a) => a,
-        Value::Object(o) => vec![Value::Object(o)],
-        _ => {
-            return Err(Error::bad_request(
-                "malformed_metadata",
-                "metadata must be a JSON array of events or one event object",
-            ))
-        }
-    };
+    let items = read_events(bytes, max_events)?;
     if items.is_empty() {
         return Err(Error::bad_request(
             "empty_metadata",
             "the transaction has no events",
         ));
     }
-    if items.len() > max_events {
-        return Err(Error::too_large(
-            "too_many_events",
-            format!(
-                "the transaction has {} events; the limit is {max_events}",
-                items.len()
-            ),
-        ));
-    }
     items
         .into_iter()
         .enumerate()
-        .map(|(i, v)| parse_event(i, v, engine).map_err(|e| e.at(i)))
+        .map(|(i, v)| parse_event(i, v).map_err(|e| e.at(i)))
         .collect()
+}
+
+/// Validates and compiles each event's policy, in order (the first failure is the
+/// transaction's answer). A policy text is compiled once however many events carry it, within
+/// the request's budget and at its place at the policy gate.
+pub fn prepare_policies(
+    events: &mut [WriteEvent],
+    engine: &PolicyEngine,
+    meter: &Meter,
+) -> Result<()> {
+    for we in events.iter_mut() {
+        let Some(raw) = we.raw_policy.take() else {
+            continue;
+        };
+        we.policy = engine
+            .prepare_metered(raw.objectpolicy.as_ref(), raw.original.as_deref(), meter)
+            .map_err(|e| {
+                match e {
+                    PolicyError::TooLarge { .. } => {
+                        Error::too_large("policy_too_large", e.to_string())
+                    }
+                    PolicyError::Budget { .. } => {
+                        Error::unavailable("policy_budget_exceeded", e.to_string())
+                    }
+                    _ => bad("bad_policy", e.to_string()),
+                }
+                .at(we.index)
+            })?;
+    }
+    Ok(())
 }
 
 fn bad(code: &'static str, msg: impl Into<String>) -> Error {
@@ -224,7 +400,7 @@ fn lower_keys(v: &Value) -> Value {
     }
 }
 
-fn parse_event(index: usize, v: Value, engine: &PolicyEngine) -> Result<WriteEvent> {
+fn parse_event(index: usize, v: Value) -> Result<WriteEvent> {
     let Value::Object(raw) = v else {
         return Err(bad("malformed_event", "each event must be a JSON object"));
     };
@@ -273,12 +449,10 @@ fn parse_event(index: usize, v: Value, engine: &PolicyEngine) -> Result<WriteEve
         }
     }
     let original = string_field(&m, "originalobjectpolicy")?;
-    let policy = engine
-        .prepare(objectpolicy, original.as_deref())
-        .map_err(|e| match e {
-            PolicyError::TooLarge { .. } => Error::too_large("policy_too_large", e.to_string()),
-            _ => bad("bad_policy", e.to_string()),
-        })?;
+    let raw_policy = (objectpolicy.is_some() || original.is_some()).then(|| RawPolicy {
+        objectpolicy: objectpolicy.cloned(),
+        original,
+    });
 
     let references = match m.get("references") {
         None | Some(Value::Null) => Vec::new(),
@@ -355,7 +529,8 @@ fn parse_event(index: usize, v: Value, engine: &PolicyEngine) -> Result<WriteEve
         name,
         precondition: id_field(&m, "tstamp")?,
         purgetstamp: id_field(&m, "purgetstamp")?,
-        policy,
+        raw_policy,
+        policy: None,
         isfile,
         allow_partial,
         references,

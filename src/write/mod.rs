@@ -6,5 +6,5 @@
 pub mod input;
 pub mod plan;
 
-pub use input::{parse_metadata, Content, WriteEvent};
+pub use input::{parse_metadata, prepare_policies, Content, WriteEvent};
 pub use plan::{Applied, Namespace, Planner};

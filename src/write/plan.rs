@@ -12,7 +12,7 @@ use crate::access::Access;
 use crate::blob::{BlobAlgorithm, BlobInfo};
 use crate::error::{Error, Result};
 use crate::model::{Action, Event, ObjPath, Oid, Perms, Tstamp, UserPolicy, SCHEMA_VERSION};
-use crate::store::{BlobRow, Current, MetaWrite};
+use crate::store::{BlobRow, Current, MetaRead, MetaWrite};
 
 /// The namespace folder (SPEC §6): where callers make their home folders.
 #[derive(Debug, Clone)]
@@ -37,6 +37,8 @@ pub struct Planner<'a, S: MetaWrite> {
     store: &'a mut S,
     access: &'a Access,
     ns: &'a Namespace,
+    /// Deepest folder a new object may be placed in (folders above it, the root excluded).
+    max_depth: usize,
     results: Vec<Event>,
     made_dirs: Vec<Event>,
     purged: Vec<Event>,
@@ -62,12 +64,110 @@ fn forbidden(letter: char, what: &str, oid: Oid) -> Error {
     )
 }
 
+/// What a caller who may not read an object hears about it, whether it exists, is deleted or
+/// was never there: the same plain 404.
+fn hidden(what: &str, oid: Oid) -> Error {
+    Error::not_found("not_found", format!("{what} {oid} not found"))
+}
+
+/// Whether `p` holds the letter `letter`.
+fn has(p: Perms, letter: char) -> bool {
+    Perms::from_letter(letter).is_some_and(|l| p.contains(l))
+}
+
+/// Folders above an object whose `fulldir` this is (the root counts).
+fn depth_of(fulldir: &str) -> usize {
+    fulldir.matches('/').count().saturating_sub(1)
+}
+
+/// The refusal for a caller without `letter` on `cur`, decided permission first: anything the
+/// caller may not read is a plain 404, what it may read but not change a 403. A spent policy
+/// budget is said as such, never passed off as a denial.
+fn refusal(access: &Access, cur: &Event, letter: char, what: &str) -> Error {
+    if let Some(e) = access.budget_error() {
+        return e;
+    }
+    if access.letters(cur).contains(Perms::R) {
+        forbidden(letter, what, cur.oid)
+    } else if let Some(e) = access.budget_error() {
+        e
+    } else {
+        hidden(what, cur.oid)
+    }
+}
+
+/// The caller's letters on each stored event (`policy` in the response).
+pub fn letters_for_response(access: &Access, mut events: Vec<Event>) -> Vec<Event> {
+    for e in &mut events {
+        e.policy = Some(crate::model::PolicyView {
+            policy: access.letters(e),
+        });
+    }
+    events
+}
+
+/// Refuses, before any policy the transaction brings is compiled, the events whose refusal
+/// does not depend on the rest of the transaction: from the start, creates into an existing
+/// folder whose policy judges the caller alone (not the new object), and the first update,
+/// delete or purge of an existing object. Each refusal is the one the planner would give at
+/// commit against the same state; the planner decides everything again there.
+pub fn precheck<S: MetaRead>(s: &S, access: &Access, events: &[WriteEvent]) -> Result<()> {
+    for we in events {
+        if !we.references.is_empty() {
+            return Ok(());
+        }
+        match we.action {
+            Action::C => {
+                let Some(path) = we.parent.as_ref().filter(|p| p.names.is_empty()) else {
+                    // A path may create folders on the way: that is the planner's business.
+                    return Ok(());
+                };
+                let Some(parent) = s.current(path.start)?.filter(|c| c.live) else {
+                    return Err(hidden("parent", path.start).at(we.index));
+                };
+                let p = &parent.event;
+                let Some(policy) = &p.objectpolicy else {
+                    if !access.is_root() {
+                        return Err(refusal(access, p, 'C', "parent").at(we.index));
+                    }
+                    continue;
+                };
+                if access.engine.reads_object(policy) != Some(false) {
+                    // Its answer may depend on the new object: wait for the planner.
+                    return Ok(());
+                }
+                // The new child is not looked at: any object will do.
+                if !access.perms(p, 'C', p).contains(Perms::C) {
+                    return Err(refusal(access, p, 'C', "parent").at(we.index));
+                }
+            }
+            Action::U | Action::D | Action::P => {
+                let letter = we.action.letter();
+                let what = "object";
+                let Some(oid) = we.oid else {
+                    return Ok(());
+                };
+                let Some(cur) = s.current(oid)? else {
+                    return Err(hidden(what, oid).at(we.index));
+                };
+                if !has(access.perms(&cur.event, letter, &cur.event), letter) {
+                    return Err(refusal(access, &cur.event, letter, what).at(we.index));
+                }
+                // What follows may depend on this event.
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
 impl<'a, S: MetaWrite> Planner<'a, S> {
-    pub fn new(store: &'a mut S, access: &'a Access, ns: &'a Namespace) -> Self {
+    pub fn new(store: &'a mut S, access: &'a Access, ns: &'a Namespace, max_depth: usize) -> Self {
         Planner {
             store,
             access,
             ns,
+            max_depth,
             results: Vec::new(),
             made_dirs: Vec::new(),
             purged: Vec::new(),
@@ -98,10 +198,9 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
         }
         let mut events = self.results;
         events.append(&mut self.made_dirs);
+        // The caller's letters on each event are not computed here, on the writer: see
+        // `letters_for_response`.
         for e in &mut events {
-            e.policy = Some(crate::model::PolicyView {
-                policy: self.access.letters(e),
-            });
             crate::read::attach_keys(&*self.store, self.access, e)?;
         }
         Ok(Applied {
@@ -137,8 +236,31 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
                     let name = we.name.as_deref().ok_or_else(|| {
                         Error::bad_request("missing_name", "an upsert (U without oid) needs a name")
                     })?;
-                    match self.store.child_by_name(parent.event.oid, name)? {
-                        Some(oid) => self.update(oid, &we),
+                    // Looking a name up is listing: it needs X on the folder, or a caller could
+                    // probe which names exist where it may not look.
+                    let p = &parent.event;
+                    if !self.access.perms(p, 'X', p).contains(Perms::X) {
+                        return Err(refusal(self.access, p, 'X', "folder"));
+                    }
+                    match self.store.child_by_name(p.oid, name)? {
+                        Some(oid) => {
+                            let child = self.current(oid)?;
+                            let readable = child
+                                .as_ref()
+                                .is_some_and(|c| self.access.letters(&c.event).contains(Perms::R));
+                            if !readable {
+                                // Taken by an object the caller may not see: the same answer
+                                // as a create of a taken name, and nothing about the object.
+                                if let Some(e) = self.access.budget_error() {
+                                    return Err(e);
+                                }
+                                return Err(Error::conflict(
+                                    "duplicate_name",
+                                    format!("{name:?} already exists in {}", p.oid),
+                                ));
+                            }
+                            self.update(oid, &we)
+                        }
                         None => self.create(parent, &we),
                     }
                 }
@@ -157,24 +279,50 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
         )
     }
 
-    fn live(&mut self, oid: Oid, what: &str) -> Result<Current> {
+    /// The current version of `oid`, from this transaction's cache or the store.
+    fn current(&mut self, oid: Oid) -> Result<Option<Current>> {
         if let Some(c) = self.seen.get(&oid) {
-            return Ok(c.clone());
+            return Ok(Some(c.clone()));
         }
-        match self.store.current(oid)? {
-            Some(c) if c.live => {
-                self.seen.insert(oid, c.clone());
-                Ok(c)
-            }
-            Some(_) => Err(Error::not_found(
+        let c = self.store.current(oid)?;
+        if let Some(c) = c.as_ref().filter(|c| c.live) {
+            self.seen.insert(oid, c.clone());
+        }
+        Ok(c)
+    }
+
+    /// A live folder or object to act on, where the action's own letter is checked later by
+    /// the caller: absent and deleted look the same (a plain 404) to whoever may not read it.
+    fn live(&mut self, oid: Oid, what: &str) -> Result<Current> {
+        match self.current(oid)? {
+            Some(c) if c.live => Ok(c),
+            Some(c) if self.access.letters(&c.event).contains(Perms::R) => Err(Error::not_found(
                 "deleted",
                 format!("{what} {oid} is deleted"),
             )),
-            None => Err(Error::not_found(
-                "not_found",
-                format!("{what} {oid} does not exist"),
-            )),
+            _ => Err(hidden(what, oid)),
         }
+    }
+
+    /// The live object `oid` for an action needing `letter`, decided permission first: a
+    /// caller without the letter learns nothing more (no tstamp, no name) than a 403 if it
+    /// may read the object, a plain 404 otherwise.
+    fn target_for(&mut self, oid: Oid, letter: char) -> Result<Current> {
+        let cur = match self.current(oid)? {
+            Some(c) => c,
+            None => return Err(hidden("object", oid)),
+        };
+        let granted = self.access.perms(&cur.event, letter, &cur.event);
+        if !has(granted, letter) {
+            return Err(refusal(self.access, &cur.event, letter, "object"));
+        }
+        if !cur.live && letter != 'P' {
+            return Err(Error::not_found(
+                "deleted",
+                format!("object {oid} is deleted"),
+            ));
+        }
+        Ok(cur)
     }
 
     /// Resolves `parentoid` (an oid or a path), creating missing folders on a path with
@@ -198,6 +346,9 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
                 .perms(&cur.event, 'X', &cur.event)
                 .contains(Perms::X)
             {
+                if let Some(e) = self.access.budget_error() {
+                    return Err(e);
+                }
                 return Err(Error::not_found(
                     "not_found",
                     format!("no folder {path} that you may use"),
@@ -214,6 +365,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
                         name: Some(name.clone()),
                         precondition: None,
                         purgetstamp: None,
+                        raw_policy: None,
                         policy: we.policy.clone(),
                         isfile: Some(false),
                         allow_partial: we.allow_partial,
@@ -288,6 +440,23 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
         Ok(())
     }
 
+    /// New objects go no deeper than the limit: `fulldir` (and so every response naming the
+    /// object) stays bounded, and a chain of creates by reference cannot grow it per event.
+    fn check_depth(&self, fulldir: &str) -> Result<()> {
+        let depth = depth_of(fulldir);
+        if depth > self.max_depth {
+            return Err(Error::bad_request(
+                "too_deep",
+                format!(
+                    "this would place an object {depth} folders deep; the limit is {} \
+                     (MAX_FOLDER_DEPTH)",
+                    self.max_depth
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     fn check_lockout(&self, e: &Event, we: &WriteEvent) -> Result<()> {
         if we.allow_partial {
             return Ok(());
@@ -296,6 +465,9 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
         let p = self.access.perms(e, 'P', e).contains(Perms::P);
         if u && p {
             return Ok(());
+        }
+        if let Some(e) = self.access.budget_error() {
+            return Err(e);
         }
         Err(Error::forbidden(
             "would_lock_out",
@@ -360,8 +532,9 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
             }
         }
         if !self.access.perms(p, 'C', &e).contains(Perms::C) {
-            return Err(forbidden('C', "parent", p.oid));
+            return Err(refusal(self.access, p, 'C', "parent"));
         }
+        self.check_depth(&e.fulldir)?;
         if self.store.child_by_name(p.oid, &e.name)?.is_some() {
             return Err(Error::conflict(
                 "duplicate_name",
@@ -459,12 +632,9 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
     }
 
     fn update(&mut self, oid: Oid, we: &WriteEvent) -> Result<Event> {
-        let cur = self.live(oid, "object")?;
+        let cur = self.target_for(oid, 'U')?;
         Self::check_precondition(&cur, we)?;
         let old = &cur.event;
-        if !self.access.perms(old, 'U', old).contains(Perms::U) {
-            return Err(forbidden('U', "object", oid));
-        }
         if let Some(f) = we.isfile {
             if f != old.isfile {
                 return Err(Error::bad_request(
@@ -531,8 +701,9 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
             e.parentoid = np.oid;
             e.fulldir = format!("{}{}/", np.fulldir, np.oid);
             if !self.access.perms(&np, 'C', &e).contains(Perms::C) {
-                return Err(forbidden('C', "new parent", np.oid));
+                return Err(refusal(self.access, &np, 'C', "new parent"));
             }
+            self.check_depth(&e.fulldir)?;
         }
         if moving || renaming {
             if let Some(other) = self.store.child_by_name(e.parentoid, &e.name)? {
@@ -563,15 +734,8 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
 
     fn delete(&mut self, we: &WriteEvent) -> Result<Event> {
         let oid = self.target(we, "delete")?;
-        let cur = self.live(oid, "object")?;
+        let cur = self.target_for(oid, 'D')?;
         Self::check_precondition(&cur, we)?;
-        if !self
-            .access
-            .perms(&cur.event, 'D', &cur.event)
-            .contains(Perms::D)
-        {
-            return Err(forbidden('D', "object", oid));
-        }
         if self.protected(oid) {
             return Err(Error::conflict(
                 "protected",
@@ -597,18 +761,8 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
 
     fn purge(&mut self, we: &WriteEvent) -> Result<Event> {
         let oid = self.target(we, "purge")?;
-        let cur = self
-            .store
-            .current(oid)?
-            .ok_or_else(|| Error::not_found("not_found", format!("object {oid} does not exist")))?;
+        let cur = self.target_for(oid, 'P')?;
         Self::check_precondition(&cur, we)?;
-        if !self
-            .access
-            .perms(&cur.event, 'P', &cur.event)
-            .contains(Perms::P)
-        {
-            return Err(forbidden('P', "object", oid));
-        }
         if self.protected(oid) {
             return Err(Error::conflict(
                 "protected",

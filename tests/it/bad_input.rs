@@ -644,14 +644,15 @@ async fn the_root_and_the_namespace_folder_cannot_be_deleted_or_renamed() {
 // ---------------------------------------------------------------------------------------
 
 #[tokio::test]
-async fn a_transaction_whose_middle_event_is_denied_is_403_and_applies_nothing() {
+async fn a_transaction_whose_middle_event_is_denied_is_refused_and_applies_nothing() {
     let f = setup().await;
     let body = json!([
         {"action": "C", "parentoid": f.home, "name": "first"},
         {"action": "C", "parentoid": f.bob_home, "name": "intruder"},
         {"action": "C", "parentoid": f.home, "name": "third"}
     ]);
-    refused(&f.app, 403, Some(1), f.app.write(Some(&f.jane), &body)).await;
+    // Bob's home is not Jane's to read: a plain 404, as a read of it would be.
+    refused(&f.app, 404, Some(1), f.app.write(Some(&f.jane), &body)).await;
     let (s, _) = f
         .app
         .get_json(&format!("/props/1/world/{JANE}/first"), Some(&f.jane))

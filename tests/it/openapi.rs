@@ -151,7 +151,9 @@ async fn the_openapi_document_matches_what_the_server_answers() {
     };
     let (get, post, head) = (Method::GET, Method::POST, Method::HEAD);
     let f = json!([{"action": "C", "parentoid": home, "name": "a.txt", "isfile": true}]);
-    let other = json!([{"action": "C", "parentoid": home, "name": "b", "isfile": false}]);
+    // Bob may read the root (everyone may) but not write there: 403. Into Jane's home, which
+    // he may not read, the same write is a plain 404.
+    let other = json!([{"action": "C", "parentoid": "1", "name": "b", "isfile": false}]);
     let missing = json!([{"action": "U", "oid": "0123456789abcdef", "name": "x"}]);
     let big = json!([{"action": "C", "parentoid": home, "name": "big", "isfile": true}]);
     let file = format!("{home}/a.txt");
