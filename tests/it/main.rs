@@ -11,6 +11,7 @@ mod cli;
 mod concurrency;
 mod identity_http;
 mod import;
+mod names;
 mod openapi;
 mod operator_views;
 mod policy_table;
