@@ -608,6 +608,7 @@ async fn the_tutorial_raw_upload_returns_every_blob_field_and_reads_agree() {
             format!("multipart/form-data; boundary={boundary}"),
         )
         .header("cookie", format!("userpolicy={jane}"))
+        .header("origin", &app.base) // not in the tutorial: a cookie write needs its own origin
         .header("x-envoy-upstream-rq-timeout-ms", "300000")
         .body(body)
         .send()

@@ -89,7 +89,7 @@ async fn tokens_are_accepted_from_the_userpolicy_header_cookie_and_bearer() {
 
     let resp = write_with(
         &app,
-        &[("cookie", &cookie)],
+        &[("cookie", &cookie), ("origin", &app.base)], // a cookie write needs its own origin
         &json!([{"action": "C", "parentoid": oid_of(&out[0]), "name": "by-cookie"}]),
     )
     .await;

@@ -17,4 +17,5 @@ mod operator_views;
 mod policy_table;
 mod proxy_mtls;
 mod reads;
+mod request_edges;
 mod seed_walkthrough;

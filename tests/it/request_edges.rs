@@ -1,0 +1,151 @@
+//! Credentials and response headers at the edges (issue 10, item 8): the Bearer scheme in
+//! any case and spacing (a bad token is a 401 whatever the spelling), cookie-authenticated
+//! writes only from the server's own origin.
+
+use crate::common;
+use crate::common::extra;
+
+use common::{spawn_app, TestApp};
+use extra::*;
+use serde_json::{json, Value};
+
+async fn self_as(app: &TestApp, headers: &[(&str, &str)]) -> (u16, Value) {
+    status_json(get_with(&app.base, "/self", headers).await).await
+}
+
+// ---------------------------------------------------------------------------------------
+// Bearer
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_bearer_scheme_is_matched_in_any_case_and_spacing_and_a_bad_token_is_401() {
+    let app = spawn_app().await;
+    let jane = app.token_for("jane");
+    let ns = app.namespace_oid().await;
+    for scheme in ["Bearer ", "BEARER ", "bearer  ", "bEaReR\t", "Bearer \t "] {
+        let good = format!("{scheme}{jane}");
+        let (s, me) = self_as(&app, &[("authorization", &good)]).await;
+        assert_eq!(s, 200, "{scheme:?}: {me}");
+        assert_eq!(
+            me["label"], "asjane",
+            "{scheme:?} must authenticate, not be anonymous"
+        );
+
+        let bad = format!("{scheme}not-a-token");
+        let (s, body) = self_as(&app, &[("authorization", &bad)]).await;
+        assert_eq!(s, 401, "{scheme:?} with a bad token: {body}");
+        assert_error_shape(&body, 401, None);
+        let err = refused(
+            &app,
+            401,
+            None,
+            write_with(
+                &app,
+                &[("authorization", &bad)],
+                &json!([{"action": "C", "parentoid": ns, "name": JANE}]),
+            ),
+        )
+        .await;
+        assert_eq!(err["code"], "unauthorized", "{err}");
+    }
+    // A write under any spelling lands as jane.
+    let resp = write_with(
+        &app,
+        &[("authorization", &format!("BEARER  {jane}"))],
+        &json!([{"action": "C", "parentoid": ns, "name": JANE}]),
+    )
+    .await;
+    let (s, out) = status_json(resp).await;
+    assert_eq!(s, 200, "{out}");
+    assert_eq!(out[0]["userpolicy"]["label"], "asjane");
+    // Another scheme is not ours: the caller is anonymous, not refused.
+    let (s, me) = self_as(&app, &[("authorization", "Basic amFuZTpzZWNyZXQ=")]).await;
+    assert_eq!((s, me["label"].clone()), (200, json!("anonymous")), "{me}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Cookie writes
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn cookie_authenticated_writes_need_the_servers_own_origin() {
+    let app = spawn_app().await;
+    let jane = app.token_for("jane");
+    let cookie = format!("userpolicy={jane}");
+    let home = oid_of(&home(&app, &jane, JANE).await);
+    let create = |name: &str| json!([{"action": "C", "parentoid": home, "name": name}]);
+    let port = app.addr.port();
+
+    for origin in [
+        None,
+        Some("http://evil.example".to_string()),
+        Some(format!("http://127.0.0.1:{}", port + 1)),
+        Some(format!("http://127.0.0.1:{port}.evil.example")),
+        Some("null".to_string()),
+    ] {
+        let mut headers = vec![("cookie", cookie.as_str())];
+        if let Some(o) = &origin {
+            headers.push(("origin", o.as_str()));
+        }
+        let err = refused(
+            &app,
+            403,
+            None,
+            write_with(&app, &headers, &create("forged")),
+        )
+        .await;
+        assert_eq!(
+            err["code"], "cross_origin_cookie_write",
+            "{origin:?}: {err}"
+        );
+    }
+
+    // The server's own origin (as a browser on its pages sends it) may write.
+    let own = app.base.clone();
+    let resp = write_with(
+        &app,
+        &[("cookie", &cookie), ("origin", &own)],
+        &create("same-origin"),
+    )
+    .await;
+    let (s, out) = status_json(resp).await;
+    assert_eq!(s, 200, "{out}");
+    assert_eq!(out[0]["userpolicy"]["label"], "asjane");
+    // Host names compare without regard to case.
+    let upper = own.replace("http://", "HTTP://");
+    let (s, out) = status_json(
+        write_with(
+            &app,
+            &[("cookie", &cookie), ("origin", &upper)],
+            &create("upper"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, 200, "{out}");
+
+    // The header and Bearer need no Origin: no other site can make a browser send them.
+    let (s, out) = status_json(
+        write_with(
+            &app,
+            &[("userpolicy", &jane), ("cookie", &cookie)],
+            &create("by-header"),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(s, 200, "{out}");
+    let bearer = format!("Bearer {jane}");
+    let (s, out) =
+        status_json(write_with(&app, &[("authorization", &bearer)], &create("by-bearer")).await)
+            .await;
+    assert_eq!(s, 200, "{out}");
+
+    // Reads on the cookie are unaffected.
+    let (s, me) = self_as(&app, &[("cookie", &cookie)]).await;
+    assert_eq!((s, me["label"].clone()), (200, json!("asjane")));
+    let (s, _) =
+        status_json(get_with(&app.base, &format!("/props/{home}"), &[("cookie", &cookie)]).await)
+            .await;
+    assert_eq!(s, 200);
+}
