@@ -418,10 +418,7 @@ async fn list(
         .await
         .map_err(|_| Error::internal("list", "listing task ended early"))??;
     let mut resp = Response::new(body::channel(rx));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
+    body::json_headers(resp.headers_mut());
     Ok(resp)
 }
 

@@ -1,6 +1,6 @@
 //! Credentials and response headers at the edges (issue 10, item 8): the Bearer scheme in
 //! any case and spacing (a bad token is a 401 whatever the spelling), cookie-authenticated
-//! writes only from the server's own origin.
+//! writes only from the server's own origin, and `nosniff` on every JSON response.
 
 use crate::common;
 use crate::common::extra;
@@ -148,4 +148,53 @@ async fn cookie_authenticated_writes_need_the_servers_own_origin() {
         status_json(get_with(&app.base, &format!("/props/{home}"), &[("cookie", &cookie)]).await)
             .await;
     assert_eq!(s, 200);
+}
+
+// ---------------------------------------------------------------------------------------
+// nosniff
+// ---------------------------------------------------------------------------------------
+
+fn assert_nosniff(resp: &reqwest::Response, what: &str) {
+    assert_eq!(
+        resp.headers()
+            .get("x-content-type-options")
+            .map(|v| v.to_str().unwrap()),
+        Some("nosniff"),
+        "{what}: {}",
+        resp.status()
+    );
+}
+
+#[tokio::test]
+async fn json_responses_and_errors_are_never_sniffed() {
+    let app = spawn_app().await;
+    let jane = app.token_for("jane");
+    let home = oid_of(&home(&app, &jane, JANE).await);
+    for (path, token, status) in [
+        ("/config".to_string(), None, 200),
+        ("/healthz".to_string(), None, 200),
+        ("/self".to_string(), Some(jane.as_str()), 200),
+        (format!("/props/{home}"), Some(&jane), 200),
+        (format!("/list/{home}"), Some(&jane), 200),
+        (format!("/history/{home}"), Some(&jane), 200),
+        (format!("/props/{home}"), None, 404),
+        ("/props/1/nothing-here".to_string(), None, 404),
+        ("/self".to_string(), Some("garbage"), 401),
+        ("/nowhere".to_string(), None, 404),
+    ] {
+        let resp = app.get(&path, token).await;
+        assert_eq!(resp.status(), status, "{path}");
+        assert_nosniff(&resp, &path);
+    }
+    let ok = app
+        .write(
+            Some(&jane),
+            &json!([{"action": "C", "parentoid": home, "name": "n"}]),
+        )
+        .await;
+    assert_eq!(ok.status(), 200);
+    assert_nosniff(&ok, "a write");
+    let bad = app.write_raw(Some(&jane), "not json".into()).await;
+    assert_eq!(bad.status(), 400);
+    assert_nosniff(&bad, "a refused write");
 }
