@@ -6,11 +6,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{header, HeaderMap, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use super::body::{self, Body};
 use super::error::response as error_response;
 use super::router::{self, Endpoint, ListQuery, Requirement};
+use super::RequestBody;
 use crate::access::Access;
 use crate::app::AppState;
 use crate::error::{Error, Kind, Result};
@@ -21,7 +21,7 @@ use crate::read;
 /// Routes and runs one request; returns the route's name (for logs) and the response.
 pub async fn dispatch(
     state: &Arc<AppState>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     peer: SocketAddr,
 ) -> (&'static str, Response<Body>) {
     let path = req.uri().path().to_string();
@@ -203,7 +203,7 @@ fn same_origin(origin: &str, host: &str) -> bool {
 async fn run(
     state: &Arc<AppState>,
     ep: Endpoint,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     peer: SocketAddr,
     who: &mut Option<String>,
 ) -> Result<Response<Body>> {
@@ -331,7 +331,7 @@ async fn healthz(state: &Arc<AppState>) -> Result<Response<Body>> {
 }
 
 /// Reads the request body up to `limit` bytes.
-pub(super) async fn collect_limited(body: Incoming, limit: usize) -> Result<Bytes> {
+pub(super) async fn collect_limited(body: RequestBody, limit: usize) -> Result<Bytes> {
     let limited = http_body_util::Limited::new(body, limit);
     match limited.collect().await {
         Ok(c) => Ok(c.to_bytes()),
@@ -339,10 +339,7 @@ pub(super) async fn collect_limited(body: Incoming, limit: usize) -> Result<Byte
             "metadata_too_large",
             format!("the metadata is over the {limit}-byte limit"),
         )),
-        Err(e) => Err(Error::bad_request(
-            "bad_body",
-            format!("reading the body: {e}"),
-        )),
+        Err(e) => Err(super::request_body::read_error(&*e)),
     }
 }
 

@@ -9,6 +9,7 @@ mod blobs_http;
 mod browser;
 mod cli;
 mod concurrency;
+mod connections;
 mod identity_http;
 mod import;
 mod names;
