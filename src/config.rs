@@ -93,6 +93,9 @@ pub struct ServeArgs {
     /// Most connections served at once (a small reserve beyond it answers /healthz).
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = HttpLimits::default().max_connections)]
     pub max_connections: usize,
+    /// Most GET /notifications feeds one identity may hold open.
+    #[arg(long, env = "MAX_FEEDS_PER_IDENTITY", default_value_t = HttpLimits::default().max_feeds_per_identity)]
+    pub max_feeds_per_identity: usize,
     /// Most events in one POST /write.
     #[arg(long, env = "MAX_EVENTS_PER_WRITE", default_value_t = Limits::default().max_events_per_write)]
     pub max_events_per_write: usize,
@@ -189,6 +192,9 @@ pub struct HttpLimits {
     /// reserve answers GET /healthz and refuses the rest with 503, so liveness checks still
     /// pass when the server is full.
     pub max_connections: usize,
+    /// Notification feeds one identity may hold open (8); anonymous callers share one
+    /// count. A feed holds a connection for as long as the client likes.
+    pub max_feeds_per_identity: usize,
 }
 
 impl Default for HttpLimits {
@@ -197,6 +203,7 @@ impl Default for HttpLimits {
             header_read_timeout: Duration::from_secs(10),
             body_idle_timeout: Duration::from_secs(30),
             max_connections: 512,
+            max_feeds_per_identity: 8,
         }
     }
 }
@@ -269,6 +276,7 @@ impl Config {
             header_read_timeout: nonzero(a.header_read_timeout, "HEADER_READ_TIMEOUT")?,
             body_idle_timeout: nonzero(a.body_idle_timeout, "BODY_IDLE_TIMEOUT")?,
             max_connections: a.max_connections.max(1),
+            max_feeds_per_identity: a.max_feeds_per_identity,
         };
         let blobs = crate::blob::BlobConfig {
             uses3: a.uses3,

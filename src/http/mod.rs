@@ -28,6 +28,7 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 pub use body::Body;
+pub use notify::FeedCounts;
 pub(crate) use request_body::RequestBody;
 
 use crate::app::AppState;

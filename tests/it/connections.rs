@@ -1,6 +1,6 @@
 //! Connections and request bodies are bounded (issue 10, items 5 and 6): half-sent heads,
 //! idle keep-alive connections and trickling bodies are closed; past MAX_CONNECTIONS the
-//! server still answers /healthz. Raw TCP clients play the misbehaving
+//! server still answers /healthz; feeds per identity are capped. Raw TCP clients play the misbehaving
 //! side; a normal client checks that everyone else is served meanwhile.
 
 use crate::common;
@@ -281,5 +281,62 @@ async fn past_max_connections_healthz_is_answered_and_other_requests_get_503() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_eq!(before, app.fingerprint());
+}
+
+// ---------------------------------------------------------------------------------------
+// Feeds
+// ---------------------------------------------------------------------------------------
+
+async fn open_feed(app: &common::TestApp, token: Option<&str>) -> reqwest::Response {
+    let mut req = app.client.get(format!("{}/notifications", app.base));
+    if let Some(t) = token {
+        req = req.header("userpolicy", t);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn feeds_per_identity_are_capped_and_a_closed_feed_frees_its_slot() {
+    let app = spawn_app_with(&["--max-feeds-per-identity", "2"]).await;
+    let (jane, bob) = (app.token_for("jane"), app.token_for("bob"));
+    let before = app.fingerprint();
+
+    let first = open_feed(&app, Some(&jane)).await;
+    let second = open_feed(&app, Some(&jane)).await;
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let third = open_feed(&app, Some(&jane)).await;
+    assert_eq!(third.status(), 429);
+    let (_, body) = status_json(third).await;
+    assert_eq!(body["error"]["code"], "too_many_feeds", "{body}");
+
+    // Counted per identity: bob is not affected by jane's feeds.
+    let bobs = open_feed(&app, Some(&bob)).await;
+    assert_eq!(bobs.status(), 200);
+    // Anonymous callers share one count.
+    let a1 = open_feed(&app, None).await;
+    let a2 = open_feed(&app, None).await;
+    assert_eq!((a1.status().as_u16(), a2.status().as_u16()), (200, 200));
+    assert_eq!(open_feed(&app, None).await.status(), 429);
+    healthz_ok(&app.base).await;
+
+    // Closing a feed gives its slot back.
+    drop(first);
+    let deadline = Instant::now() + CLOSED_WITHIN;
+    let again = loop {
+        let r = open_feed(&app, Some(&jane)).await;
+        if r.status() == 200 {
+            break r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a closed feed's slot was not freed within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    drop((again, second, bobs, a1, a2));
     assert_eq!(before, app.fingerprint());
 }
