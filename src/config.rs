@@ -96,6 +96,9 @@ pub struct ServeArgs {
     /// Most GET /notifications feeds one identity may hold open.
     #[arg(long, env = "MAX_FEEDS_PER_IDENTITY", default_value_t = HttpLimits::default().max_feeds_per_identity)]
     pub max_feeds_per_identity: usize,
+    /// Largest header block of a multipart part (and preamble), in bytes.
+    #[arg(long, env = "MAX_PART_HEADER_BYTES", default_value_t = HttpLimits::default().max_part_header_bytes)]
+    pub max_part_header_bytes: usize,
     /// Most events in one POST /write.
     #[arg(long, env = "MAX_EVENTS_PER_WRITE", default_value_t = Limits::default().max_events_per_write)]
     pub max_events_per_write: usize,
@@ -195,6 +198,9 @@ pub struct HttpLimits {
     /// Notification feeds one identity may hold open (8); anonymous callers share one
     /// count. A feed holds a connection for as long as the client likes.
     pub max_feeds_per_identity: usize,
+    /// A multipart part's header block, and the preamble before the first boundary (16 KiB):
+    /// the multipart parser buffers them whole.
+    pub max_part_header_bytes: usize,
 }
 
 impl Default for HttpLimits {
@@ -204,6 +210,7 @@ impl Default for HttpLimits {
             body_idle_timeout: Duration::from_secs(30),
             max_connections: 512,
             max_feeds_per_identity: 8,
+            max_part_header_bytes: 16 << 10,
         }
     }
 }
@@ -277,6 +284,7 @@ impl Config {
             body_idle_timeout: nonzero(a.body_idle_timeout, "BODY_IDLE_TIMEOUT")?,
             max_connections: a.max_connections.max(1),
             max_feeds_per_identity: a.max_feeds_per_identity,
+            max_part_header_bytes: a.max_part_header_bytes.max(1024),
         };
         let blobs = crate::blob::BlobConfig {
             uses3: a.uses3,

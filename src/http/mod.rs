@@ -5,6 +5,7 @@
 mod body;
 pub mod error;
 mod handlers;
+mod multipart_limit;
 mod notify;
 mod request_body;
 pub mod router;

@@ -133,6 +133,9 @@ pub fn read_error(e: &(dyn std::error::Error + 'static)) -> Error {
                 BodyError::Read(_) => Error::bad_request("bad_body", b.to_string()),
             };
         }
+        if let Some(l) = err.downcast_ref::<super::multipart_limit::LimitError>() {
+            return Error::bad_request(l.code(), l.to_string());
+        }
         cur = err.source();
     }
     Error::bad_request("bad_body", format!("reading the request body: {e}"))

@@ -133,7 +133,13 @@ pub async fn write_txn(
                  application/json",
             )
         })?;
-        let mut mp = multer::Multipart::new(req.into_body().into_data_stream(), boundary);
+        let limit = state.config.http.max_part_header_bytes;
+        let body = super::multipart_limit::limit_part_headers(
+            req.into_body().into_data_stream(),
+            &boundary,
+            limit,
+        );
+        let mut mp = multer::Multipart::new(body, boundary);
         // SPEC §5: the first part is the metadata whatever its name.
         let mut first = mp
             .next_field()

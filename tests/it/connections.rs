@@ -1,6 +1,7 @@
 //! Connections and request bodies are bounded (issue 10, items 5 and 6): half-sent heads,
 //! idle keep-alive connections and trickling bodies are closed; past MAX_CONNECTIONS the
-//! server still answers /healthz; feeds per identity are capped. Raw TCP clients play the misbehaving
+//! server still answers /healthz; feeds per identity are capped; a multipart part header
+//! without an end is refused without buffering it. Raw TCP clients play the misbehaving
 //! side; a normal client checks that everyone else is served meanwhile.
 
 use crate::common;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::spawn_app_with;
 use extra::*;
 use futures_util::StreamExt;
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -72,6 +73,15 @@ async fn healthz_ok(base: &str) {
         .await
         .expect("/healthz answers");
     assert_eq!(resp.status(), 200);
+}
+
+fn vm_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
 }
 
 // ---------------------------------------------------------------------------------------
@@ -339,4 +349,105 @@ async fn feeds_per_identity_are_capped_and_a_closed_feed_frees_its_slot() {
     };
     drop((again, second, bobs, a1, a2));
     assert_eq!(before, app.fingerprint());
+}
+
+// ---------------------------------------------------------------------------------------
+// Multipart part headers
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_part_header_without_an_end_is_refused_quickly_without_buffering_it() {
+    let app = spawn_app_with(&[]).await;
+    let jane = app.token_for("jane");
+    let before = app.fingerprint();
+    let rss_before = vm_rss_kib();
+
+    const HUGE: usize = 64 << 20;
+    let head = "--XyZ\r\nContent-Disposition: form-data; name=\"metadata\"\r\nX-Pad: ";
+    let s = TcpStream::connect(app.addr).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let request_head = write_head(&jane, head.len() + HUGE);
+    let writer = tokio::spawn(async move {
+        wr.write_all(request_head.as_bytes()).await.unwrap();
+        wr.write_all(head.as_bytes()).await.unwrap();
+        let piece = vec![b'a'; 64 << 10];
+        let mut sent = 0;
+        while sent < HUGE {
+            if wr.write_all(&piece).await.is_err() {
+                break;
+            }
+            sent += piece.len();
+        }
+        sent
+    });
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(CLOSED_WITHIN, rd.read_to_end(&mut out))
+        .await
+        .expect("refused within 10 s");
+    let took = started.elapsed();
+    let sent = writer.await.unwrap();
+    let rss_after = vm_rss_kib();
+    println!(
+        "64 MiB header: refused after {took:?}, {} KiB sent, VmRSS {rss_before} -> {rss_after} KiB",
+        sent >> 10
+    );
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("part_header_too_large"), "{text}");
+    assert!(
+        sent < HUGE,
+        "the server read the whole 64 MiB header instead of refusing it"
+    );
+    // Other tests share this process, so allow for their allocations; buffering the header
+    // would add 64 MiB at least.
+    assert!(
+        rss_after.saturating_sub(rss_before) < 24 << 10,
+        "VmRSS grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    healthz_ok(&app.base).await;
+    assert_eq!(before, app.fingerprint());
+}
+
+#[tokio::test]
+async fn a_long_preamble_before_the_first_boundary_is_refused() {
+    let app = spawn_app_with(&[]).await;
+    let jane = app.token_for("jane");
+    // Just over the 16 KiB default, so the whole body is in flight before the refusal.
+    let body = [vec![b'p'; 20 << 10], b"--XyZ--\r\n".to_vec()].concat();
+    let err = refused(
+        &app,
+        400,
+        None,
+        write_body(
+            &app,
+            Some(&jane),
+            Some("multipart/form-data; boundary=XyZ"),
+            body,
+        ),
+    )
+    .await;
+    assert_eq!(err["code"], "multipart_preamble_too_large", "{err}");
+    healthz_ok(&app.base).await;
+}
+
+#[tokio::test]
+async fn part_headers_within_the_limit_are_accepted() {
+    let app = spawn_app_with(&["--max-part-header-bytes", "4096"]).await;
+    let jane = app.token_for("jane");
+    let home = oid_of(&home(&app, &jane, JANE).await);
+    let meta = json!([{"action": "C", "parentoid": home, "name": "padded"}]).to_string();
+    let pad = "p".repeat(3000);
+    let body = format!(
+        "--XyZ\r\nContent-Disposition: form-data; name=\"metadata\"\r\nX-Pad: {pad}\r\n\r\n{meta}\r\n--XyZ--\r\n"
+    );
+    let resp = write_body(
+        &app,
+        Some(&jane),
+        Some("multipart/form-data; boundary=XyZ"),
+        body,
+    )
+    .await;
+    let (status, out): (u16, Value) = status_json(resp).await;
+    assert_eq!(status, 200, "{out}");
 }
