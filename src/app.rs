@@ -35,6 +35,7 @@ pub struct AppState {
     pub commits: tokio::sync::watch::Sender<u64>,
     /// Set when the server stops: long-lived responses (feeds) end so connections can close.
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    pub feeds: crate::http::FeedCounts,
 }
 
 impl AppState {
@@ -92,6 +93,7 @@ impl Application {
                 metrics: crate::metrics::Metrics::default(),
                 commits: tokio::sync::watch::Sender::new(0),
                 shutdown: tokio::sync::watch::Sender::new(false),
+                feeds: Default::default(),
             }),
         })
     }

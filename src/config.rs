@@ -81,6 +81,24 @@ pub struct ServeArgs {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+    // Connections and request shapes (issue 10): see `HttpLimits`.
+    /// Time a client has to send a request head; also how long an idle keep-alive
+    /// connection stays open, e.g. `10s`.
+    #[arg(long, env = "HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub header_read_timeout: Duration,
+    /// Waiting time after which a request body that has sent less than 1 KiB ends the
+    /// request, e.g. `30s`.
+    #[arg(long, env = "BODY_IDLE_TIMEOUT", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub body_idle_timeout: Duration,
+    /// Most connections served at once (a small reserve beyond it answers /healthz).
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = HttpLimits::default().max_connections)]
+    pub max_connections: usize,
+    /// Most GET /notifications feeds one identity may hold open.
+    #[arg(long, env = "MAX_FEEDS_PER_IDENTITY", default_value_t = HttpLimits::default().max_feeds_per_identity)]
+    pub max_feeds_per_identity: usize,
+    /// Largest header block of a multipart part (and preamble), in bytes.
+    #[arg(long, env = "MAX_PART_HEADER_BYTES", default_value_t = HttpLimits::default().max_part_header_bytes)]
+    pub max_part_header_bytes: usize,
     /// Most events in one POST /write.
     #[arg(long, env = "MAX_EVENTS_PER_WRITE", default_value_t = Limits::default().max_events_per_write)]
     pub max_events_per_write: usize,
@@ -216,6 +234,44 @@ impl Default for Limits {
     }
 }
 
+/// What one connection or one request may hold of the server: time, a connection slot,
+/// feeds, buffered bytes. Without them a client that sends slowly or never finishes holds
+/// file descriptors and memory for as long as it likes.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// A request head must arrive within this (10 s); it is also the idle keep-alive
+    /// timeout, since hyper starts the clock when it begins waiting for the next head.
+    pub header_read_timeout: Duration,
+    /// A request body the server is waiting for must deliver 1 KiB (or end) within this
+    /// much waiting (30 s): a stalled or trickling upload (1 byte/s) ends, while any real
+    /// upload, however slow its link, passes. Time the server spends not reading (storing
+    /// what it got) does not count.
+    pub body_idle_timeout: Duration,
+    /// Connections served at once (512): with the reserve's 16, half of a 1,024
+    /// file-descriptor limit, leaving the rest to SQLite and blob files. Beyond it the
+    /// reserve answers GET /healthz and refuses the rest with 503, so liveness checks still
+    /// pass when the server is full.
+    pub max_connections: usize,
+    /// Notification feeds one identity may hold open (8); anonymous callers share one
+    /// count. A feed holds a connection for as long as the client likes.
+    pub max_feeds_per_identity: usize,
+    /// A multipart part's header block, and the preamble before the first boundary (16 KiB):
+    /// the multipart parser buffers them whole.
+    pub max_part_header_bytes: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_read_timeout: Duration::from_secs(10),
+            body_idle_timeout: Duration::from_secs(30),
+            max_connections: 512,
+            max_feeds_per_identity: 8,
+            max_part_header_bytes: 16 << 10,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -230,6 +286,7 @@ pub struct Config {
     pub client_prefix: Option<String>,
     pub log_format: LogFormat,
     pub limits: Limits,
+    pub http: HttpLimits,
     pub blobs: crate::blob::BlobConfig,
 }
 
@@ -237,6 +294,13 @@ pub struct Config {
 pub enum ConfigError {
     #[error("{0}")]
     Invalid(String),
+}
+
+fn nonzero(d: Duration, name: &str) -> Result<Duration, ConfigError> {
+    if d.is_zero() {
+        return Err(ConfigError::Invalid(format!("{name} must be above zero")));
+    }
+    Ok(d)
 }
 
 impl Config {
@@ -281,6 +345,13 @@ impl Config {
             max_file_bytes: a.max_file_bytes.max(1),
             ..Limits::default()
         };
+        let http = HttpLimits {
+            header_read_timeout: nonzero(a.header_read_timeout, "HEADER_READ_TIMEOUT")?,
+            body_idle_timeout: nonzero(a.body_idle_timeout, "BODY_IDLE_TIMEOUT")?,
+            max_connections: a.max_connections.max(1),
+            max_feeds_per_identity: a.max_feeds_per_identity,
+            max_part_header_bytes: a.max_part_header_bytes.max(1024),
+        };
         let blobs = crate::blob::BlobConfig {
             uses3: a.uses3,
             bucket: a.file_bucket.clone(),
@@ -314,6 +385,7 @@ impl Config {
             client_prefix,
             log_format: a.log_format,
             limits,
+            http,
             blobs,
         })
     }

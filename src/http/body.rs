@@ -43,11 +43,21 @@ pub fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Bo
     bytes.push(b'\n');
     let mut resp = Response::new(full(bytes));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
+    json_headers(resp.headers_mut());
+    resp
+}
+
+/// `application/json`, and never sniffed as anything else: JSON carries names and fields
+/// users wrote, which a browser guessing HTML would run.
+pub fn json_headers(h: &mut http::HeaderMap) {
+    h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    resp
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
 }
 
 /// An HTML page for a person (GET /show and its errors): no scripts at all, images only

@@ -44,10 +44,7 @@ pub fn response(e: &Error) -> Response<Body> {
     bytes.push(b'\n');
     let mut resp = Response::new(full(Bytes::from(bytes)));
     *resp.status_mut() = status(e.kind);
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
+    super::body::json_headers(resp.headers_mut());
     challenge(e, resp)
 }
 

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{header, HeaderMap, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use super::body::{self, Body};
 use super::error::response as error_response;
 use super::router::{self, Endpoint, ListQuery, Requirement};
+use super::RequestBody;
 use crate::access::Access;
 use crate::app::AppState;
 use crate::error::{Error, Kind, Result};
@@ -21,7 +21,7 @@ use crate::read;
 /// Routes and runs one request; returns the route's name (for logs) and the response.
 pub async fn dispatch(
     state: &Arc<AppState>,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     peer: SocketAddr,
 ) -> (&'static str, Response<Body>) {
     let path = req.uri().path().to_string();
@@ -113,16 +113,22 @@ pub(super) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a s
         .filter(|s| !s.is_empty())
 }
 
+/// The token of an `Authorization: Bearer` header. The scheme is matched without regard to
+/// case and may be followed by any run of spaces (RFC 9110 §11.1); other schemes are not
+/// ours and are ignored.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let v = header_str(headers, "authorization")?;
+    let (scheme, token) = v.split_once([' ', '\t']).unwrap_or((v, ""));
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_matches([' ', '\t']))
+}
+
 fn authenticate(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Result<Access> {
-    let bearer = header_str(headers, "authorization").and_then(|v| {
-        v.strip_prefix("Bearer ")
-            .or_else(|| v.strip_prefix("bearer "))
-            .map(str::trim)
-    });
     let creds = Credentials {
         userpolicy_header: header_str(headers, "userpolicy"),
-        userpolicy_cookie: cookie(headers, "userpolicy").filter(|s| !s.is_empty()),
-        bearer,
+        userpolicy_cookie: userpolicy_cookie(headers),
+        bearer: bearer_token(headers),
         user_dn: header_str(headers, "user_dn").or_else(|| header_str(headers, "user-dn")),
         peer: peer.ip(),
     };
@@ -135,10 +141,80 @@ fn authenticate(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Resu
     .with_blob_keys(state.blobs.keys_arc()))
 }
 
+/// The `userpolicy` cookie's token, quotes and spaces removed; `None` when absent or empty
+/// (a cleared cookie is "logged out").
+fn userpolicy_cookie(headers: &HeaderMap) -> Option<&str> {
+    let v = cookie(headers, "userpolicy")?.trim();
+    Some(v).filter(|v| !v.is_empty())
+}
+
+/// A browser sends the cookie with any request to this server, including one a page on
+/// another site makes it send (cross-site request forgery). Browsers say where such a request
+/// comes from: every POST carries `Origin` (and `Sec-Fetch-Site`), which scripts cannot
+/// forge. A cookie-authenticated write whose `Origin` is another site, or that a browser
+/// marks `Sec-Fetch-Site: cross-site`, is refused. One without either comes from a client
+/// that is not a browser (curl, the gm-data clients, the tutorial's raw requests, which send
+/// the cookie), and no other site can make one of those send it. Writes that carry the token
+/// in the `userpolicy` header or as Bearer are unaffected.
+fn check_cookie_write(headers: &HeaderMap) -> Result<()> {
+    // The first credential present decides (identity::Authenticator::authenticate).
+    if header_str(headers, "userpolicy").is_some() || userpolicy_cookie(headers).is_none() {
+        return Ok(());
+    }
+    let refuse = |why: &str| {
+        Err(Error::forbidden(
+            "cross_origin_cookie_write",
+            format!(
+                "{why}: a write authenticated by the userpolicy cookie must come from a page of \
+                 this server (same Origin); other clients send the token in the userpolicy \
+                 header or as Authorization: Bearer"
+            ),
+        ))
+    };
+    if header_str(headers, "sec-fetch-site").is_some_and(|s| s.eq_ignore_ascii_case("cross-site")) {
+        return refuse("the browser marked the request cross-site");
+    }
+    let Some(origin) = header_str(headers, "origin") else {
+        // Not a browser: nothing another site could have made it send.
+        return Ok(());
+    };
+    let Some(host) = header_str(headers, "host") else {
+        return refuse("the request has no Host header");
+    };
+    if same_origin(origin, host) {
+        Ok(())
+    } else {
+        refuse(&format!("Origin {origin:?} is not this server ({host})"))
+    }
+}
+
+/// Whether `Origin: scheme://host[:port]` names the server the request reached as `Host`
+/// (ports compared with the scheme's default filled in). The scheme itself is not checked:
+/// behind a TLS proxy the server cannot tell it.
+fn same_origin(origin: &str, host: &str) -> bool {
+    let Some((scheme, authority)) = origin.split_once("://") else {
+        return false; // "null" and other opaque origins
+    };
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "http" => "80",
+        "https" => "443",
+        _ => return false,
+    };
+    let split = |a: &str| -> (String, String) {
+        // An IPv6 literal is bracketed: the port follows the closing bracket.
+        let (name, port) = match a.rfind(':') {
+            Some(i) if !a[i..].contains(']') => (&a[..i], &a[i + 1..]),
+            _ => (a, default_port),
+        };
+        (name.to_ascii_lowercase(), port.to_string())
+    };
+    !authority.contains(['/', '@']) && split(authority) == split(host)
+}
+
 async fn run(
     state: &Arc<AppState>,
     ep: Endpoint,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     peer: SocketAddr,
     who: &mut Option<String>,
 ) -> Result<Response<Body>> {
@@ -152,6 +228,7 @@ async fn run(
         }
         Requirement::Writer => {
             let a = authenticate(state, req.headers(), peer)?;
+            check_cookie_write(req.headers())?;
             *who = Some(a.identity.claims.label().to_string());
             if a.is_readonly() {
                 return Err(Error::forbidden(
@@ -272,7 +349,7 @@ async fn healthz(state: &Arc<AppState>) -> Result<Response<Body>> {
 }
 
 /// Reads the request body up to `limit` bytes.
-pub(super) async fn collect_limited(body: Incoming, limit: usize) -> Result<Bytes> {
+pub(super) async fn collect_limited(body: RequestBody, limit: usize) -> Result<Bytes> {
     let limited = http_body_util::Limited::new(body, limit);
     match limited.collect().await {
         Ok(c) => Ok(c.to_bytes()),
@@ -280,10 +357,7 @@ pub(super) async fn collect_limited(body: Incoming, limit: usize) -> Result<Byte
             "metadata_too_large",
             format!("the metadata is over the {limit}-byte limit"),
         )),
-        Err(e) => Err(Error::bad_request(
-            "bad_body",
-            format!("reading the body: {e}"),
-        )),
+        Err(e) => Err(super::request_body::read_error(&*e)),
     }
 }
 
@@ -361,9 +435,58 @@ async fn list(
         .await
         .map_err(|_| Error::internal("list", "listing task ended early"))??;
     let mut resp = Response::new(body::channel_with(rx, abandon));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("application/json"),
-    );
+    body::json_headers(resp.headers_mut());
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_is_read_in_any_case_and_spacing_and_other_schemes_are_not_ours() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::AUTHORIZATION, v.parse().unwrap());
+            bearer_token(&h).map(str::to_string)
+        };
+        for v in [
+            "Bearer t",
+            "BEARER t",
+            "bearer   t",
+            "bEaReR\tt ",
+            "Bearer \t t",
+        ] {
+            assert_eq!(with(v).as_deref(), Some("t"), "{v:?}");
+        }
+        assert_eq!(with("Bearer").as_deref(), Some(""));
+        assert_eq!(with("Basic dTpw"), None);
+        assert_eq!(with("Bearerx t"), None);
+    }
+
+    #[test]
+    fn same_origin_compares_host_and_port_with_the_schemes_default() {
+        for (origin, host) in [
+            ("http://127.0.0.1:8181", "127.0.0.1:8181"),
+            ("https://Data.Example", "data.example"),
+            ("https://data.example", "data.example:443"),
+            ("http://data.example:80", "data.example"),
+            ("http://[::1]:8181", "[::1]:8181"),
+            ("https://[::1]", "[::1]"),
+        ] {
+            assert!(same_origin(origin, host), "{origin} {host}");
+        }
+        for (origin, host) in [
+            ("null", "data.example"),
+            ("http://evil.example", "data.example"),
+            ("http://data.example:8080", "data.example"),
+            ("https://data.example", "data.example:80"),
+            ("http://data.example.evil.example", "data.example"),
+            ("http://user@data.example", "data.example"),
+            ("ftp://data.example", "data.example"),
+            ("http://[::1]:8181", "[::1]:8182"),
+        ] {
+            assert!(!same_origin(origin, host), "{origin} {host}");
+        }
+    }
 }

@@ -5,36 +5,57 @@
 mod body;
 pub mod error;
 mod handlers;
+mod multipart_limit;
 mod notify;
+mod request_body;
 pub mod router;
 mod stream;
 mod upload;
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use http::{HeaderValue, Request, Response};
+use http::{header, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 pub use body::Body;
+pub use notify::FeedCounts;
+pub(crate) use request_body::RequestBody;
 
 use crate::app::AppState;
+use crate::error::Error;
 
 /// How long in-flight requests (an upload, a download) may take to finish after a
 /// shutdown signal before their connections are dropped.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// Connections accepted beyond `MAX_CONNECTIONS` to answer GET /healthz (anything else gets
+/// a 503): a liveness probe still passes while the server is full. When the reserve is
+/// taken too, a new connection closes the oldest reserve one, so a crowd of idle
+/// connections cannot keep a probe out.
+const RESERVE_CONNECTIONS: usize = 16;
+/// How long a reserve connection may take to send its head: probes send theirs at once.
+const RESERVE_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+/// The "server is full" warning is logged at most this often.
+const FULL_WARNING_EVERY: Duration = Duration::from_secs(10);
+
 /// Accepts connections until `shutdown` resolves, then stops accepting, lets requests in
 /// flight finish (idle keep-alive connections close at once; notification feeds end) for up
 /// to [`SHUTDOWN_GRACE`], and returns.
+///
+/// At most `MAX_CONNECTIONS` are served at once; each must send a request head within
+/// `HEADER_READ_TIMEOUT` (which also closes idle keep-alive connections) and keep its
+/// request body moving (`BODY_IDLE_TIMEOUT`, see `request_body`).
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
@@ -42,6 +63,10 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     tokio::pin!(shutdown);
     let mut conns = tokio::task::JoinSet::new();
+    let slots = Arc::new(Semaphore::new(state.config.http.max_connections));
+    // Open reserve connections, oldest first; dropping a sender closes its connection.
+    let mut reserve: VecDeque<oneshot::Sender<()>> = VecDeque::new();
+    let mut warned: Option<Instant> = None;
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -58,31 +83,32 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        conns.spawn(async move {
-            let mut stop = state.shutdown.subscribe();
-            let svc = {
-                let state = state.clone();
-                service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(handle(state, req, peer).await) }
-                })
-            };
-            let conn = http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "connection ended with an error");
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                conns.spawn(connection(
+                    state.clone(),
+                    stream,
+                    peer,
+                    Slot::Normal(permit),
+                ));
             }
-        });
+            Err(_) => {
+                reserve.retain(|tx| !tx.is_closed());
+                if reserve.len() >= RESERVE_CONNECTIONS {
+                    reserve.pop_front();
+                }
+                let (tx, rx) = oneshot::channel();
+                reserve.push_back(tx);
+                conns.spawn(connection(state.clone(), stream, peer, Slot::Reserve(rx)));
+                if warned.is_none_or(|t| t.elapsed() >= FULL_WARNING_EVERY) {
+                    warned = Some(Instant::now());
+                    tracing::warn!(
+                        max_connections = state.config.http.max_connections,
+                        "every connection slot is taken: new connections get only /healthz"
+                    );
+                }
+            }
+        }
     }
     drop(listener);
     let open = conns.len();
@@ -102,7 +128,109 @@ pub async fn serve(
         );
         conns.shutdown().await;
     }
+    drop(reserve);
     Ok(())
+}
+
+/// What a connection holds: one of the `MAX_CONNECTIONS` slots (released when it ends), or
+/// a place in the reserve (ended early when the accept loop closes the receiver's sender).
+enum Slot {
+    Normal(OwnedSemaphorePermit),
+    Reserve(oneshot::Receiver<()>),
+}
+
+async fn connection(state: Arc<AppState>, stream: TcpStream, peer: SocketAddr, slot: Slot) {
+    let limits = &state.config.http;
+    let reserved = matches!(slot, Slot::Reserve(_));
+    let mut stop = state.shutdown.subscribe();
+    let svc = {
+        let state = state.clone();
+        service_fn(move |req| {
+            let state = state.clone();
+            async move {
+                Ok::<_, Infallible>(if reserved {
+                    reserved_request(state, req, peer).await
+                } else {
+                    handle(state, req, peer).await
+                })
+            }
+        })
+    };
+    let mut builder = http1::Builder::new();
+    // hyper only enforces the head timeout with a timer. It starts the clock whenever it
+    // waits for a head, so the same timeout closes idle keep-alive connections.
+    builder.timer(TokioTimer::new());
+    if reserved {
+        builder
+            .keep_alive(false)
+            .header_read_timeout(limits.header_read_timeout.min(RESERVE_HEADER_TIMEOUT));
+    } else {
+        builder
+            .keep_alive(true)
+            .header_read_timeout(limits.header_read_timeout);
+    }
+    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    // The permit is held until the task ends, the end of a graceful shutdown included.
+    let (_permit, evict) = match slot {
+        Slot::Normal(permit) => (Some(permit), None),
+        Slot::Reserve(rx) => (None, Some(rx)),
+    };
+    let evicted = async move {
+        match evict {
+            Some(rx) => {
+                let _ = rx.await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        // Dropping the connection closes it.
+        _ = evicted => return,
+        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// A request on a reserve connection: /healthz is answered, anything else is told to come
+/// back later on a connection of its own.
+async fn reserved_request(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let path = req.uri().path();
+    let healthz = path == "/healthz"
+        || state
+            .config
+            .client_prefix
+            .as_deref()
+            .and_then(|p| path.strip_prefix(p))
+            .is_some_and(|rest| rest == "/healthz");
+    if healthz {
+        return handle(state, req, peer).await;
+    }
+    let started = Instant::now();
+    let mut resp = error::response(&Error::unavailable(
+        "too_many_connections",
+        format!(
+            "the server is serving its maximum of {} connections; try again shortly",
+            state.config.http.max_connections
+        ),
+    ));
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    state
+        .metrics
+        .request("overloaded", resp.status().as_u16(), started.elapsed());
+    resp
 }
 
 fn request_id(req: &Request<Incoming>) -> String {
@@ -120,6 +248,7 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) 
     let method = req.method().clone();
     let span = tracing::info_span!("request", id = %rid, %method);
 
+    let req = req.map(|b| RequestBody::new(b, state.config.http.body_idle_timeout));
     let (route_name, mut resp) = handlers::dispatch(&state, req, peer)
         .instrument(span.clone())
         .await;

@@ -9,7 +9,8 @@
 //! after each commit: tstamps increase in commit order, so "after the last id sent" never
 //! skips an event, however commits and wake-ups interleave.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -29,6 +30,51 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Log rows read per step.
 const SCAN: usize = 500;
 
+/// Feeds open per identity (claims label; anonymous callers share one count). A feed holds
+/// a connection for as long as its client likes, so one caller may hold only
+/// `MAX_FEEDS_PER_IDENTITY` of them.
+#[derive(Default)]
+pub struct FeedCounts(Arc<Mutex<HashMap<String, usize>>>);
+
+/// One open feed; dropping it gives the slot back.
+struct FeedSlot {
+    counts: Arc<Mutex<HashMap<String, usize>>>,
+    label: String,
+}
+
+impl FeedCounts {
+    fn open(&self, label: &str, max: usize) -> Result<FeedSlot> {
+        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(label.to_string()).or_default();
+        if *n >= max {
+            return Err(Error::too_many_requests(
+                "too_many_feeds",
+                format!(
+                    "{label:?} already has {n} notification feeds open (MAX_FEEDS_PER_IDENTITY); \
+                     close one first"
+                ),
+            ));
+        }
+        *n += 1;
+        Ok(FeedSlot {
+            counts: self.0.clone(),
+            label: label.to_string(),
+        })
+    }
+}
+
+impl Drop for FeedSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.label) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.label);
+            }
+        }
+    }
+}
+
 pub async fn notifications(
     state: &Arc<AppState>,
     access: Access,
@@ -41,6 +87,10 @@ pub async fn notifications(
         })?),
         None => since,
     };
+    let slot = state.feeds.open(
+        access.identity.claims.label(),
+        state.config.http.max_feeds_per_identity,
+    )?;
     // Subscribe before reading the high-water mark: nothing committed in between is lost.
     let mut commits = state.commits.subscribe();
     let mut shutdown = state.shutdown.subscribe();
@@ -57,6 +107,8 @@ pub async fn notifications(
     let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<Bytes, std::io::Error>>(16);
     let state = state.clone();
     tokio::spawn(async move {
+        // Held for as long as the feed runs.
+        let _slot = slot;
         let expiry = async move {
             match expires {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -121,6 +173,8 @@ pub async fn notifications(
             tokio::select! {
                 changed = commits.changed() => if changed.is_err() { return },
                 _ = shutdown.changed() => return,
+                // The client went away: give its slot back now, not at the next keep-alive.
+                _ = tx.closed() => return,
                 // Loops back to the check above, which ends the feed.
                 _ = &mut expiry => {}
                 _ = tokio::time::sleep(KEEP_ALIVE) => {

@@ -7,7 +7,6 @@ use std::time::{Duration, UNIX_EPOCH};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use super::body::{self, Body};
 use super::handlers::header_str;
@@ -100,7 +99,7 @@ pub async fn stream(
     access: Access,
     path: ObjPath,
     tstamp: Option<Tstamp>,
-    req: &Request<Incoming>,
+    req: &Request<super::RequestBody>,
 ) -> Result<Response<Body>> {
     let (event, row) = state
         .store

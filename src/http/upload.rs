@@ -12,10 +12,10 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use super::body::{self, Body};
 use super::handlers::{collect_limited, header_str};
+use super::RequestBody;
 use crate::access::Access;
 use crate::app::AppState;
 use crate::blob::{BlobAlgorithm, BlobInfo, BlobStore};
@@ -31,6 +31,7 @@ fn multer_error(e: multer::Error) -> Error {
         multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. } => {
             Error::too_large("metadata_too_large", e.to_string())
         }
+        multer::Error::StreamReadFailed(e) => super::request_body::read_error(&*e),
         other => Error::bad_request("bad_multipart", format!("multipart body: {other}")),
     }
 }
@@ -115,7 +116,7 @@ async fn discard(blobs: &BlobStore, uploaded: &[BlobInfo]) {
 pub async fn write_txn(
     state: &Arc<AppState>,
     access: Access,
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
 ) -> Result<Response<Body>> {
     let started = std::time::Instant::now();
     let max = state.config.limits.max_metadata_bytes;
@@ -132,7 +133,13 @@ pub async fn write_txn(
                  application/json",
             )
         })?;
-        let mut mp = multer::Multipart::new(req.into_body().into_data_stream(), boundary);
+        let limit = state.config.http.max_part_header_bytes;
+        let body = super::multipart_limit::limit_part_headers(
+            req.into_body().into_data_stream(),
+            &boundary,
+            limit,
+        );
+        let mut mp = multer::Multipart::new(body, boundary);
         // SPEC §5: the first part is the metadata whatever its name.
         let mut first = mp
             .next_field()

@@ -509,8 +509,8 @@ fn parse_event(index: usize, v: Value) -> Result<WriteEvent> {
         }
         if k == "defaultfile" {
             if let Value::String(s) = v {
-                crate::model::path::check_name(s)
-                    .map_err(|e| bad("bad_field", format!("defaultfile: {e}")))?;
+                crate::model::path::check_new_name(s)
+                    .map_err(|e| bad("bad_name", format!("defaultfile: {e}")))?;
             }
         }
         let patch = if v.is_null() {

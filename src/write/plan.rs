@@ -481,6 +481,8 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
             .name
             .clone()
             .ok_or_else(|| Error::bad_request("missing_name", "a create needs a name"))?;
+        crate::model::path::check_new_name(&name)
+            .map_err(|e| Error::bad_request("bad_name", e.to_string()))?;
         let isfile = we.isfile == Some(true);
         if isfile && matches!(we.content, Content::None) {
             return Err(Error::bad_request(
@@ -683,6 +685,10 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
             .as_ref()
             .is_some_and(|p| !(p.names.is_empty() && p.start == old.parentoid));
         let renaming = e.name != old.name;
+        if renaming {
+            crate::model::path::check_new_name(&e.name)
+                .map_err(|e| Error::bad_request("bad_name", e.to_string()))?;
+        }
         if (moving || renaming) && self.protected(oid) {
             return Err(Error::conflict(
                 "protected",
