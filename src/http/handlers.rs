@@ -349,16 +349,37 @@ async fn healthz(state: &Arc<AppState>) -> Result<Response<Body>> {
 }
 
 /// Reads the request body up to `limit` bytes.
-pub(super) async fn collect_limited(body: RequestBody, limit: usize) -> Result<Bytes> {
-    let limited = http_body_util::Limited::new(body, limit);
-    match limited.collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::too_large(
+/// Reads the request body up to `limit` bytes into one buffer, sized once from
+/// `Content-Length` when the client sent it: no second copy and no doubling, so a body at
+/// the limit costs the limit in memory.
+pub(super) async fn collect_limited(
+    headers: &HeaderMap,
+    body: RequestBody,
+    limit: usize,
+) -> Result<Bytes> {
+    let too_large = || {
+        Error::too_large(
             "metadata_too_large",
             format!("the metadata is over the {limit}-byte limit"),
-        )),
-        Err(e) => Err(super::request_body::read_error(&*e)),
+        )
+    };
+    let declared =
+        header_str(headers, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
     }
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0));
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| super::request_body::read_error(&e))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(buf))
 }
 
 /// Rows fetched from the store per step of a listing.

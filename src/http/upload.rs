@@ -124,7 +124,10 @@ pub async fn write_txn(
         .unwrap_or("")
         .to_string();
     let (metadata, mut mp) = if ctype.starts_with("application/json") {
-        (collect_limited(req.into_body(), max).await?, None)
+        (
+            collect_limited(&req.headers().clone(), req.into_body(), max).await?,
+            None,
+        )
     } else {
         let boundary = multer::parse_boundary(&ctype).map_err(|_| {
             Error::bad_request(
@@ -167,13 +170,15 @@ pub async fn write_txn(
     let mut events = {
         let (state, access) = (state.clone(), access.clone());
         let max_events = state.config.limits.max_events_per_write;
+        let max_depth = state.config.limits.max_folder_depth;
         tokio::task::spawn_blocking(move || -> Result<Vec<WriteEvent>> {
             let mut events = write::parse_metadata(&metadata, max_events)?;
-            state
-                .store
-                .reader()
-                .with_snapshot(|s| write::plan::precheck(s, &access, &events))?;
+            let readers = state.store.reader();
+            readers.with_snapshot(|s| write::plan::precheck(s, &access, &events))?;
             write::prepare_policies(&mut events, &state.policy, &access.meter())?;
+            readers.with_snapshot(|s| {
+                write::plan::rehearse_creates(s, &access, &state.namespace, max_depth, &events)
+            })?;
             Ok(events)
         })
         .await

@@ -14,11 +14,14 @@ use crate::error::{Error, Result};
 use crate::model::{Action, ObjPath, Oid, Tstamp};
 use crate::policy::{Meter, PolicyEngine, PolicyError, PreparedPolicy};
 
-/// Most JSON values (objects, arrays, strings, numbers, ...) one metadata part may hold. A
-/// parsed value takes ~32 bytes plus its text, so this keeps a transaction's parsed metadata
-/// within a few times `MAX_METADATA_BYTES` (64 MiB) whatever its shape: a 60 MB `[0,0,...]`
-/// would otherwise be a billion bytes of values.
-pub const MAX_METADATA_NODES: u64 = 4_000_000;
+/// Most JSON values (objects, arrays, strings, numbers, ...) one metadata part may hold:
+/// twenty per event the transaction may have, and at least a million. A parsed value takes
+/// ~32-64 bytes plus its text, so this keeps a transaction's parsed metadata within a small
+/// multiple of `MAX_METADATA_BYTES` (64 MiB) whatever its shape: a 60 MB `[0,0,...]` would
+/// otherwise be two gigabytes of values.
+pub fn max_metadata_nodes(max_events: usize) -> u64 {
+    (max_events as u64).saturating_mul(20).max(1_000_000)
+}
 
 /// Fields the server sets; a client's copy is ignored, never an error (SPEC §5).
 const SERVER_FIELDS: &[&str] = &[
@@ -148,13 +151,14 @@ struct Counter {
     nodes: Cell<u64>,
     stop: Cell<Stop>,
     max_events: usize,
+    max_nodes: u64,
 }
 
 impl Counter {
     fn node<E: serde::de::Error>(&self) -> std::result::Result<(), E> {
         let n = self.nodes.get() + 1;
         self.nodes.set(n);
-        if n > MAX_METADATA_NODES {
+        if n > self.max_nodes {
             self.stop.set(Stop::TooManyNodes);
             return Err(E::custom("too many values"));
         }
@@ -260,6 +264,7 @@ fn read_events(bytes: &[u8], max_events: usize) -> Result<Vec<Value>> {
         nodes: Cell::new(0),
         stop: Cell::new(Stop::None),
         max_events,
+        max_nodes: max_metadata_nodes(max_events),
     };
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let read = de
@@ -273,7 +278,10 @@ fn read_events(bytes: &[u8], max_events: usize) -> Result<Vec<Value>> {
         )),
         (Err(_), Stop::TooManyNodes) => Err(Error::too_large(
             "metadata_too_large",
-            format!("the metadata holds more than {MAX_METADATA_NODES} JSON values"),
+            format!(
+                "the metadata holds more than {} JSON values",
+                counter.max_nodes
+            ),
         )),
         (Err(e), Stop::None) if e.is_data() => Err(Error::bad_request(
             "malformed_metadata",

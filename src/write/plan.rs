@@ -96,6 +96,163 @@ fn refusal(access: &Access, cur: &Event, letter: char, what: &str) -> Error {
     }
 }
 
+/// Who made a version: the caller's claims label and the hash of its token.
+fn stamp(access: &Access) -> (UserPolicy, String) {
+    (
+        UserPolicy {
+            label: access.identity.claims.label().to_string(),
+        },
+        access.identity.jwthash.clone(),
+    )
+}
+
+/// The policy a new child gets when it brings none: the parent's; under the namespace
+/// folder, a home folder that only its owner may use (the namespace's own policy would lock
+/// the owner out of their home).
+fn inherited_policy(ns: &Namespace, parent: &Event, name: &str) -> (Option<Value>, Option<String>) {
+    if parent.oid == ns.oid {
+        let policy = json!({
+            "label": format!("home of {name}"),
+            "requirements": {"f": "if", "a": [
+                {"f": "contains", "a": [{"v": ns.userfield}, {"v": name}]},
+                {"f": "yield-all", "a": []}
+            ]}
+        });
+        return (Some(policy), None);
+    }
+    (
+        parent.objectpolicy.clone(),
+        parent.originalobjectpolicy.clone(),
+    )
+}
+
+/// The version a create makes under `p`, as policies judge it: before it has an oid, a
+/// tstamp or content. The planner and the rehearsal build it the same way, so an evaluation
+/// the rehearsal made is the one the writer finds cached.
+/// `parts_known`: whether the file parts have been matched to events yet (a rehearsal before
+/// they arrive does not ask).
+fn new_child(
+    p: &Event,
+    we: &WriteEvent,
+    access: &Access,
+    ns: &Namespace,
+    parts_known: bool,
+) -> Result<Event> {
+    let name = we
+        .name
+        .clone()
+        .ok_or_else(|| Error::bad_request("missing_name", "a create needs a name"))?;
+    crate::model::path::check_new_name(&name)
+        .map_err(|e| Error::bad_request("bad_name", e.to_string()))?;
+    let isfile = we.isfile == Some(true);
+    if isfile && parts_known && matches!(we.content, Content::None) {
+        return Err(Error::bad_request(
+            "missing_content",
+            "a new file needs its content as a file part (an rname cannot point a new \
+             file at another object's content)",
+        ));
+    }
+    let (objectpolicy, originalobjectpolicy) = match &we.policy {
+        Some(pp) => (
+            Some(pp.objectpolicy.clone()),
+            pp.originalobjectpolicy.clone(),
+        ),
+        None => inherited_policy(ns, p, &name),
+    };
+    let (userpolicy, jwthash) = stamp(access);
+    let mut e = Event {
+        tstamp: Tstamp(0),
+        tstampend: None,
+        userpolicy,
+        jwthash,
+        schemaversion: SCHEMA_VERSION,
+        name,
+        action: Action::C,
+        oid: Oid(0),
+        parentoid: p.oid,
+        expiration: we.expiration.apply(None).unwrap_or(Tstamp::FOREVER),
+        checkedtstamp: p.tstamp,
+        objectpolicy,
+        originalobjectpolicy,
+        mimetype: we.mimetype.apply(None),
+        rname: None,
+        size: None,
+        derived: we.derived.apply(None),
+        isfile,
+        security: we.security.apply(None),
+        extra: Default::default(),
+        sha256plain: None,
+        fulldir: format!("{}{}/", p.fulldir, p.oid),
+        encrypteddata: None,
+        encryptednonce: None,
+        blobkey: None,
+        policy: None,
+    };
+    for (k, v) in &we.extra {
+        if let Patch::Set(v) = v {
+            e.extra.insert(k.clone(), v.clone());
+        }
+    }
+    Ok(e)
+}
+
+/// No accidental lock-out: a new policy must leave the writer U and P on the object, unless
+/// the event says `allowpartialpermissions`.
+fn check_lockout(access: &Access, e: &Event, we: &WriteEvent) -> Result<()> {
+    if we.allow_partial {
+        return Ok(());
+    }
+    let u = access.perms(e, 'U', e).contains(Perms::U);
+    let p = access.perms(e, 'P', e).contains(Perms::P);
+    if u && p {
+        return Ok(());
+    }
+    if let Some(e) = access.budget_error() {
+        return Err(e);
+    }
+    Err(Error::forbidden(
+        "would_lock_out",
+        "this policy would leave you without U and P on the object; \
+         set \"allowpartialpermissions\": true if that is intended",
+    ))
+}
+
+/// Rehearses, on a read snapshot and off the writer, the policy decisions of the creates that
+/// open the transaction (up to the first other event or reference): C on an existing parent
+/// and the lock-out check, exactly as the writer will make them. A refusal is answered now,
+/// without the writer; an answer is cached, so the writer finds it instead of evaluating a
+/// policy the caller brought (a transaction of slow policies costs the writer nothing).
+pub fn rehearse_creates<S: MetaRead>(
+    s: &S,
+    access: &Access,
+    ns: &Namespace,
+    max_depth: usize,
+    events: &[WriteEvent],
+) -> Result<()> {
+    for we in events {
+        if we.action != Action::C || !we.references.is_empty() {
+            return Ok(());
+        }
+        let Some(path) = we.parent.as_ref().filter(|p| p.names.is_empty()) else {
+            return Ok(());
+        };
+        let Some(parent) = s.current(path.start)?.filter(|c| c.live && !c.event.isfile) else {
+            return Ok(());
+        };
+        let p = &parent.event;
+        let e = new_child(p, we, access, ns, false).map_err(|e| e.at(we.index))?;
+        if !access.perms(p, 'C', &e).contains(Perms::C) {
+            return Err(refusal(access, p, 'C', "parent").at(we.index));
+        }
+        if depth_of(&e.fulldir) > max_depth {
+            // The planner says so, with its message.
+            return Ok(());
+        }
+        check_lockout(access, &e, we).map_err(|e| e.at(we.index))?;
+    }
+    Ok(())
+}
+
 /// The caller's letters on each stored event (`policy` in the response).
 pub fn letters_for_response(access: &Access, mut events: Vec<Event>) -> Vec<Event> {
     for e in &mut events {
@@ -271,12 +428,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
     }
 
     fn stamp(&self) -> (UserPolicy, String) {
-        (
-            UserPolicy {
-                label: self.access.identity.claims.label().to_string(),
-            },
-            self.access.identity.jwthash.clone(),
-        )
+        stamp(self.access)
     }
 
     /// The current version of `oid`, from this transaction's cache or the store.
@@ -398,26 +550,6 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
         Ok(cur)
     }
 
-    /// The policy a new child gets when it brings none: the parent's; under the namespace
-    /// folder, a home folder that only its owner may use (the namespace's own policy
-    /// would lock the owner out of their home).
-    fn inherited_policy(&self, parent: &Event, name: &str) -> (Option<Value>, Option<String>) {
-        if parent.oid == self.ns.oid {
-            let policy = json!({
-                "label": format!("home of {name}"),
-                "requirements": {"f": "if", "a": [
-                    {"f": "contains", "a": [{"v": self.ns.userfield}, {"v": name}]},
-                    {"f": "yield-all", "a": []}
-                ]}
-            });
-            return (Some(policy), None);
-        }
-        (
-            parent.objectpolicy.clone(),
-            parent.originalobjectpolicy.clone(),
-        )
-    }
-
     /// Appends a version and keeps the transaction's cache of live objects true.
     fn append(&mut self, e: &Event) -> Result<()> {
         self.store.append(e)?;
@@ -457,82 +589,9 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
         Ok(())
     }
 
-    fn check_lockout(&self, e: &Event, we: &WriteEvent) -> Result<()> {
-        if we.allow_partial {
-            return Ok(());
-        }
-        let u = self.access.perms(e, 'U', e).contains(Perms::U);
-        let p = self.access.perms(e, 'P', e).contains(Perms::P);
-        if u && p {
-            return Ok(());
-        }
-        if let Some(e) = self.access.budget_error() {
-            return Err(e);
-        }
-        Err(Error::forbidden(
-            "would_lock_out",
-            "this policy would leave you without U and P on the object; \
-             set \"allowpartialpermissions\": true if that is intended",
-        ))
-    }
-
     fn create(&mut self, parent: Current, we: &WriteEvent) -> Result<Event> {
-        let name = we
-            .name
-            .clone()
-            .ok_or_else(|| Error::bad_request("missing_name", "a create needs a name"))?;
-        crate::model::path::check_new_name(&name)
-            .map_err(|e| Error::bad_request("bad_name", e.to_string()))?;
-        let isfile = we.isfile == Some(true);
-        if isfile && matches!(we.content, Content::None) {
-            return Err(Error::bad_request(
-                "missing_content",
-                "a new file needs its content as a file part (an rname cannot point a new \
-                 file at another object's content)",
-            ));
-        }
         let p = &parent.event;
-        let (objectpolicy, originalobjectpolicy) = match &we.policy {
-            Some(pp) => (
-                Some(pp.objectpolicy.clone()),
-                pp.originalobjectpolicy.clone(),
-            ),
-            None => self.inherited_policy(p, &name),
-        };
-        let (userpolicy, jwthash) = self.stamp();
-        let mut e = Event {
-            tstamp: Tstamp(0),
-            tstampend: None,
-            userpolicy,
-            jwthash,
-            schemaversion: SCHEMA_VERSION,
-            name,
-            action: Action::C,
-            oid: Oid(0),
-            parentoid: p.oid,
-            expiration: we.expiration.apply(None).unwrap_or(Tstamp::FOREVER),
-            checkedtstamp: p.tstamp,
-            objectpolicy,
-            originalobjectpolicy,
-            mimetype: we.mimetype.apply(None),
-            rname: None,
-            size: None,
-            derived: we.derived.apply(None),
-            isfile,
-            security: we.security.apply(None),
-            extra: Default::default(),
-            sha256plain: None,
-            fulldir: format!("{}{}/", p.fulldir, p.oid),
-            encrypteddata: None,
-            encryptednonce: None,
-            blobkey: None,
-            policy: None,
-        };
-        for (k, v) in &we.extra {
-            if let Patch::Set(v) = v {
-                e.extra.insert(k.clone(), v.clone());
-            }
-        }
+        let mut e = new_child(p, we, self.access, self.ns, true)?;
         if !self.access.perms(p, 'C', &e).contains(Perms::C) {
             return Err(refusal(self.access, p, 'C', "parent"));
         }
@@ -543,10 +602,10 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
                 format!("{:?} already exists in {}", e.name, p.oid),
             ));
         }
-        self.check_lockout(&e, we)?;
+        check_lockout(self.access, &e, we)?;
         e.oid = self.store.next_oid();
         e.tstamp = self.store.next_tstamp();
-        if isfile {
+        if e.isfile {
             self.set_content(&mut e, we)?;
         }
         self.append(&e)?;
@@ -722,7 +781,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
             }
         }
         if we.policy.is_some() {
-            self.check_lockout(&e, we)?;
+            check_lockout(self.access, &e, we)?;
         }
         e.tstamp = self.store.next_tstamp();
         if e.isfile {

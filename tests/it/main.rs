@@ -10,6 +10,7 @@ mod browser;
 mod cli;
 mod concurrency;
 mod connections;
+mod hostile;
 mod identity_http;
 mod import;
 mod names;

@@ -107,7 +107,8 @@ async fn cookie_authenticated_writes_from_a_browser_need_the_servers_own_origin(
 
     // No Origin at all is not a browser (curl, the gm-data clients, the tutorial's raw
     // requests): nothing another site could make it send.
-    let (s, out) = status_json(write_with(&app, &[("cookie", &cookie)], &create("curl")).await).await;
+    let (s, out) =
+        status_json(write_with(&app, &[("cookie", &cookie)], &create("curl")).await).await;
     assert_eq!(s, 200, "{out}");
 
     // The server's own origin (as a browser on its pages sends it) may write.

@@ -127,6 +127,20 @@ pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
 }
 
 impl TestApp {
+    /// A client of a server the test started itself (on `addr`, signing tokens with
+    /// `signer`, storing in `data_dir`), which the test also stops.
+    pub fn attach(addr: SocketAddr, signer: TokenSigner, data_dir: PathBuf) -> TestApp {
+        TestApp {
+            addr,
+            base: format!("http://{addr}"),
+            client: reqwest::Client::new(),
+            signer,
+            data_dir,
+            _dir: tempfile::tempdir().unwrap(),
+            shutdown: None,
+        }
+    }
+
     /// Signals the server to shut down (as SIGTERM would), keeping the data folder.
     pub fn stop(&mut self) {
         if let Some(s) = self.shutdown.take() {
@@ -232,20 +246,36 @@ pub fn assert_hex16(v: &Value, what: &str) {
 /// A digest of everything stored in a data folder: every event row, index row and purge
 /// record. Equal before and after a refused request means the request changed nothing.
 pub fn fingerprint_of(data_dir: &Path) -> String {
+    fingerprint_without(data_dir, "")
+}
+
+/// [`fingerprint_of`], leaving out what the claims label `label` wrote (a bystander writing
+/// while a refused request runs); `""` leaves out nothing.
+pub fn fingerprint_without(data_dir: &Path, label: &str) -> String {
     use sha2::{Digest, Sha256};
     let conn = rusqlite::Connection::open_with_flags(
         data_dir.join("vellum.db"),
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
     )
     .unwrap();
+    let theirs = if label.is_empty() {
+        String::new()
+    } else {
+        serde_json::json!({ "label": label }).to_string()
+    };
     let mut h = Sha256::new();
     for sql in [
-        "SELECT oid || ':' || tstamp || ':' || body FROM events ORDER BY oid, tstamp",
-        "SELECT oid || ':' || tstamp || ':' || parentoid || ':' || name || ':' || live || ':' || fulldir FROM objects ORDER BY oid",
-        "SELECT tstamp || ':' || oid FROM purges ORDER BY tstamp",
+        "SELECT oid || ':' || tstamp || ':' || body FROM events
+         WHERE ?1 = '' OR instr(body, '\"userpolicy\":' || ?1) = 0 ORDER BY oid, tstamp",
+        "SELECT oid || ':' || tstamp || ':' || parentoid || ':' || name || ':' || live || ':' || fulldir FROM objects
+         WHERE ?1 = '' OR oid NOT IN (SELECT oid FROM events WHERE instr(body, '\"userpolicy\":' || ?1) > 0)
+         ORDER BY oid",
+        "SELECT tstamp || ':' || oid FROM purges WHERE ?1 = ?1 ORDER BY tstamp",
     ] {
         let mut st = conn.prepare(sql).unwrap();
-        let rows = st.query_map([], |r| r.get::<_, String>(0)).unwrap();
+        let rows = st
+            .query_map([&theirs], |r| r.get::<_, String>(0))
+            .unwrap();
         for r in rows {
             h.update(r.unwrap().as_bytes());
             h.update(b"\n");
