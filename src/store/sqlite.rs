@@ -259,7 +259,7 @@ fn writer_loop(conn: Connection, mut clock: Clock, rx: mpsc::Receiver<Job>) {
                 }
             }
         }
-        let commit = conn.execute_batch("COMMIT").map_err(StoreError::Sqlite);
+        let commit = conn.execute_batch("COMMIT").map_err(StoreError::from);
         let err = commit.err();
         if let Some(e) = &err {
             tracing::error!(error = %e, "commit failed; the batch is lost");
@@ -318,7 +318,7 @@ impl ReaderPool {
     {
         let conn = self.take().map_err(E::from)?;
         conn.execute_batch("BEGIN")
-            .map_err(|e| E::from(StoreError::Sqlite(e)))?;
+            .map_err(|e| E::from(StoreError::from(e)))?;
         let out = f(&ReadSnapshot { conn: &conn });
         let _ = conn.execute_batch("COMMIT");
         self.give_back(conn);
@@ -553,15 +553,14 @@ impl<T: HasConn> MetaRead for T {
     }
 }
 
+/// The objects upsert resolves a clash on its primary key itself, so the one unique
+/// constraint it can break is the partial index on live names.
 fn map_unique(e: rusqlite::Error) -> StoreError {
-    match &e {
-        rusqlite::Error::SqliteFailure(f, Some(msg))
-            if f.code == rusqlite::ErrorCode::ConstraintViolation
-                && msg.contains("objects.parentoid") =>
-        {
+    match e.sqlite_error() {
+        Some(f) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE => {
             StoreError::UniqueName
         }
-        _ => StoreError::Sqlite(e),
+        _ => StoreError::from(e),
     }
 }
 
