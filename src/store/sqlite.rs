@@ -53,8 +53,9 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) `dir/vellum.db`, runs migrations, starts the writer.
     pub fn open(dir: &Path, sync: Synchronous) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(dir)?;
+        create_private_dir(dir)?;
         let db_path = dir.join("vellum.db");
+        create_private_file(&db_path)?;
         let conn = Connection::open(&db_path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(
@@ -217,6 +218,31 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         tx.commit()?;
     }
     Ok(())
+}
+
+/// Creates the data folder (and any missing parent) readable by its owner only.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// Creates an empty database file readable by its owner only, if there is none: SQLite
+/// would create it 0644, and gives the -wal and -shm files the database file's mode.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path).map(drop)
 }
 
 fn writer_loop(conn: Connection, mut clock: Clock, rx: mpsc::Receiver<Job>) {
@@ -791,6 +817,25 @@ mod tests {
             .enable_all()
             .build()
             .unwrap()
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_database_and_its_wal_are_created_owner_only_in_an_owner_only_folder() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("new").join("data");
+        let store = SqliteStore::open(&data, Synchronous::Normal).unwrap();
+        rt().block_on(store.write(|ctx| -> Result<(), StoreError> {
+            let t = ctx.next_tstamp();
+            ctx.append(&event(Oid(10), Oid::ROOT, "a", t))
+        }))
+        .unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        for f in ["vellum.db", "vellum.db-wal", "vellum.db-shm"] {
+            assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+        }
+        assert_eq!(mode(&data), 0o700);
     }
 
     #[test]
