@@ -6,11 +6,14 @@
 //! embedded default. Nothing here knows about HTTP or policies.
 
 pub mod clock;
+mod faults;
 pub mod sqlite;
 
 use crate::crypto::{BlobAlgorithm, Wrapped};
 use crate::model::{Event, Oid, Tstamp, UserPolicy};
 
+#[doc(hidden)]
+pub use faults::FaultInjector;
 pub use sqlite::{SqliteStore, Synchronous};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +30,13 @@ pub enum StoreError {
     Corrupt(String, serde_json::Error),
     #[error("the writer thread is gone")]
     WriterGone,
-    #[error("commit failed: {0}")]
-    Commit(String),
+    /// The batch the job ran in was rolled back (its COMMIT failed, or SQLite rolled the
+    /// transaction back under a batch-mate); nothing of the job was kept.
+    #[error("not committed: {0}")]
+    NotCommitted(String),
+    /// The job panicked; its changes were rolled back.
+    #[error("the write job panicked; nothing of it was kept")]
+    JobPanicked,
     #[error("migration: {0}")]
     Migration(String),
     #[error("io: {0}")]
