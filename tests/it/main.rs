@@ -17,3 +17,4 @@ mod policy_table;
 mod proxy_mtls;
 mod reads;
 mod seed_walkthrough;
+mod writer_faults;
