@@ -89,6 +89,13 @@ impl From<StoreError> for Error {
                 "duplicate_name",
                 "a live object with this name already exists in the folder",
             ),
+            e if e.is_disk_full() => {
+                tracing::error!(error = %e, "the metadata store's disk is full");
+                Error::insufficient_storage(
+                    "insufficient_storage",
+                    "the server's disk is full; nothing of the request was kept",
+                )
+            }
             other => {
                 tracing::error!(error = %other, "store error");
                 Error::internal("store", "the metadata store failed; see the server log")
@@ -106,6 +113,13 @@ impl From<BlobError> for Error {
             BlobError::TooLarge { .. } => Error::too_large("file_too_large", e.to_string()),
             // In an upload, reading the request body failed: the client's side.
             BlobError::Io(_) => Error::bad_request("upload_interrupted", e.to_string()),
+            BlobError::Full(_) => {
+                tracing::error!(error = %e, "the blob store's disk is full");
+                Error::insufficient_storage(
+                    "insufficient_storage",
+                    "the server's disk is full; nothing of the request was kept",
+                )
+            }
             BlobError::Backend(_) => {
                 tracing::error!(error = %e, "blob store error");
                 Error::unavailable("blob_store", "the blob store failed; see the server log")

@@ -65,7 +65,7 @@ impl Metrics {
         use crate::blob::BlobError as B;
         if matches!(
             e,
-            B::Backend(_) | B::Integrity { .. } | B::NotFound { .. } | B::Crypto(_)
+            B::Backend(_) | B::Integrity { .. } | B::NotFound { .. } | B::Crypto(_) | B::Full(_)
         ) {
             Self::add(&self.blob_errors, 1);
         }

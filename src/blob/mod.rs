@@ -159,6 +159,9 @@ pub enum BlobError {
     /// The storage backend failed.
     #[error("blob storage: {0}")]
     Backend(#[source] object_store::Error),
+    /// The disk (or quota) holding the blobs is full; nothing was stored.
+    #[error("blob storage is full: {0}")]
+    Full(#[source] object_store::Error),
 }
 
 impl BlobError {
@@ -184,9 +187,33 @@ impl BlobError {
             object_store::Error::NotFound { .. } => Self::NotFound {
                 rname: rname.to_string(),
             },
+            e if storage_full_in(&e) => Self::Full(e),
             e => Self::Backend(e),
         }
     }
+}
+
+/// Whether an I/O error says the disk (or the caller's quota) is full.
+pub fn is_storage_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// Whether `e` or any error it wraps is an I/O error saying the disk is full
+/// (object_store's local store wraps the `io::Error` of the write, rename or fsync).
+fn storage_full_in(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(is_storage_full)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// Longest accepted blob name, in bytes.

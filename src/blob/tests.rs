@@ -288,3 +288,40 @@ async fn stale_staging_files_are_removed() {
     assert!(!shard.join("158340da6ed32558#1").exists());
     assert!(shard.join("158340da6ed32558").exists());
 }
+
+#[test]
+fn a_full_disk_under_the_blob_store_is_its_own_error_and_answers_507() {
+    // object_store's local store wraps the io::Error of the failed write in its own error.
+    #[derive(Debug, thiserror::Error)]
+    #[error("Unable to copy data to file: {source}")]
+    struct CopyFailed {
+        source: std::io::Error,
+    }
+    let wrapped = |io: std::io::Error| object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: Box::new(CopyFailed { source: io }),
+    };
+    let mut full = vec![
+        std::io::Error::from(std::io::ErrorKind::StorageFull),
+        std::io::Error::from(std::io::ErrorKind::QuotaExceeded),
+    ];
+    #[cfg(target_os = "linux")]
+    full.push(std::io::Error::from_raw_os_error(28)); // ENOSPC
+    for io in full {
+        let e = BlobError::backend("558/158340da6ed32558", wrapped(io));
+        assert!(matches!(e, BlobError::Full(_)), "{e:?}");
+        let e = crate::error::Error::from(e);
+        assert_eq!(
+            (e.kind, e.code),
+            (
+                crate::error::Kind::InsufficientStorage,
+                "insufficient_storage"
+            )
+        );
+    }
+    let other = BlobError::backend(
+        "558/158340da6ed32558",
+        wrapped(std::io::Error::from(std::io::ErrorKind::PermissionDenied)),
+    );
+    assert!(matches!(other, BlobError::Backend(_)), "{other:?}");
+}

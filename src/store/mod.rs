@@ -6,29 +6,61 @@
 //! embedded default. Nothing here knows about HTTP or policies.
 
 pub mod clock;
+mod faults;
 pub mod sqlite;
 
 use crate::crypto::{BlobAlgorithm, Wrapped};
 use crate::model::{Event, Oid, Tstamp, UserPolicy};
 
+#[doc(hidden)]
+pub use faults::FaultInjector;
 pub use sqlite::{SqliteStore, Synchronous};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
+    /// The disk holding the metadata store is full (`SQLITE_FULL`); nothing of the
+    /// transaction was kept.
+    #[error("the disk is full: {0}")]
+    Full(String),
     #[error("a live object with this name already exists in the folder")]
     UniqueName,
     #[error("stored event {0} does not decode: {1}")]
     Corrupt(String, serde_json::Error),
     #[error("the writer thread is gone")]
     WriterGone,
-    #[error("commit failed: {0}")]
-    Commit(String),
+    /// The batch the job ran in was rolled back (its COMMIT failed, or SQLite rolled the
+    /// transaction back under a batch-mate); nothing of the job was kept.
+    #[error("not committed: {0}")]
+    NotCommitted(String),
+    /// The job panicked; its changes were rolled back.
+    #[error("the write job panicked; nothing of it was kept")]
+    JobPanicked,
     #[error("migration: {0}")]
     Migration(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full(e.to_string()),
+            _ => StoreError::Sqlite(e),
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether this says the disk is full (SQLite's `SQLITE_FULL`, or ENOSPC from the OS).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StoreError::Full(_) => true,
+            StoreError::Io(e) => crate::blob::is_storage_full(e),
+            _ => false,
+        }
+    }
 }
 
 /// The current state of an object, from the index.

@@ -3,18 +3,27 @@
 //!
 //! Group commit: concurrent write jobs queue on a channel; the writer takes every job
 //! waiting, runs each inside its own SAVEPOINT of one `BEGIN IMMEDIATE` transaction, and
-//! commits once. A job that fails is rolled back to its savepoint alone. Callers hear
-//! back only after COMMIT returns, so with `synchronous=FULL` a reply means the job's
-//! events are on disk, and one fsync is shared by the whole batch.
+//! commits once. A job that fails on its own account (a conflict, a refusal) is rolled back
+//! to its savepoint alone. Any other failure rolls the whole batch back and every job of it
+//! is refused: a statement SQLite could not run (disk full, I/O error, out of memory,
+//! interrupt), even one the job went on after; a failed SAVEPOINT, RELEASE, ROLLBACK TO or
+//! COMMIT; a transaction SQLite has already rolled back by itself (which is why
+//! autocommit is checked after every job: a SAVEPOINT outside a transaction would open a
+//! new one that its RELEASE commits). Callers hear back only once the batch's fate is
+//! known, and Ok only if its COMMIT succeeded, so with `synchronous=FULL` an Ok means the
+//! job's events are on disk, and one fsync is shared by the whole batch. A commit hook
+//! refuses every commit but the batch's own COMMIT, so nothing can autocommit on the side.
 
+use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension};
 
 use super::clock::Clock;
-use super::{BlobRow, Current, MetaRead, MetaWrite, StoreError};
+use super::{BlobRow, Current, FaultInjector, MetaRead, MetaWrite, StoreError};
 use crate::crypto::{BlobAlgorithm, Wrapped};
 use crate::model::{Event, Oid, Tstamp, UserPolicy};
 
@@ -39,13 +48,103 @@ pub enum Synchronous {
     Normal,
 }
 
-/// A job for the writer: runs inside a savepoint, returns whether to keep its changes and
-/// how to deliver its result once the batch's fate (commit error or not) is known.
-type Deliver = Box<dyn FnOnce(Option<&StoreError>) + Send>;
-type Job = Box<dyn FnOnce(&mut WriteCtx<'_>) -> (bool, Deliver) + Send>;
+/// A job for the writer.
+trait Job: Send {
+    /// Runs inside the job's savepoint; returns whether to keep its changes.
+    fn run(&mut self, ctx: &mut WriteCtx<'_>) -> bool;
+    /// Delivers the result once the batch's fate is known: `refused` says why the batch
+    /// was not committed (`None`: it was).
+    fn answer(self: Box<Self>, refused: Option<&Failure>);
+}
+
+/// A caller's closure and the channel its result goes back on.
+struct Submitted<F, R, E> {
+    f: Option<F>,
+    result: Option<Result<R, E>>,
+    reply: tokio::sync::oneshot::Sender<Result<R, E>>,
+    /// A rehearsal: always rolled back.
+    dry: bool,
+}
+
+impl<F, R, E> Job for Submitted<F, R, E>
+where
+    F: FnOnce(&mut WriteCtx<'_>) -> Result<R, E> + Send,
+    R: Send,
+    E: From<StoreError> + Send,
+{
+    fn run(&mut self, ctx: &mut WriteCtx<'_>) -> bool {
+        let Some(f) = self.f.take() else {
+            return false;
+        };
+        let result = f(ctx);
+        let keep = result.is_ok() && !self.dry;
+        self.result = Some(result);
+        keep
+    }
+
+    fn answer(self: Box<Self>, refused: Option<&Failure>) {
+        let out = match (self.result, refused) {
+            // Refused on its own account (a conflict, a permission): that stays the
+            // answer whatever became of the batch; nothing of it was kept either way.
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(r)), None) => Ok(r),
+            (_, Some(failure)) => Err(E::from(failure.error())),
+            // It never returned: it panicked, and was rolled back.
+            (None, None) => Err(E::from(StoreError::JobPanicked)),
+        };
+        let _ = self.reply.send(out);
+    }
+}
+
+/// Why a batch was not committed; every job of the batch is told.
+#[derive(Debug, Clone)]
+struct Failure {
+    /// The disk is full (the answer is then a 507, not a 500).
+    full: bool,
+    message: String,
+}
+
+impl Failure {
+    fn of(e: &StoreError, during: &str) -> Failure {
+        Failure {
+            full: e.is_disk_full(),
+            message: format!("{during}: {e}"),
+        }
+    }
+
+    /// SQLite rolled the transaction back by itself, and no statement said why.
+    fn lost(before: &str) -> Failure {
+        Failure {
+            full: false,
+            message: format!("the transaction was rolled back before {before}"),
+        }
+    }
+
+    fn error(&self) -> StoreError {
+        if self.full {
+            StoreError::Full(self.message.clone())
+        } else {
+            StoreError::NotCommitted(self.message.clone())
+        }
+    }
+}
+
+/// Whether an error means SQLite could not do its part, rather than that the job is
+/// refused on its own account (a constraint such as a duplicate name, an event that does
+/// not decode, a row that is not there).
+fn is_storage_failure(e: &StoreError) -> bool {
+    match e {
+        StoreError::Sqlite(e) => e.sqlite_error().is_some_and(|f| {
+            f.code != ErrorCode::ConstraintViolation
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_COMMITHOOK
+        }),
+        StoreError::Full(_) | StoreError::NotCommitted(_) | StoreError::Io(_) => true,
+        _ => false,
+    }
+}
 
 pub struct SqliteStore {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Box<dyn Job>>,
     readers: Arc<ReaderPool>,
     db_path: PathBuf,
 }
@@ -53,9 +152,20 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) `dir/vellum.db`, runs migrations, starts the writer.
     pub fn open(dir: &Path, sync: Synchronous) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(dir)?;
+        Self::open_with(dir, sync, None)
+    }
+
+    /// [`SqliteStore::open`] with a fault injector on the writer's connection, for tests.
+    #[doc(hidden)]
+    pub fn open_with(
+        dir: &Path,
+        sync: Synchronous,
+        faults: Option<Arc<FaultInjector>>,
+    ) -> Result<SqliteStore, StoreError> {
+        create_private_dir(dir)?;
         let db_path = dir.join("vellum.db");
-        let conn = Connection::open(&db_path)?;
+        create_private_file(&db_path)?;
+        let mut conn = Connection::open(&db_path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(
             None,
@@ -74,10 +184,25 @@ impl SqliteStore {
             [],
             |r| r.get(0),
         )?;
-        let (tx, rx) = mpsc::channel::<Job>();
+        let committing = Arc::new(AtomicBool::new(false));
+        let gate = committing.clone();
+        let injected = faults.clone();
+        // Returning true turns the commit into a rollback.
+        conn.commit_hook(Some(move || {
+            !gate.load(Ordering::Relaxed) || injected.as_ref().is_some_and(|f| f.fail_commit())
+        }))?;
+        if let Some(f) = &faults {
+            f.install(&mut conn, committing.clone())?;
+        }
+        let writer = Writer {
+            conn,
+            clock: Clock::new(high_water as u64),
+            committing,
+        };
+        let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
         std::thread::Builder::new()
             .name("vellum-writer".into())
-            .spawn(move || writer_loop(conn, Clock::new(high_water as u64), rx))?;
+            .spawn(move || writer.serve(rx))?;
         Ok(SqliteStore {
             jobs: tx,
             readers: Arc::new(ReaderPool {
@@ -120,25 +245,18 @@ impl SqliteStore {
         R: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        let (tx, rx) = tokio::sync::oneshot::channel::<Result<R, E>>();
-        let job: Job = Box::new(move |ctx| {
-            let result = f(ctx);
-            let keep = result.is_ok() && !dry;
-            let deliver: Deliver = Box::new(move |commit_error| {
-                let out = match (commit_error, result) {
-                    (Some(e), Ok(_)) if !dry => Err(E::from(StoreError::Commit(e.to_string()))),
-                    (_, r) => r,
-                };
-                let _ = tx.send(out);
-            });
-            (keep, deliver)
+        let (reply, rx) = tokio::sync::oneshot::channel::<Result<R, E>>();
+        let job = Box::new(Submitted {
+            f: Some(f),
+            result: None,
+            reply,
+            dry,
         });
         self.jobs
             .send(job)
             .map_err(|_| E::from(StoreError::WriterGone))?;
         rx.await.map_err(|_| E::from(StoreError::WriterGone))?
     }
-
     /// Runs `f` on a pooled read-only connection inside one read transaction (one
     /// consistent snapshot), on the blocking pool.
     pub async fn read<R, E, F>(&self, f: F) -> Result<R, E>
@@ -219,54 +337,154 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn writer_loop(conn: Connection, mut clock: Clock, rx: mpsc::Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH_JOBS {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+/// Creates the data folder (and any missing parent) readable by its owner only.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// Creates an empty database file readable by its owner only, if there is none: SQLite
+/// would create it 0644, and gives the -wal and -shm files the database file's mode.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path).map(drop)
+}
+
+/// The writer thread's state: the only read-write connection, and the clock.
+struct Writer {
+    conn: Connection,
+    clock: Clock,
+    /// True only while the batch's COMMIT runs: the commit hook refuses every other commit.
+    committing: Arc<AtomicBool>,
+}
+
+impl Writer {
+    fn serve(mut self, rx: mpsc::Receiver<Box<dyn Job>>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH_JOBS {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.run_batch(batch);
+        }
+    }
+
+    /// Runs the jobs in one transaction and answers each: Ok only if the COMMIT succeeded.
+    fn run_batch(&mut self, batch: Vec<Box<dyn Job>>) {
+        let mut waiting = batch.into_iter();
+        let mut ran = Vec::with_capacity(waiting.len());
+        let mut failure = self.begin().err();
+        if failure.is_none() {
+            for mut job in waiting.by_ref() {
+                let step = self.run_job(job.as_mut());
+                ran.push(job);
+                if let Err(f) = step {
+                    failure = Some(f);
+                    break;
+                }
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            // Dropping the jobs drops their reply channels: each caller sees WriterGone.
-            tracing::error!(error = %e, "cannot begin a write transaction; batch refused");
-            continue;
+        if failure.is_none() {
+            failure = self.commit().err();
         }
-        let mut deliveries = Vec::with_capacity(batch.len());
-        for job in batch {
-            if let Err(e) = conn.execute_batch("SAVEPOINT job") {
-                tracing::error!(error = %e, "savepoint failed");
+        if let Some(f) = &failure {
+            tracing::error!(
+                error = %f.message,
+                jobs = ran.len() + waiting.len(),
+                "write batch rolled back; every job in it is refused"
+            );
+            self.roll_back();
+        }
+        for job in ran.into_iter().chain(waiting) {
+            job.answer(failure.as_ref());
+        }
+    }
+
+    fn exec(&self, sql: &str) -> Result<(), Failure> {
+        self.conn
+            .execute_batch(sql)
+            .map_err(|e| Failure::of(&StoreError::from(e), sql))
+    }
+
+    fn ensure_open(&self, before: &str) -> Result<(), Failure> {
+        if self.conn.is_autocommit() {
+            Err(Failure::lost(before))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn begin(&mut self) -> Result<(), Failure> {
+        // A ROLLBACK that failed may have left the last batch's transaction open.
+        self.roll_back();
+        self.exec("BEGIN IMMEDIATE")
+    }
+
+    /// Runs one job in its savepoint. An error means the batch cannot be committed.
+    fn run_job(&mut self, job: &mut dyn Job) -> Result<(), Failure> {
+        // Outside a transaction, SAVEPOINT would open a new one that RELEASE commits.
+        self.ensure_open("SAVEPOINT")?;
+        self.exec("SAVEPOINT job")?;
+        let mut ctx = WriteCtx {
+            conn: &self.conn,
+            clock: &mut self.clock,
+            fault: Cell::new(None),
+        };
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job.run(&mut ctx)));
+        let fault = ctx.fault.take();
+        if self.conn.is_autocommit() {
+            // SQLite rolled the whole transaction back, jobs released before this one too.
+            return Err(fault.unwrap_or_else(|| Failure::lost("RELEASE")));
+        }
+        if let Some(f) = fault {
+            // SQLite kept the transaction but a statement failed for a reason that is not
+            // the job's, and the job may have gone on without it.
+            return Err(f);
+        }
+        match outcome {
+            Ok(true) => self.exec("RELEASE job"),
+            Ok(false) => {
+                self.exec("ROLLBACK TO job")?;
+                self.exec("RELEASE job")
             }
-            let mut ctx = WriteCtx {
-                conn: &conn,
-                clock: &mut clock,
-            };
-            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut ctx)));
-            match outcome {
-                Ok((true, deliver)) => {
-                    let _ = conn.execute_batch("RELEASE job");
-                    deliveries.push(deliver);
-                }
-                Ok((false, deliver)) => {
-                    let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
-                    deliveries.push(deliver);
-                }
-                Err(_) => {
-                    // The job's sender is dropped with it; its caller sees WriterGone.
-                    tracing::error!("a write job panicked; its changes were rolled back");
-                    let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
-                }
+            Err(_) => {
+                tracing::error!("a write job panicked; its changes are rolled back");
+                self.exec("ROLLBACK TO job")?;
+                self.exec("RELEASE job")
             }
         }
-        let commit = conn.execute_batch("COMMIT").map_err(StoreError::Sqlite);
-        let err = commit.err();
-        if let Some(e) = &err {
-            tracing::error!(error = %e, "commit failed; the batch is lost");
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-        for d in deliveries {
-            d(err.as_ref());
+    }
+
+    fn commit(&mut self) -> Result<(), Failure> {
+        self.ensure_open("COMMIT")?;
+        self.committing.store(true, Ordering::Relaxed);
+        let done = self.exec("COMMIT");
+        self.committing.store(false, Ordering::Relaxed);
+        done
+    }
+
+    /// Rolls back the open transaction, if any. Should that fail, the next batch tries
+    /// again before its BEGIN (which would fail inside a transaction).
+    fn roll_back(&mut self) {
+        if !self.conn.is_autocommit() {
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                tracing::error!(error = %e, "ROLLBACK failed");
+            }
         }
     }
 }
@@ -275,6 +493,21 @@ fn writer_loop(conn: Connection, mut clock: Clock, rx: mpsc::Receiver<Job>) {
 pub struct WriteCtx<'c> {
     conn: &'c Connection,
     clock: &'c mut Clock,
+    /// The first storage failure a statement of this job met: the batch is refused even
+    /// if the job went on and returned Ok.
+    fault: Cell<Option<Failure>>,
+}
+
+impl WriteCtx<'_> {
+    fn note(&self, e: StoreError) -> StoreError {
+        if is_storage_failure(&e) {
+            let first = self.fault.take();
+            self.fault.set(Some(
+                first.unwrap_or_else(|| Failure::of(&e, "a statement failed")),
+            ));
+        }
+        e
+    }
 }
 
 /// A reader's consistent snapshot.
@@ -318,25 +551,53 @@ impl ReaderPool {
     {
         let conn = self.take().map_err(E::from)?;
         conn.execute_batch("BEGIN")
-            .map_err(|e| E::from(StoreError::Sqlite(e)))?;
+            .map_err(|e| E::from(StoreError::from(e)))?;
         let out = f(&ReadSnapshot { conn: &conn });
-        let _ = conn.execute_batch("COMMIT");
-        self.give_back(conn);
-        out
+        match conn.execute_batch("COMMIT") {
+            Ok(()) if conn.is_autocommit() => {
+                self.give_back(conn);
+                out
+            }
+            // A connection whose read transaction did not end (it would pin its snapshot
+            // and hold back checkpoints) is closed, not pooled.
+            Ok(()) => out.and(Err(E::from(StoreError::NotCommitted(
+                "the read transaction is still open after COMMIT".into(),
+            )))),
+            Err(e) => {
+                tracing::error!(error = %e, "ending a read transaction failed");
+                out.and(Err(E::from(StoreError::from(e))))
+            }
+        }
     }
 }
 
+/// One store operation on a snapshot's connection.
 trait HasConn {
-    fn conn(&self) -> &Connection;
+    fn with<T>(
+        &self,
+        op: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError>;
 }
 impl HasConn for WriteCtx<'_> {
-    fn conn(&self) -> &Connection {
-        self.conn
+    fn with<T>(
+        &self,
+        op: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if self.conn.is_autocommit() {
+            // SQLite rolled the transaction back: each statement would now commit alone.
+            return Err(self.note(StoreError::NotCommitted(
+                "the transaction was rolled back".into(),
+            )));
+        }
+        op(self.conn).map_err(|e| self.note(e))
     }
 }
 impl HasConn for ReadSnapshot<'_> {
-    fn conn(&self) -> &Connection {
-        self.conn
+    fn with<T>(
+        &self,
+        op: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        op(self.conn)
     }
 }
 
@@ -401,57 +662,63 @@ fn blob_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BlobRow> {
 
 impl<T: HasConn> MetaRead for T {
     fn current(&self, oid: Oid) -> Result<Option<Current>, StoreError> {
-        let mut st = self
-            .conn()
-            .prepare_cached(&format!("{CURRENT_SELECT} WHERE o.oid = ?1"))?;
-        let row = st.query_row([oid.as_i64()], current_from_row).optional()?;
-        row.map(to_current).transpose()
+        self.with(|conn| {
+            let mut st = conn.prepare_cached(&format!("{CURRENT_SELECT} WHERE o.oid = ?1"))?;
+            let row = st.query_row([oid.as_i64()], current_from_row).optional()?;
+            row.map(to_current).transpose()
+        })
     }
 
     fn child_by_name(&self, parent: Oid, name: &str) -> Result<Option<Oid>, StoreError> {
-        let mut st = self.conn().prepare_cached(
-            "SELECT oid FROM objects WHERE parentoid = ?1 AND name = ?2 AND live = 1",
-        )?;
-        Ok(st
-            .query_row(params![parent.as_i64(), name], |r| r.get::<_, i64>(0))
-            .optional()?
-            .map(Oid::from_i64))
+        self.with(|conn| {
+            let mut st = conn.prepare_cached(
+                "SELECT oid FROM objects WHERE parentoid = ?1 AND name = ?2 AND live = 1",
+            )?;
+            Ok(st
+                .query_row(params![parent.as_i64(), name], |r| r.get::<_, i64>(0))
+                .optional()?
+                .map(Oid::from_i64))
+        })
     }
 
     fn has_children(&self, oid: Oid, live_only: bool) -> Result<bool, StoreError> {
-        let sql = if live_only {
-            "SELECT EXISTS (SELECT 1 FROM objects WHERE parentoid = ?1 AND live = 1 AND oid != ?1)"
-        } else {
-            "SELECT EXISTS (SELECT 1 FROM objects WHERE parentoid = ?1 AND oid != ?1)"
-        };
-        let mut st = self.conn().prepare_cached(sql)?;
-        Ok(st.query_row([oid.as_i64()], |r| r.get(0))?)
+        self.with(|conn| {
+            let sql = if live_only {
+                "SELECT EXISTS (SELECT 1 FROM objects WHERE parentoid = ?1 AND live = 1 AND oid != ?1)"
+            } else {
+                "SELECT EXISTS (SELECT 1 FROM objects WHERE parentoid = ?1 AND oid != ?1)"
+            };
+            let mut st = conn.prepare_cached(sql)?;
+            Ok(st.query_row([oid.as_i64()], |r| r.get(0))?)
+        })
     }
 
     fn version(&self, oid: Oid, tstamp: Tstamp) -> Result<Option<Event>, StoreError> {
-        let mut st = self
-            .conn()
-            .prepare_cached("SELECT body FROM events WHERE oid = ?1 AND tstamp = ?2")?;
-        let body: Option<String> = st
-            .query_row(params![oid.as_i64(), tstamp.as_i64()], |r| r.get(0))
-            .optional()?;
-        body.map(|b| decode(oid.as_i64(), tstamp.as_i64(), &b))
-            .transpose()
+        self.with(|conn| {
+            let mut st =
+                conn.prepare_cached("SELECT body FROM events WHERE oid = ?1 AND tstamp = ?2")?;
+            let body: Option<String> = st
+                .query_row(params![oid.as_i64(), tstamp.as_i64()], |r| r.get(0))
+                .optional()?;
+            body.map(|b| decode(oid.as_i64(), tstamp.as_i64(), &b))
+                .transpose()
+        })
     }
 
     fn history(&self, oid: Oid) -> Result<Vec<Event>, StoreError> {
-        let mut st = self
-            .conn()
-            .prepare_cached("SELECT tstamp, body FROM events WHERE oid = ?1 ORDER BY tstamp")?;
-        let rows = st.query_map([oid.as_i64()], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (t, body) = row?;
-            out.push(decode(oid.as_i64(), t, &body)?);
-        }
-        Ok(out)
+        self.with(|conn| {
+            let mut st = conn
+                .prepare_cached("SELECT tstamp, body FROM events WHERE oid = ?1 ORDER BY tstamp")?;
+            let rows = st.query_map([oid.as_i64()], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (t, body) = row?;
+                out.push(decode(oid.as_i64(), t, &body)?);
+            }
+            Ok(out)
+        })
     }
 
     fn children(
@@ -460,155 +727,163 @@ impl<T: HasConn> MetaRead for T {
         after: Option<Oid>,
         limit: usize,
     ) -> Result<Vec<Current>, StoreError> {
-        let mut st = self.conn().prepare_cached(&format!(
-            "{CURRENT_SELECT} WHERE o.parentoid = ?1 AND o.live = 1 AND o.oid > ?2 AND o.oid != ?1
-             ORDER BY o.oid LIMIT ?3"
-        ))?;
-        let rows = st.query_map(
-            params![
-                parent.as_i64(),
-                after.map(Oid::as_i64).unwrap_or(-1),
-                limit.min(i64::MAX as usize) as i64
-            ],
-            current_from_row,
-        )?;
-        let mut out = Vec::new();
-        for row in rows {
-            out.push(to_current(row?)?);
-        }
-        Ok(out)
+        self.with(|conn| {
+            let mut st = conn.prepare_cached(&format!(
+                "{CURRENT_SELECT} WHERE o.parentoid = ?1 AND o.live = 1 AND o.oid > ?2 AND o.oid != ?1
+                 ORDER BY o.oid LIMIT ?3"
+            ))?;
+            let rows = st.query_map(
+                params![
+                    parent.as_i64(),
+                    after.map(Oid::as_i64).unwrap_or(-1),
+                    limit.min(i64::MAX as usize) as i64
+                ],
+                current_from_row,
+            )?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(to_current(row?)?);
+            }
+            Ok(out)
+        })
     }
 
     fn derived_from(&self, oid: Oid) -> Result<Vec<Current>, StoreError> {
-        let mut st = self.conn().prepare_cached(&format!(
-            "{CURRENT_SELECT} WHERE o.derived_oid = ?1 AND o.live = 1 ORDER BY o.oid"
-        ))?;
-        let rows = st.query_map([oid.as_i64()], current_from_row)?;
-        let mut out = Vec::new();
-        for row in rows {
-            out.push(to_current(row?)?);
-        }
-        Ok(out)
+        self.with(|conn| {
+            let mut st = conn.prepare_cached(&format!(
+                "{CURRENT_SELECT} WHERE o.derived_oid = ?1 AND o.live = 1 ORDER BY o.oid"
+            ))?;
+            let rows = st.query_map([oid.as_i64()], current_from_row)?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(to_current(row?)?);
+            }
+            Ok(out)
+        })
     }
 
     fn meta_get(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let mut st = self
-            .conn()
-            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?;
-        Ok(st.query_row([key], |r| r.get(0)).optional()?)
+        self.with(|conn| {
+            let mut st = conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")?;
+            Ok(st.query_row([key], |r| r.get(0)).optional()?)
+        })
     }
 
     fn events_since(&self, after: Tstamp, limit: usize) -> Result<Vec<Event>, StoreError> {
-        let mut st = self.conn().prepare_cached(
-            "SELECT oid, tstamp, body FROM events WHERE tstamp > ?1 ORDER BY tstamp LIMIT ?2",
-        )?;
-        let rows = st.query_map(
-            params![after.as_i64(), limit.min(i64::MAX as usize) as i64],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            },
-        )?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (oid, t, body) = row?;
-            out.push(decode(oid, t, &body)?);
-        }
-        Ok(out)
+        self.with(|conn| {
+            let mut st = conn.prepare_cached(
+                "SELECT oid, tstamp, body FROM events WHERE tstamp > ?1 ORDER BY tstamp LIMIT ?2",
+            )?;
+            let rows = st.query_map(
+                params![after.as_i64(), limit.min(i64::MAX as usize) as i64],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                },
+            )?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (oid, t, body) = row?;
+                out.push(decode(oid, t, &body)?);
+            }
+            Ok(out)
+        })
     }
 
     fn max_tstamp(&self) -> Result<Tstamp, StoreError> {
-        let mut st = self
-            .conn()
-            .prepare_cached("SELECT coalesce(max(tstamp), 0) FROM events")?;
-        Ok(Tstamp::from_i64(st.query_row([], |r| r.get(0))?))
+        self.with(|conn| {
+            let mut st = conn.prepare_cached("SELECT coalesce(max(tstamp), 0) FROM events")?;
+            Ok(Tstamp::from_i64(st.query_row([], |r| r.get(0))?))
+        })
     }
 
     fn blob(&self, rname: &str) -> Result<Option<BlobRow>, StoreError> {
-        let mut st = self
-            .conn()
-            .prepare_cached(&format!("{BLOB_SELECT} WHERE rname = ?1"))?;
-        Ok(st.query_row([rname], blob_from_row).optional()?)
+        self.with(|conn| {
+            let mut st = conn.prepare_cached(&format!("{BLOB_SELECT} WHERE rname = ?1"))?;
+            Ok(st.query_row([rname], blob_from_row).optional()?)
+        })
     }
 
     fn blob_in_use(&self, rname: &str) -> Result<bool, StoreError> {
-        let mut st = self
-            .conn()
-            .prepare_cached("SELECT EXISTS (SELECT 1 FROM event_blobs WHERE rname = ?1)")?;
-        Ok(st.query_row([rname], |r| r.get(0))?)
+        self.with(|conn| {
+            let mut st =
+                conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM event_blobs WHERE rname = ?1)")?;
+            Ok(st.query_row([rname], |r| r.get(0))?)
+        })
     }
 
     fn blobs_after(&self, after: Option<&str>, limit: usize) -> Result<Vec<BlobRow>, StoreError> {
-        let mut st = self.conn().prepare_cached(&format!(
-            "{BLOB_SELECT} WHERE rname > ?1 ORDER BY rname LIMIT ?2"
-        ))?;
-        let rows = st.query_map(
-            params![after.unwrap_or(""), limit.min(i64::MAX as usize) as i64],
-            blob_from_row,
-        )?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.with(|conn| {
+            let mut st = conn.prepare_cached(&format!(
+                "{BLOB_SELECT} WHERE rname > ?1 ORDER BY rname LIMIT ?2"
+            ))?;
+            let rows = st.query_map(
+                params![after.unwrap_or(""), limit.min(i64::MAX as usize) as i64],
+                blob_from_row,
+            )?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
     }
 }
 
+/// The objects upsert resolves a clash on its primary key itself, so the one unique
+/// constraint it can break is the partial index on live names.
 fn map_unique(e: rusqlite::Error) -> StoreError {
-    match &e {
-        rusqlite::Error::SqliteFailure(f, Some(msg))
-            if f.code == rusqlite::ErrorCode::ConstraintViolation
-                && msg.contains("objects.parentoid") =>
-        {
+    match e.sqlite_error() {
+        Some(f) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE => {
             StoreError::UniqueName
         }
-        _ => StoreError::Sqlite(e),
+        _ => StoreError::from(e),
     }
 }
+
+const UPSERT_OBJECT: &str =
+    "INSERT INTO objects (oid, tstamp, parentoid, name, live, isfile, fulldir, expiration, derived_oid)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+     ON CONFLICT (oid) DO UPDATE SET tstamp = ?2, parentoid = ?3, name = ?4, live = ?5,
+        isfile = ?6, fulldir = ?7, expiration = ?8, derived_oid = ?9";
 
 impl WriteCtx<'_> {
     fn upsert_index(&self, e: &Event) -> Result<(), StoreError> {
-        // A create names a new oid: there is no old row, hence no subtree to move.
-        let old_fulldir: Option<String> = if e.action == crate::model::Action::C {
-            None
-        } else {
-            self.conn
-                .prepare_cached("SELECT fulldir FROM objects WHERE oid = ?1")?
-                .query_row([e.oid.as_i64()], |r| r.get(0))
-                .optional()?
-        };
-        self.conn
-            .prepare_cached(
-                "INSERT INTO objects (oid, tstamp, parentoid, name, live, isfile, fulldir, expiration, derived_oid)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT (oid) DO UPDATE SET tstamp = ?2, parentoid = ?3, name = ?4, live = ?5,
-                    isfile = ?6, fulldir = ?7, expiration = ?8, derived_oid = ?9",
-            )?
-            .execute(params![
-                e.oid.as_i64(),
-                e.tstamp.as_i64(),
-                e.parentoid.as_i64(),
-                e.name,
-                e.action != crate::model::Action::D,
-                e.isfile,
-                e.fulldir,
-                e.expiration.as_i64(),
-                e.derived_oid().map(Oid::as_i64),
-            ])
-            .map_err(map_unique)?;
-        // A directory that moved takes its subtree along: rewrite descendants' fulldir.
-        if let Some(old) = old_fulldir {
-            if old != e.fulldir && !e.isfile {
-                let old_prefix = format!("{old}{}/", e.oid);
-                let new_prefix = format!("{}{}/", e.fulldir, e.oid);
-                self.conn
-                    .prepare_cached(
+        self.with(|conn| {
+            // A create names a new oid: there is no old row, hence no subtree to move.
+            let old_fulldir: Option<String> = if e.action == crate::model::Action::C {
+                None
+            } else {
+                conn.prepare_cached("SELECT fulldir FROM objects WHERE oid = ?1")?
+                    .query_row([e.oid.as_i64()], |r| r.get(0))
+                    .optional()?
+            };
+            conn.prepare_cached(UPSERT_OBJECT)?
+                .execute(params![
+                    e.oid.as_i64(),
+                    e.tstamp.as_i64(),
+                    e.parentoid.as_i64(),
+                    e.name,
+                    e.action != crate::model::Action::D,
+                    e.isfile,
+                    e.fulldir,
+                    e.expiration.as_i64(),
+                    e.derived_oid().map(Oid::as_i64),
+                ])
+                .map_err(map_unique)?;
+            // A directory that moved takes its subtree along: rewrite descendants' fulldir.
+            if let Some(old) = old_fulldir {
+                if old != e.fulldir && !e.isfile {
+                    let old_prefix = format!("{old}{}/", e.oid);
+                    let new_prefix = format!("{}{}/", e.fulldir, e.oid);
+                    conn.prepare_cached(
                         "UPDATE objects SET fulldir = ?2 || substr(fulldir, length(?1) + 1)
-                         WHERE substr(fulldir, 1, length(?1)) = ?1",
+                             WHERE substr(fulldir, 1, length(?1)) = ?1",
                     )?
                     .execute(params![old_prefix, new_prefix])?;
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }
 
@@ -622,24 +897,30 @@ impl MetaWrite for WriteCtx<'_> {
     }
 
     fn append(&mut self, event: &Event) -> Result<(), StoreError> {
-        let mut stored = event.clone();
-        stored.tstampend = None;
-        stored.policy = None;
-        // Key material lives in `blobs`, beside the log (rekey re-wraps it there).
-        stored.encrypteddata = None;
-        stored.encryptednonce = None;
-        stored.blobkey = None;
-        if let Some(rname) = event.rname_str() {
-            self.conn
-                .prepare_cached("INSERT INTO event_blobs (oid, tstamp, rname) VALUES (?1, ?2, ?3)")?
-                .execute(params![event.oid.as_i64(), event.tstamp.as_i64(), rname])?;
-        }
-        let body =
-            serde_json::to_string(&stored).map_err(|e| StoreError::Corrupt("encode".into(), e))?;
-        self.conn
-            .prepare_cached("INSERT INTO events (oid, tstamp, body) VALUES (?1, ?2, ?3)")?
-            .execute(params![event.oid.as_i64(), event.tstamp.as_i64(), body])?;
-        self.upsert_index(event)
+        self.with(|conn| {
+            let mut stored = event.clone();
+            stored.tstampend = None;
+            stored.policy = None;
+            // Key material lives in `blobs`, beside the log (rekey re-wraps it there).
+            stored.encrypteddata = None;
+            stored.encryptednonce = None;
+            stored.blobkey = None;
+            if let Some(rname) = event.rname_str() {
+                conn.prepare_cached(
+                    "INSERT INTO event_blobs (oid, tstamp, rname) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![
+                    event.oid.as_i64(),
+                    event.tstamp.as_i64(),
+                    rname
+                ])?;
+            }
+            let body = serde_json::to_string(&stored)
+                .map_err(|e| StoreError::Corrupt("encode".into(), e))?;
+            conn.prepare_cached("INSERT INTO events (oid, tstamp, body) VALUES (?1, ?2, ?3)")?
+                .execute(params![event.oid.as_i64(), event.tstamp.as_i64(), body])?;
+            self.upsert_index(event)
+        })
     }
 
     fn purge(
@@ -650,87 +931,84 @@ impl MetaWrite for WriteCtx<'_> {
         who: &UserPolicy,
         jwthash: &str,
     ) -> Result<Vec<Event>, StoreError> {
-        let removed: Vec<Event> = match version {
-            None => self.history(oid)?,
-            Some(t) => self.version(oid, t)?.into_iter().collect(),
-        };
-        self.conn
-            .execute("INSERT INTO purge_guard (active) VALUES (1)", [])?;
-        let deleted = match version {
-            None => self
-                .conn
-                .execute("DELETE FROM events WHERE oid = ?1", [oid.as_i64()])?,
-            Some(t) => self.conn.execute(
-                "DELETE FROM events WHERE oid = ?1 AND tstamp = ?2",
-                params![oid.as_i64(), t.as_i64()],
-            )?,
-        };
-        self.conn.execute("DELETE FROM purge_guard", [])?;
-        match version {
-            None => self
-                .conn
-                .execute("DELETE FROM event_blobs WHERE oid = ?1", [oid.as_i64()])?,
-            Some(t) => self.conn.execute(
-                "DELETE FROM event_blobs WHERE oid = ?1 AND tstamp = ?2",
-                params![oid.as_i64(), t.as_i64()],
-            )?,
-        };
-        // Re-point the index at the newest version left, or drop the object.
-        let newest: Option<(i64, String)> = self
-            .conn
-            .query_row(
-                "SELECT tstamp, body FROM events WHERE oid = ?1 ORDER BY tstamp DESC LIMIT 1",
-                [oid.as_i64()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        match newest {
-            None => {
-                self.conn
-                    .execute("DELETE FROM objects WHERE oid = ?1", [oid.as_i64()])?;
-            }
-            Some((t, body)) => {
-                let current: i64 = self.conn.query_row(
-                    "SELECT tstamp FROM objects WHERE oid = ?1",
+        self.with(|conn| {
+            let removed: Vec<Event> = match version {
+                None => self.history(oid)?,
+                Some(t) => self.version(oid, t)?.into_iter().collect(),
+            };
+            conn.execute("INSERT INTO purge_guard (active) VALUES (1)", [])?;
+            let deleted = match version {
+                None => conn.execute("DELETE FROM events WHERE oid = ?1", [oid.as_i64()])?,
+                Some(t) => conn.execute(
+                    "DELETE FROM events WHERE oid = ?1 AND tstamp = ?2",
+                    params![oid.as_i64(), t.as_i64()],
+                )?,
+            };
+            conn.execute("DELETE FROM purge_guard", [])?;
+            match version {
+                None => conn.execute("DELETE FROM event_blobs WHERE oid = ?1", [oid.as_i64()])?,
+                Some(t) => conn.execute(
+                    "DELETE FROM event_blobs WHERE oid = ?1 AND tstamp = ?2",
+                    params![oid.as_i64(), t.as_i64()],
+                )?,
+            };
+            // Re-point the index at the newest version left, or drop the object.
+            let newest: Option<(i64, String)> = conn
+                .query_row(
+                    "SELECT tstamp, body FROM events WHERE oid = ?1 ORDER BY tstamp DESC LIMIT 1",
                     [oid.as_i64()],
-                    |r| r.get(0),
-                )?;
-                if current != t {
-                    let e = decode(oid.as_i64(), t, &body)?;
-                    self.upsert_index(&e)?;
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            match newest {
+                None => {
+                    conn.execute("DELETE FROM objects WHERE oid = ?1", [oid.as_i64()])?;
+                }
+                Some((t, body)) => {
+                    let current: i64 = conn.query_row(
+                        "SELECT tstamp FROM objects WHERE oid = ?1",
+                        [oid.as_i64()],
+                        |r| r.get(0),
+                    )?;
+                    if current != t {
+                        let e = decode(oid.as_i64(), t, &body)?;
+                        self.upsert_index(&e)?;
+                    }
                 }
             }
-        }
-        self.conn.execute(
-            "INSERT INTO purges (tstamp, oid, purgetstamp, versions, label, jwthash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                at.as_i64(),
-                oid.as_i64(),
-                version.map(Tstamp::as_i64),
-                deleted as i64,
-                who.label,
-                jwthash
-            ],
-        )?;
-        Ok(removed)
+            conn.execute(
+                "INSERT INTO purges (tstamp, oid, purgetstamp, versions, label, jwthash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    at.as_i64(),
+                    oid.as_i64(),
+                    version.map(Tstamp::as_i64),
+                    deleted as i64,
+                    who.label,
+                    jwthash
+                ],
+            )?;
+            Ok(removed)
+        })
     }
 
     fn meta_set(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2)
-             ON CONFLICT (key) DO UPDATE SET value = ?2",
-            params![key, value],
-        )?;
-        Ok(())
+        self.with(|conn| {
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = ?2",
+                params![key, value],
+            )?;
+            Ok(())
+        })
     }
 
     fn put_blob(&mut self, row: &BlobRow) -> Result<(), StoreError> {
-        let w = row.wrapped.as_ref();
-        self.conn
-            .prepare_cached(
+        self.with(|conn| {
+            let w = row.wrapped.as_ref();
+            conn.prepare_cached(
                 "INSERT INTO blobs (rname, algorithm, key_id, encrypteddata, encryptednonce, size,
-                    sha256plain, inline, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                        sha256plain, inline, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
             .execute(params![
                 row.rname,
@@ -746,21 +1024,23 @@ impl MetaWrite for WriteCtx<'_> {
                 row.inline.as_deref(),
                 row.created.as_i64(),
             ])?;
-        Ok(())
+            Ok(())
+        })
     }
 
     fn drop_blob(&mut self, rname: &str) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached("DELETE FROM blobs WHERE rname = ?1")?
-            .execute([rname])?;
-        Ok(())
+        self.with(|conn| {
+            conn.prepare_cached("DELETE FROM blobs WHERE rname = ?1")?
+                .execute([rname])?;
+            Ok(())
+        })
     }
 
     fn rewrap_blob(&mut self, rname: &str, wrapped: &Wrapped) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached(
+        self.with(|conn| {
+            conn.prepare_cached(
                 "UPDATE blobs SET key_id = ?2, encrypteddata = ?3, encryptednonce = ?4
-                 WHERE rname = ?1",
+                     WHERE rname = ?1",
             )?
             .execute(params![
                 rname,
@@ -768,7 +1048,8 @@ impl MetaWrite for WriteCtx<'_> {
                 wrapped.encrypteddata,
                 wrapped.encryptednonce
             ])?;
-        Ok(())
+            Ok(())
+        })
     }
 }
 
@@ -792,6 +1073,148 @@ mod tests {
             .enable_all()
             .build()
             .unwrap()
+    }
+
+    fn count_events(store: &SqliteStore) -> i64 {
+        let conn = Connection::open(store.db_path()).unwrap();
+        conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_job_that_panics_is_answered_with_an_error_and_leaves_nothing_while_its_batch_mates_commit()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path(), Synchronous::Normal).unwrap());
+        let answers = rt().block_on(async {
+            let mut handles = Vec::new();
+            for i in 0..6u64 {
+                let store = store.clone();
+                handles.push(tokio::spawn(async move {
+                    store
+                        .write(move |ctx| -> Result<(), StoreError> {
+                            let t = ctx.next_tstamp();
+                            ctx.append(&event(Oid(100 + i), Oid::ROOT, &format!("n{i}"), t))?;
+                            assert!(i != 3, "job 3 panics after writing, on purpose");
+                            Ok(())
+                        })
+                        .await
+                }));
+            }
+            let mut answers = Vec::new();
+            for h in handles {
+                answers.push(h.await.unwrap());
+            }
+            answers
+        });
+        for (i, a) in answers.iter().enumerate() {
+            match a {
+                Err(StoreError::JobPanicked) => assert_eq!(i, 3),
+                other => assert!(other.is_ok() && i != 3, "job {i}: {other:?}"),
+            }
+        }
+        assert_eq!(count_events(&store), 5);
+        // The writer is still there.
+        rt().block_on(store.write(|ctx| -> Result<(), StoreError> {
+            let t = ctx.next_tstamp();
+            ctx.append(&event(Oid(200), Oid::ROOT, "after", t))
+        }))
+        .unwrap();
+    }
+
+    #[test]
+    fn a_batch_whose_begin_fails_answers_its_jobs_with_an_error_and_the_next_batch_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        // Statement 1 is the first batch's BEGIN IMMEDIATE.
+        let faults = FaultInjector::fail_statement(1);
+        let store =
+            SqliteStore::open_with(dir.path(), Synchronous::Normal, Some(faults.clone())).unwrap();
+        let write = |oid: u64| {
+            store.write(move |ctx| -> Result<(), StoreError> {
+                let t = ctx.next_tstamp();
+                ctx.append(&event(Oid(oid), Oid::ROOT, &format!("n{oid}"), t))
+            })
+        };
+        let first = rt().block_on(write(10));
+        assert_eq!(faults.target_sql().as_deref(), Some("BEGIN IMMEDIATE"));
+        assert!(
+            matches!(&first, Err(StoreError::NotCommitted(m)) if m.contains("BEGIN")),
+            "{first:?}"
+        );
+        rt().block_on(write(11)).unwrap();
+        assert_eq!(count_events(&store), 1);
+    }
+
+    #[test]
+    fn a_full_database_is_a_disk_full_error_that_answers_507() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(SqliteStore::open(dir.path(), Synchronous::Normal).unwrap());
+        let pages: i64 = Connection::open(dir.path().join("vellum.db"))
+            .unwrap()
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        let store = SqliteStore::open_with(
+            dir.path(),
+            Synchronous::Normal,
+            Some(FaultInjector::max_page_count(pages as u64)),
+        )
+        .unwrap();
+        let big = "x".repeat(64 << 10);
+        let e = rt()
+            .block_on(store.write(move |ctx| -> Result<(), StoreError> {
+                let t = ctx.next_tstamp();
+                ctx.append(&event(Oid(10), Oid::ROOT, &big, t))
+            }))
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Full(_)), "{e:?}");
+        let e = crate::error::Error::from(e);
+        assert_eq!(
+            (e.kind, e.code),
+            (
+                crate::error::Kind::InsufficientStorage,
+                "insufficient_storage"
+            )
+        );
+        assert_eq!(count_events(&store), 0);
+    }
+
+    #[test]
+    fn a_read_snapshot_whose_commit_fails_is_an_error_and_its_connection_is_not_pooled() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path(), Synchronous::Normal).unwrap();
+        let pool = store.reader();
+        // Ending the transaction inside makes the snapshot's own COMMIT fail.
+        let r = pool.with_snapshot(|s| -> Result<i64, StoreError> {
+            let n = s
+                .conn
+                .query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
+            s.conn.execute_batch("COMMIT")?;
+            Ok(n)
+        });
+        assert!(matches!(r, Err(StoreError::Sqlite(_))), "{r:?}");
+        assert_eq!(pool.idle.lock().unwrap().len(), 0);
+        // A snapshot that ends well gives its connection back.
+        pool.with_snapshot(|s| s.max_tstamp()).unwrap();
+        assert_eq!(pool.idle.lock().unwrap().len(), 1);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_database_and_its_wal_are_created_owner_only_in_an_owner_only_folder() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("new").join("data");
+        let store = SqliteStore::open(&data, Synchronous::Normal).unwrap();
+        rt().block_on(store.write(|ctx| -> Result<(), StoreError> {
+            let t = ctx.next_tstamp();
+            ctx.append(&event(Oid(10), Oid::ROOT, "a", t))
+        }))
+        .unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        for f in ["vellum.db", "vellum.db-wal", "vellum.db-shm"] {
+            assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+        }
+        assert_eq!(mode(&data), 0o700);
     }
 
     #[test]
@@ -953,3 +1376,6 @@ mod tests {
         assert!(next > future);
     }
 }
+
+#[cfg(test)]
+mod writer_faults;

@@ -21,3 +21,4 @@ mod proxy_mtls;
 mod reads;
 mod request_edges;
 mod seed_walkthrough;
+mod writer_faults;
