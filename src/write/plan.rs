@@ -3,7 +3,8 @@
 //! events before it (the transaction's own pending state), and the whole plan runs at
 //! commit time, so the check is always against the then-current state.
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{json, Value};
 
@@ -229,6 +230,7 @@ pub fn rehearse_creates<S: MetaRead>(
     max_depth: usize,
     events: &[WriteEvent],
 ) -> Result<()> {
+    let mut parents: HashMap<Oid, Option<Current>> = HashMap::new();
     for we in events {
         if we.action != Action::C || !we.references.is_empty() {
             return Ok(());
@@ -236,7 +238,11 @@ pub fn rehearse_creates<S: MetaRead>(
         let Some(path) = we.parent.as_ref().filter(|p| p.names.is_empty()) else {
             return Ok(());
         };
-        let Some(parent) = s.current(path.start)?.filter(|c| c.live && !c.event.isfile) else {
+        let parent = match parents.entry(path.start) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(v) => v.insert(s.current(path.start)?),
+        };
+        let Some(parent) = parent.as_ref().filter(|c| c.live && !c.event.isfile) else {
             return Ok(());
         };
         let p = &parent.event;
@@ -269,6 +275,9 @@ pub fn letters_for_response(access: &Access, mut events: Vec<Event>) -> Vec<Even
 /// delete or purge of an existing object. Each refusal is the one the planner would give at
 /// commit against the same state; the planner decides everything again there.
 pub fn precheck<S: MetaRead>(s: &S, access: &Access, events: &[WriteEvent]) -> Result<()> {
+    // Bulk creates share a parent: look it up, and judge the caller on it, once.
+    let mut parents: HashMap<Oid, Option<Current>> = HashMap::new();
+    let mut allowed: HashSet<Oid> = HashSet::new();
     for we in events {
         if !we.references.is_empty() {
             return Ok(());
@@ -279,7 +288,14 @@ pub fn precheck<S: MetaRead>(s: &S, access: &Access, events: &[WriteEvent]) -> R
                     // A path may create folders on the way: that is the planner's business.
                     return Ok(());
                 };
-                let Some(parent) = s.current(path.start)?.filter(|c| c.live) else {
+                if allowed.contains(&path.start) {
+                    continue;
+                }
+                let parent = match parents.entry(path.start) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(v) => v.insert(s.current(path.start)?),
+                };
+                let Some(parent) = parent.as_ref().filter(|c| c.live) else {
                     return Err(hidden("parent", path.start).at(we.index));
                 };
                 let p = &parent.event;
@@ -297,6 +313,7 @@ pub fn precheck<S: MetaRead>(s: &S, access: &Access, events: &[WriteEvent]) -> R
                 if !access.perms(p, 'C', p).contains(Perms::C) {
                     return Err(refusal(access, p, 'C', "parent").at(we.index));
                 }
+                allowed.insert(path.start);
             }
             Action::U | Action::D | Action::P => {
                 let letter = we.action.letter();
