@@ -190,8 +190,18 @@ fn rekey(o: OpsArgs) -> anyhow::Result<()> {
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::from_args(args)?;
     init_logging(config.log_format);
+    // Every connection may hold up to two blocking threads at once (its request's work, and
+    // a wait at the policy gate); /healthz needs one too. With room for all of them, no
+    // number of slow requests can leave a health check without a thread.
+    let blocking = config
+        .http
+        .max_connections
+        .saturating_add(crate::http::RESERVE_CONNECTIONS)
+        .saturating_mul(2)
+        .saturating_add(64);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(blocking)
         .build()?;
     rt.block_on(async {
         let app = crate::app::Application::build(config).await?;

@@ -43,7 +43,7 @@ pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(6
 /// a 503): a liveness probe still passes while the server is full. When the reserve is
 /// taken too, a new connection closes the oldest reserve one, so a crowd of idle
 /// connections cannot keep a probe out.
-const RESERVE_CONNECTIONS: usize = 16;
+pub const RESERVE_CONNECTIONS: usize = 16;
 /// How long a reserve connection may take to send its head: probes send theirs at once.
 const RESERVE_HEADER_TIMEOUT: Duration = Duration::from_secs(2);
 /// The "server is full" warning is logged at most this often.

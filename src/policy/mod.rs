@@ -117,7 +117,7 @@ impl Default for PolicyLimits {
             concurrency: 4,
             failure_ttl: Duration::from_secs(60),
             compiled_cache_entries: 100_000,
-            result_cache_entries: 1_000_000,
+            result_cache_entries: 250_000,
         }
     }
 }
