@@ -101,7 +101,9 @@ pub struct PolicyLimits {
     pub concurrency: usize,
     /// How long a failed evaluation's denial is reused for the same policy, caller and object.
     pub failure_ttl: Duration,
-    pub compiled_cache_entries: usize,
+    /// Estimated bytes of compiled policies the cache keeps (a small Rego policy ~9 KiB, a
+    /// 64 KiB one up to ~1 MiB): the bound, whatever the policies' sizes.
+    pub compiled_cache_bytes: u64,
     pub result_cache_entries: usize,
 }
 
@@ -116,7 +118,7 @@ impl Default for PolicyLimits {
             eval_memory: 64 << 20,
             concurrency: 4,
             failure_ttl: Duration::from_secs(60),
-            compiled_cache_entries: 100_000,
+            compiled_cache_bytes: 1 << 30,
             result_cache_entries: 250_000,
         }
     }
@@ -195,6 +197,21 @@ enum Compiled {
 
 type PolicyDigest = [u8; 32];
 
+/// What a compiled policy holds, estimated.
+#[derive(Clone)]
+struct CompiledWeight;
+
+impl quick_cache::Weighter<PolicyDigest, Arc<Compiled>> for CompiledWeight {
+    fn weight(&self, _: &PolicyDigest, c: &Arc<Compiled>) -> u64 {
+        match c.as_ref() {
+            Compiled::Rego(p) => p.weight,
+            // A Lisp tree is at most a few thousand small nodes.
+            Compiled::Lisp(_) => 4 << 10,
+            Compiled::Invalid(m) => 256 + m.len() as u64,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct ResultKey {
     policy: PolicyDigest,
@@ -225,7 +242,7 @@ struct Counters {
 /// Validates, compiles, caches and evaluates policies. `Send + Sync`: share one per process.
 pub struct PolicyEngine {
     limits: PolicyLimits,
-    compiled: quick_cache::sync::Cache<PolicyDigest, Arc<Compiled>>,
+    compiled: quick_cache::sync::Cache<PolicyDigest, Arc<Compiled>, CompiledWeight>,
     results: quick_cache::sync::Cache<ResultKey, Cached>,
     gate: Gate,
     /// Claims converted to regorus values, by `Claims::key()`: a listing evaluates many
@@ -352,7 +369,13 @@ fn digest(form: &Form) -> PolicyDigest {
 
 impl PolicyEngine {
     pub fn new(limits: PolicyLimits) -> Self {
-        let compiled = quick_cache::sync::Cache::new(limits.compiled_cache_entries.max(1));
+        // Weighted by what each entry holds: a count of entries bounds nothing when one
+        // entry may be a hundred times another.
+        let compiled = quick_cache::sync::Cache::with_weighter(
+            usize::try_from(limits.compiled_cache_bytes / (16 << 10)).unwrap_or(usize::MAX).max(16),
+            limits.compiled_cache_bytes.max(1 << 20),
+            CompiledWeight,
+        );
         let results = quick_cache::sync::Cache::new(limits.result_cache_entries.max(1));
         let gate = Gate::new(limits.concurrency);
         Self {
