@@ -22,10 +22,10 @@ RUST_LOG=warn JWT_SECRET=$SECRET $BIN serve --listen 127.0.0.1:$PORT --data-dir 
 PID=$!
 for _ in $(seq 100); do curl -sf http://127.0.0.1:$PORT/healthz >/dev/null && break; sleep 0.1; done
 
-python3 - "$PORT" "$SECRET" "$DURATION" "$CLIENTS" "$PID" "$OUT/soak.csv" <<'PY' | tee "$OUT/soak.md"
+python3 - "$PORT" "$SECRET" "$DURATION" "$CLIENTS" "$PID" "$OUT/soak.csv" "$WORK/data" <<'PY' | tee "$OUT/soak.md"
 import base64, hashlib, hmac, json, os, random, socket, sys, threading, time, urllib.error, urllib.request
 
-port, secret, duration, clients, pid, csv = sys.argv[1:]
+port, secret, duration, clients, pid, csv, data = sys.argv[1:]
 duration, clients, pid = int(duration), int(clients), int(pid)
 base = f"http://127.0.0.1:{port}"
 key = secret.encode()
@@ -137,12 +137,33 @@ def worker(n):
             except Exception:
                 note("feed", 0)
 
-def rss_mib():
+def status():
+    out = {}
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "RssAnon", "RssFile", "RssShmem", "Threads"):
+                out[k] = int(v.split()[0]) / (1024 if k != "Threads" else 1)
+    return out
+
+def size_mib(name):
+    try:
+        return os.path.getsize(os.path.join(data, name)) / 2**20
+    except OSError:
+        return 0.0
+
+def rss_mib():
+    return status().get("VmRSS", 0.0)
+
+def gauges():
+    # What the server says it holds: its caches, bounded, and how full they are.
+    _, text = req("GET", "/metrics")
+    out = {}
+    for line in text.decode(errors="replace").splitlines():
+        for name in ("compiled_cache_bytes", "result_cache_entries", "token_cache_entries"):
+            if line.startswith(f"vellum_policy_{name} ") or line.startswith(f"vellum_{name} "):
+                out[name] = float(line.split()[1])
+    return out
 
 threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in range(clients)]
 start = time.time()
@@ -150,12 +171,18 @@ for t in threads:
     t.start()
 samples = []
 with open(csv, "w") as out:
-    out.write("seconds,rss_mib\n")
+    out.write("seconds,rss_mib,anon_mib,file_mib,shmem_mib,threads,db_mib,wal_mib,"
+              "compiled_mib,results,tokens\n")
     while time.time() < stop:
         time.sleep(10)
-        t, r = time.time() - start, rss_mib()
+        t, st, g = time.time() - start, status(), gauges()
+        r = st.get("VmRSS", 0.0)
         samples.append((t, r))
-        out.write(f"{t:.0f},{r:.1f}\n")
+        out.write(f"{t:.0f},{r:.1f},{st.get('RssAnon', 0):.1f},{st.get('RssFile', 0):.1f},"
+                  f"{st.get('RssShmem', 0):.1f},{st.get('Threads', 0):.0f},"
+                  f"{size_mib('vellum.db'):.1f},{size_mib('vellum.db-wal'):.1f},"
+                  f"{g.get('compiled_cache_bytes', 0) / 2**20:.1f},{g.get('result_cache_entries', 0):.0f},"
+                  f"{g.get('token_cache_entries', 0):.0f}\n")
         out.flush()
 for t in threads:
     t.join(timeout=60)

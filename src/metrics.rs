@@ -72,7 +72,7 @@ impl Metrics {
     }
 
     /// The exposition text.
-    pub fn render(&self, policy: PolicyStats) -> String {
+    pub fn render(&self, policy: PolicyStats, tokens: u64) -> String {
         let mut out = String::new();
         out.push_str("# HELP vellum_http_requests_total Requests answered, by route and status.\n");
         out.push_str("# TYPE vellum_http_requests_total counter\n");
@@ -119,7 +119,7 @@ impl Metrics {
                 h.count
             );
         }
-        let counters: [(&str, &str, u64); 9] = [
+        let counters: [(&str, &str, u64); 11] = [
             (
                 "vellum_bytes_in_total",
                 "File content bytes received by uploads.",
@@ -165,12 +165,53 @@ impl Metrics {
                 "Evaluations that met an error or a limit (granting nothing).",
                 policy.errors,
             ),
+            (
+                "vellum_policy_budget_stops_total",
+                "Evaluations stopped by a budget (time, instructions, memory, a guarded builtin).",
+                policy.budget_stops,
+            ),
+            (
+                "vellum_policy_skipped_total",
+                "Evaluations not run because the request's policy budget was spent or it was abandoned.",
+                policy.skipped,
+            ),
         ];
         for (name, help, v) in counters {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
             );
+        }
+        // What the server holds right now: every cache is bounded, and this shows how full.
+        let gauges = [
+            (
+                "vellum_policy_compiled_cache_entries",
+                "Compiled policies held.",
+                policy.compiled_entries,
+            ),
+            (
+                "vellum_policy_compiled_cache_bytes",
+                "Estimated bytes of the compiled policies held (bounded by POLICY_CACHE_BYTES).",
+                policy.compiled_bytes,
+            ),
+            (
+                "vellum_policy_result_cache_entries",
+                "Policy results held.",
+                policy.result_entries,
+            ),
+            (
+                "vellum_policy_gate_waiting",
+                "Evaluations waiting for a permit (POLICY_CONCURRENCY).",
+                policy.waiting,
+            ),
+            (
+                "vellum_token_cache_entries",
+                "Verified tokens held.",
+                tokens,
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         }
         out
     }

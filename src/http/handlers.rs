@@ -250,7 +250,9 @@ async fn run(
         (Endpoint::Healthz, _) => healthz(state).await,
         (Endpoint::Config, _) => Ok(body::json(StatusCode::OK, &state.public_config())),
         (Endpoint::Metrics, _) => {
-            let text = state.metrics.render(state.policy.stats());
+            let text = state
+                .metrics
+                .render(state.policy.stats(), state.auth.cached_tokens());
             let mut resp = Response::new(body::full(text));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -47,6 +47,11 @@ impl FeedCounts {
         let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let n = counts.entry(label.to_string()).or_default();
         if *n >= max {
+            let n = *n;
+            if n == 0 {
+                // Nothing open (MAX_FEEDS_PER_IDENTITY=0): keep no entry for the label.
+                counts.remove(label);
+            }
             return Err(Error::too_many_requests(
                 "too_many_feeds",
                 format!(

@@ -414,6 +414,11 @@ impl Authenticator {
         Ok(self.anonymous.clone())
     }
 
+    /// Verified tokens held in the cache (for /metrics).
+    pub fn cached_tokens(&self) -> u64 {
+        self.verified.len() as u64
+    }
+
     /// Verifies one JWT (already extracted) against the configured key and claim rules.
     pub fn verify_token(&self, token: &str) -> Result<Identity, TokenError> {
         let now = SystemTime::now()

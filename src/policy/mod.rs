@@ -182,6 +182,13 @@ pub struct PolicyStats {
     pub budget_stops: u64,
     /// Evaluations not run because the request's budget was spent or it was abandoned.
     pub skipped: u64,
+    /// Compiled policies held, and their estimated bytes.
+    pub compiled_entries: u64,
+    pub compiled_bytes: u64,
+    /// Results held.
+    pub result_entries: u64,
+    /// Evaluations waiting for a gate permit.
+    pub waiting: u64,
 }
 
 /// A compiled policy, shared by every evaluation of it.
@@ -372,7 +379,9 @@ impl PolicyEngine {
         // Weighted by what each entry holds: a count of entries bounds nothing when one
         // entry may be a hundred times another.
         let compiled = quick_cache::sync::Cache::with_weighter(
-            usize::try_from(limits.compiled_cache_bytes / (16 << 10)).unwrap_or(usize::MAX).max(16),
+            usize::try_from(limits.compiled_cache_bytes / (16 << 10))
+                .unwrap_or(usize::MAX)
+                .max(16),
             limits.compiled_cache_bytes.max(1 << 20),
             CompiledWeight,
         );
@@ -411,6 +420,10 @@ impl PolicyEngine {
             errors: c.errors.load(Ordering::Relaxed),
             budget_stops: c.budget_stops.load(Ordering::Relaxed),
             skipped: c.skipped.load(Ordering::Relaxed),
+            compiled_entries: self.compiled.len() as u64,
+            compiled_bytes: self.compiled.weight(),
+            result_entries: self.results.len() as u64,
+            waiting: self.gate.waiting() as u64,
         }
     }
 
