@@ -173,6 +173,18 @@ fn build_call(
     Ok(Node::Call(func, out))
 }
 
+/// A name from the policy as an error message quotes it: at most 64 characters, so that the
+/// message does not grow with the policy.
+fn shown(name: &str) -> String {
+    let mut chars = name.chars();
+    let head: String = chars.by_ref().take(64).collect();
+    if chars.next().is_none() {
+        format!("{head:?}")
+    } else {
+        format!("{head:?}... ({} bytes)", name.len())
+    }
+}
+
 fn parse_letters(text: &str) -> Result<Perms, String> {
     if text.is_empty() {
         return Err("yield needs permission letters, got \"\"".into());
@@ -277,8 +289,8 @@ fn json_node(v: &Value, path: &str, depth: usize, c: &mut Counter) -> Result<Nod
                     kind(f)
                 )));
             };
-            let func =
-                Func::from_name(name).ok_or_else(|| err(format!("unknown function {name:?}")))?;
+            let func = Func::from_name(name)
+                .ok_or_else(|| err(format!("unknown function {}", shown(name))))?;
             let items: &[Value] = match a {
                 None | Some(Value::Null) => &[],
                 Some(Value::Array(items)) => items,
@@ -470,7 +482,7 @@ impl TextParser<'_> {
                     Some(_) => self.symbol(),
                 };
                 let func = Func::from_name(&name).ok_or_else(|| LispError {
-                    msg: format!("unknown function {name:?}"),
+                    msg: format!("unknown function {}", shown(&name)),
                     at: self.pos(here),
                 })?;
                 let mut args = Vec::new();
@@ -843,6 +855,20 @@ mod tests {
         // Positions are still right where an error is reported.
         let e = parse_text(&format!("{}\n  (yeild R)", &text), budget).unwrap_err();
         assert_eq!(e.at, "line 4002, column 3");
+    }
+
+    /// Found by fuzzing (`fixtures/fuzz/lisp/long-unknown-function.lisp`): an unknown
+    /// function's name was quoted whole, escaped, in both forms.
+    #[test]
+    fn an_unknown_function_is_named_in_a_short_excerpt() {
+        let name = "\u{130}".repeat(30_000);
+        let e = parse_text(&format!("({name} R)"), B).unwrap_err();
+        assert!(e.msg.len() < 200, "{} bytes", e.msg.len());
+        assert!(e.msg.starts_with("unknown function \"\u{130}"), "{}", e.msg);
+        let e = from_json(&json!({"f": name, "a": []}), B).unwrap_err();
+        assert!(e.msg.len() < 200, "{} bytes", e.msg.len());
+        let e = parse_text("(yeild R)", B).unwrap_err();
+        assert_eq!(e.msg, "unknown function \"yeild\"");
     }
 
     #[test]
