@@ -425,3 +425,130 @@ fn the_gathering_rule_name_is_reserved() {
     let e = compile("package p\nimport rego.v1\n__vellum_letters := 1\nR if true\n").unwrap_err();
     assert!(e.contains("reserved"), "{e}");
 }
+
+/// Found by fuzzing (`fixtures/fuzz/rego/functions-nesting-their-argument.rego`): a function
+/// that nests its argument, applied to itself over a few levels of functions, built a value
+/// 48,000 levels deep within every budget, and dropping or comparing it recursed natively and
+/// overflowed the 2 MiB stack the server evaluates on, aborting the process.
+#[test]
+fn policies_that_may_build_values_too_deep_are_refused_when_written() {
+    let tower = |k: usize, levels: usize| {
+        let mut s = String::from("package p\nimport rego.v1\nf1(x) := [[[[[[x]]]]]]\n");
+        for l in 2..=levels {
+            let inner = format!("{}x{}", format!("f{}(", l - 1).repeat(k), ")".repeat(k));
+            s.push_str(&format!("f{l}(x) := {inner}\n"));
+        }
+        s.push_str(&format!(
+            "v := f{levels}(1)\nR if {{ count(sort([v, v])) > 0 }}\n"
+        ));
+        s
+    };
+    let statements = |n: usize, calls: usize| {
+        let mut s = String::from("package p\nimport rego.v1\nf(x) := y if {\n  y0 := [x]\n");
+        for i in 1..n {
+            s.push_str(&format!("  y{i} := [y{}]\n", i - 1));
+        }
+        s.push_str(&format!("  y := y{}\n}}\n", n - 1));
+        s.push_str(&format!(
+            "v := {}1{}\nR if {{ v == v }}\n",
+            "f(".repeat(calls),
+            ")".repeat(calls)
+        ));
+        s
+    };
+    for (name, text) in [
+        ("tower 20 x 3", tower(20, 4)),
+        ("tower 12 x 4", tower(12, 5)),
+        ("statements composed", statements(200, 20)),
+        (
+            "through an import",
+            "package p\nimport rego.v1\nimport data.p.f as g\nf(x) := [[[[[[x]]]]]]\n\
+             h(x) := g(g(g(g(g(g(g(g(g(g(g(g(x))))))))))))\n\
+             k(x) := h(h(h(h(h(h(h(h(h(h(h(h(x))))))))))))\nm(x) := k(k(x))\nR if m(1)\n"
+                .to_string(),
+        ),
+        (
+            "through the package path",
+            "package p\nimport rego.v1\nf(x) := [[[[[[x]]]]]]\n\
+             h(x) := data.p.f(data.p.f(data.p.f(data.p.f(data.p.f(data.p.f(data.p.f(data.p.f(data.p.f(data.p.f(data.p.f(data.p.f(x))))))))))))\n\
+             k(x) := h(h(h(h(h(h(h(h(h(h(h(h(x))))))))))))\nm(x) := k(k(x))\nR if m(1)\n"
+                .to_string(),
+        ),
+    ] {
+        let e = compile(&text).unwrap_err();
+        assert!(e.contains("nested more than"), "{name}: {e}");
+    }
+    // Reading the package's own document is recursion (it holds the rule), as OPA says.
+    let e = compile("package p\nimport rego.v1\nx := [data.p]\nR if x\n").unwrap_err();
+    assert!(e.contains("rego_recursion_error"), "{e}");
+}
+
+#[test]
+fn the_deepest_values_allowed_are_handled_on_a_2_mib_stack() {
+    // 6 x 12 x 12 = 864 levels, within the limit, on a 128-level input: compared, sorted,
+    // hashed into a set, marshalled and dropped on the stack the server evaluates on.
+    let text = "package p\nimport rego.v1\nf(x) := [[[[[[x]]]]]]\n\
+                g(x) := f(f(f(f(f(f(f(f(f(f(f(f(x))))))))))))\n\
+                h(x) := g(g(g(g(g(g(g(g(g(g(g(g(x))))))))))))\n\
+                v := h(input.object)\n\
+                R if { count(sort([v, [v]])) > 0 }\nU if { count({v, [v]}) > 0 }\n\
+                X if { json.marshal(v) != \"\" }\nD if { v == h(input.object) }\n";
+    let p = compile(text).unwrap();
+    let mut object = json!(1);
+    for _ in 0..127 {
+        object = json!([object]);
+    }
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            let o = p.evaluate(to_value(&json!({ "object": object })), &LIMITS);
+            assert_eq!(o.perms, Perms::R | Perms::U | Perms::X | Perms::D, "{o:?}");
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+#[test]
+fn a_long_chain_of_bindings_is_judged_in_linear_time() {
+    // 1,500 bindings, each in a comprehension of one statement, written last to first: judged
+    // in the order they depend on, not a pass per binding (which took seconds).
+    let comps: Vec<String> = (1..1500)
+        .rev()
+        .map(|i| format!("[b{i}|b{i}:=f(b{})]", i - 1))
+        .collect();
+    let s = format!(
+        "package p\nimport rego.v1\nf(x) := [x]\ng(x) := [{}, [b0|b0:=f(x)]]\nR if g(1)\n",
+        comps.join(",")
+    );
+    assert!(s.len() <= 65536, "{}", s.len());
+    // The best of three, so that a busy machine does not fail it.
+    let best = (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            let e = compile(&s).unwrap_err();
+            assert!(e.contains("nested more than"), "{e}");
+            t.elapsed()
+        })
+        .min()
+        .unwrap();
+    assert!(best < Duration::from_secs(1), "{best:?}");
+}
+
+#[test]
+fn ordinary_nesting_is_not_refused() {
+    // A function that nests 20 levels, called 60 times side by side: the calls do not add up.
+    let calls: Vec<String> = (0..60).map(|i| format!("wrap({i})")).collect();
+    let mut s = format!(
+        "package p\nimport rego.v1\nw(x) := [[[[[x]]]]]\nwrap(x) := w(w(w(w(x))))\n\
+         R if {{ count([{}]) == 60 }}\n",
+        calls.join(", ")
+    );
+    // Rules built on rules, each a few levels deeper, up to the chain limit.
+    for i in 1..30 {
+        s.push_str(&format!("r{i} := [{{\"up\": r{}}}]\n", i - 1));
+    }
+    s.push_str("r0 := {\"a\": [1, [2, [3]]]}\nX if count(r29) > 0\n");
+    let o = eval(&s, json!({}));
+    assert_eq!(o.perms, Perms::R | Perms::X, "{o:?}");
+}
