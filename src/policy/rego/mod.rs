@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 use regorus::languages::rego::compiler::Compiler;
 use regorus::rvm::program::Program;
 use regorus::rvm::vm::{ExecutionMode, RegoVM, VmError};
+use regorus::unstable::{Module, Ref, Rule, RuleHead};
 use regorus::utils::limits::{ExecutionTimerConfig, PolicyLengthConfig};
 use regorus::{Engine, MemoryBudgetConfig, Value};
 
@@ -256,6 +257,32 @@ fn new_engine(text: &str, v0: bool, max_bytes: usize) -> anyhow::Result<Engine> 
     Ok(e)
 }
 
+/// Refuses a rule that is only a head (`R`, `f(x)`), with neither a body nor a value, as Rego
+/// v1 does. regorus's v0 parser accepts one, and its VM then answers the whole module wrongly:
+/// with `D = true` and a bare `R`, every letter came back undefined, without an error, so the
+/// denial was cached as the policy's answer.
+fn refuse_bare_rules(modules: &[Ref<Module>]) -> Result<(), String> {
+    for m in modules {
+        for rule in &m.policy {
+            if let Rule::Spec { span, head, bodies } = rule.as_ref() {
+                let value = match head {
+                    RuleHead::Compr { assign, .. } | RuleHead::Func { assign, .. } => {
+                        assign.is_some()
+                    }
+                    RuleHead::Set { key, .. } => key.is_some(),
+                };
+                if bodies.is_empty() && !value {
+                    return Err(format!(
+                        "line {}, column {}: rule must have a body or assignment",
+                        span.line, span.col
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Says what the VM's compiler refused in words for a policy author.
 fn explain_compile_error(e: &dyn std::fmt::Display) -> String {
     let text = compact_error(e);
@@ -325,6 +352,7 @@ impl RegoPolicy {
             })
             .map(|&(l, p)| (p, rule_path(&package, &l.to_string())))
             .collect();
+        refuse_bare_rules(engine.get_modules())?;
         deps::check(engine.get_modules())?;
 
         // The gathering rule, in the module's own package (v1 syntax whatever the module's).

@@ -552,3 +552,27 @@ fn ordinary_nesting_is_not_refused() {
     let o = eval(&s, json!({}));
     assert_eq!(o.perms, Perms::R | Perms::X, "{o:?}");
 }
+
+/// Found by fuzzing (`fixtures/fuzz/rego/bare-rule-hides-the-others.rego`): regorus's v0 parser
+/// accepts a rule that is only a name, and its VM then left every letter undefined without an
+/// error, so `D = true` beside a bare `R` granted nothing, and that was cached as the answer.
+#[test]
+fn a_rule_that_is_only_a_name_is_refused() {
+    for text in [
+        "package p\nD = true\nR\n",
+        "package p\nD = true\nh\nR { h }\n",
+        "package p\nD = true\nf(x)\n",
+    ] {
+        let e = compile(text).unwrap_err();
+        assert!(
+            e.contains("rule must have a body or assignment"),
+            "{text:?}: {e}"
+        );
+    }
+    // What has a body, a value or a key is not touched.
+    let o = eval(
+        "package p\nimport future.keywords\nD = true\nR { true }\nh contains 1\nX = h\n",
+        json!({}),
+    );
+    assert_eq!(o.perms, Perms::R | Perms::D);
+}
