@@ -576,3 +576,17 @@ fn a_rule_that_is_only_a_name_is_refused() {
     );
     assert_eq!(o.perms, Perms::R | Perms::D);
 }
+
+/// Found by fuzzing (`fixtures/fuzz/rego/time-layout-not-ascii.rego`): regorus panicked on a time
+/// layout holding a character of several bytes. The panic was caught, but it denied every
+/// letter of the evaluation, even `X := true`, and printed a backtrace to the log.
+#[test]
+fn a_time_layout_that_is_not_ascii_is_a_wrong_argument_not_a_panic() {
+    let o = eval(
+        "package p\nimport rego.v1\nC if time.parse_ns(\"\u{540d}\u{524d}\", \"x\")\n\
+         R if time.format([0, \"UTC\", \"\u{e9}\"])\n\
+         U if time.format([0, \"UTC\", \"2006\"]) == \"1970\"\nX := true\n",
+        json!({}),
+    );
+    assert_eq!(o.perms, Perms::U | Perms::X, "{o:?}");
+}
