@@ -590,3 +590,52 @@ fn a_time_layout_that_is_not_ascii_is_a_wrong_argument_not_a_panic() {
     );
     assert_eq!(o.perms, Perms::U | Perms::X, "{o:?}");
 }
+
+/// Found by fuzzing (`fixtures/fuzz/rego/if-without-import-under-a-comment.rego`): whether to
+/// try regorus's v0 parser was judged on the words of the text. "future.keywords" in a comment
+/// let a v0 parse run over thousands of `if`s, each printing a warning to the server's stderr
+/// (3,400 warnings, 530 KB, from one 60 KB write); and "if" in a comment or a string kept a v0
+/// module from being read as v0 at all.
+#[test]
+fn v0_is_tried_only_where_it_prints_no_warning_and_words_in_comments_do_not_count() {
+    let k = |t: &str| keywords(t, 65536);
+    let mut spam = String::from("package p\n# future.keywords\nq { true }\n");
+    for i in 0..3000 {
+        spam.push_str(&format!("r{i} if {{ true }}\n"));
+    }
+    for (text, v0) in [
+        (spam.as_str(), false),
+        (
+            "package p\nimport future.keywords.in\nr { every x in [1] { x } }\n",
+            false,
+        ),
+        ("package p\nr { some x in [1] }\n", false),
+        (
+            "package p\nimport future.keywords\nr if { some x in [1] }\n",
+            true,
+        ),
+        (
+            "package p\nimport future.keywords.if\nr if { true }\n",
+            true,
+        ),
+        (
+            "package p\n# allow if the caller owns it\nR { input.x }\n",
+            true,
+        ),
+        (
+            "package p\nR { contains(input.s, \"if\") }\nX { input.if }\n",
+            true,
+        ),
+    ] {
+        assert_eq!(k(text).try_v0(), v0, "{text:.80}");
+    }
+    // The module whose comment has an "if" is read as v0, as it is.
+    let o = eval(
+        "package p\n# R if the caller is root\nR { input.claims.label == \"root\" }\nX { true }\n",
+        json!({"claims": {"label": "root"}}),
+    );
+    assert_eq!(o.perms, Perms::R | Perms::X, "{o:?}");
+    // The spamming one is refused with the v1 parser's complaint.
+    let e = compile(&spam).unwrap_err();
+    assert!(e.contains("line 3"), "{e}");
+}
