@@ -32,6 +32,13 @@ pub const MAX_CALL_DEPTH: usize = 32;
 /// of JSON read from the input or by `json.unmarshal`, leaves more than a tenfold margin.
 pub const MAX_VALUE_DEPTH: u64 = 1000;
 
+/// Most statements in one query (a rule's body, a comprehension's, an `every`'s). regorus's VM
+/// compiler keeps a register per statement of a query and refuses more than 255; before it
+/// gets there, regorus's analysis of a body of statements that name rules is superlinear (a
+/// 60 KB body of 2,900 took 0.6-1.2 s in the debug build). So a longer query is refused here,
+/// before regorus sees it, with the reason.
+pub const MAX_STATEMENTS: usize = 255;
+
 /// What one builtin call may add to the depth of its arguments (`walk` adds two; the builtins
 /// that parse text, like `json.unmarshal`, make at most serde_json's 128 levels, which are
 /// counted with the input's).
@@ -93,6 +100,8 @@ struct Uses<'a> {
     /// `data`, `data.<package>` or an index into it that is not a rule's name: the whole
     /// package document, so every rule.
     whole: bool,
+    /// The first query longer than [`MAX_STATEMENTS`]: where it is.
+    long_query: Option<(u32, u32)>,
 }
 
 /// `import data.a.b as x`: `x` stands for the path `data.a.b` (an import without `as` is
@@ -125,6 +134,9 @@ fn walk<'a>(start: Vec<Node<'a>>, package: &[&str], imports: &Imports<'a>, uses:
     while let Some(n) = stack.pop() {
         match n {
             Node::Query(q) => {
+                if q.stmts.len() > MAX_STATEMENTS && uses.long_query.is_none() {
+                    uses.long_query = Some((q.span.line, q.span.col));
+                }
                 for s in &q.stmts {
                     for w in &s.with_mods {
                         stack.push(Node::Expr(&w.refr));
@@ -365,6 +377,12 @@ pub fn check(modules: &[Ref<Module>]) -> Result<(), String> {
                 uses.bound.extend(pattern_vars(a));
             }
             walk(nodes, &package, &imports, &mut uses);
+            if let Some((line, col)) = uses.long_query {
+                return Err(format!(
+                    "line {line}, column {col}: a query of more than {MAX_STATEMENTS} statements \
+                     (split it into rules)"
+                ));
+            }
             if uses.whole {
                 // The package's document holds the rule itself (OPA refuses it too).
                 return Err(format!(
