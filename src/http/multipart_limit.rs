@@ -141,7 +141,14 @@ impl<S> PartHeaderLimit<S> {
                     let used = found.unwrap_or(rest.len());
                     if self.at != At::Data {
                         self.count += used;
-                        if self.count > self.limit {
+                        // The preamble's count ends with the first `--boundary`, which is not
+                        // part of it: `limit` bytes of preamble are allowed, and a boundary cut
+                        // between two chunks is not taken for more preamble.
+                        let allowed = match self.at {
+                            At::Preamble => self.limit + self.first.needle().len(),
+                            _ => self.limit,
+                        };
+                        if self.count > allowed {
                             return Err(match self.at {
                                 At::Preamble => LimitError::PreambleTooLarge { limit: self.limit },
                                 _ => LimitError::PartHeaderTooLarge { limit: self.limit },
@@ -310,6 +317,22 @@ mod tests {
         let mut small = b"preamble\r\n".to_vec();
         small.extend(part("X: y", b"d"));
         assert!(run(&small, 3, 1024).await.is_ok());
+    }
+
+    /// Found by the generated bodies below: the first boundary was counted as preamble, so a
+    /// preamble a few bytes under the limit was refused as "more than {limit} bytes before
+    /// its first boundary".
+    #[tokio::test]
+    async fn a_preamble_of_exactly_the_limit_passes_at_any_chunking() {
+        for (len, ok) in [(1020, true), (1024, true), (1025, false)] {
+            let mut body = vec![b'p'; len];
+            body.extend(part("X: y", b"d"));
+            body.extend(b"--XyZ--\r\n");
+            for piece in [1, 3, 1021, 1023, 1024, 1025, body.len()] {
+                let r = run(&body, piece, 1024).await;
+                assert_eq!(r.is_ok(), ok, "{len} bytes, pieces of {piece}: {r:?}");
+            }
+        }
     }
 
     #[tokio::test]
