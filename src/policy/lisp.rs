@@ -239,11 +239,27 @@ pub fn from_json(v: &Value, budget: Budget) -> Result<Node, LispError> {
         Value::Array(items) => {
             let mut out = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
-                out.push(json_node(item, &format!("[{i}]"), 1, &mut counter)?);
+                let at = format!("[{i}]");
+                out.push(top_level(json_node(item, &at, 1, &mut counter)?, &at)?);
             }
             Ok(Node::Seq(out))
         }
-        other => json_node(other, "", 1, &mut counter),
+        other => top_level(json_node(other, "", 1, &mut counter)?, ""),
+    }
+}
+
+/// A top-level node must be a call, as in the text form: an atom there grants nothing and has
+/// no text form to store beside it.
+fn top_level(n: Node, path: &str) -> Result<Node, LispError> {
+    match n {
+        Node::Atom(_) | Node::Letters(..) => Err(LispError {
+            msg:
+                "only calls like {\"f\": \"yield\", \"a\": [{\"v\": \"R\"}]} may appear at the top \
+                  level"
+                    .into(),
+            at: show_path(path),
+        }),
+        call => Ok(call),
     }
 }
 
@@ -869,6 +885,20 @@ mod tests {
         assert!(e.msg.len() < 200, "{} bytes", e.msg.len());
         let e = parse_text("(yeild R)", B).unwrap_err();
         assert_eq!(e.msg, "unknown function \"yeild\"");
+    }
+
+    /// Found by fuzzing (`fixtures/fuzz/lisp/atom-at-the-top.json`): the JSON form accepted an
+    /// atom as a statement (`{"v": "R"}`, alone or in the top-level list), which grants
+    /// nothing and which the text form refuses, so its text could not be parsed back.
+    #[test]
+    fn an_atom_is_not_a_statement_in_either_form() {
+        for j in [json!({"v": "R"}), json!([{"f": "yield-all"}, {"V": "R"}])] {
+            let e = from_json(&j, B).unwrap_err();
+            assert!(e.msg.contains("top level"), "{e}");
+        }
+        assert_eq!(from_json(&json!([{"v": "R"}]), B).unwrap_err().at, "[0]");
+        assert!(parse_text("R", B).unwrap_err().msg.contains("top level"));
+        assert!(from_json(&json!([{"f": "yield", "a": [{"v": "R"}]}]), B).is_ok());
     }
 
     #[test]
