@@ -204,10 +204,41 @@ fn check_for(name: &str) -> Option<Check> {
         .map(|(_, _, c)| *c)
 }
 
+/// A number as an f64; `None` for what is not a number. A number regorus will not give as an
+/// f64 (an integer too big or too precise for one, like 2^53 + 1) is taken as infinite, so
+/// that a size worked out from it is refused rather than waved through (see [`span`]).
 fn num(v: &Value) -> Option<f64> {
     match v {
-        Value::Number(n) => n.as_f64(),
+        Value::Number(n) => Some(n.as_f64().unwrap_or(f64::INFINITY)),
         _ => None,
+    }
+}
+
+/// `|y - x|` of two numbers, exactly where regorus counts exactly: with big integers when
+/// either is not an f64 (`numbers.range(9007199254740993, 0)` once passed the guard, whose
+/// f64s were `None`, and regorus asked for 2^53 elements at once: the allocation failed and
+/// aborted the process).
+fn span(x: &Value, y: &Value) -> Option<f64> {
+    let (Value::Number(a), Value::Number(b)) = (x, y) else {
+        return None;
+    };
+    if let (Some(a), Some(b)) = (a.as_f64(), b.as_f64()) {
+        return Some((b - a).abs());
+    }
+    match (a.as_big(), b.as_big()) {
+        (Some(a), Some(b)) => {
+            let d = &*b - &*a;
+            if d.bits() > 64 {
+                return Some(f64::INFINITY);
+            }
+            let text = d.to_string();
+            Some(
+                text.trim_start_matches('-')
+                    .parse()
+                    .unwrap_or(f64::INFINITY),
+            )
+        }
+        _ => Some(f64::INFINITY),
     }
 }
 
@@ -242,18 +273,18 @@ fn too_long(bytes: usize) -> Result<(), String> {
 }
 
 fn check_range(a: &[Value]) -> Result<(), String> {
-    match (num(&a[0]), num(&a[1])) {
-        (Some(x), Some(y)) => too_many((y - x).abs() + 1.0),
+    match span(&a[0], &a[1]) {
+        Some(d) => too_many(d + 1.0),
         // Non-numbers: the builtin reports them.
-        _ => Ok(()),
+        None => Ok(()),
     }
 }
 
 fn check_range_step(a: &[Value]) -> Result<(), String> {
-    match (num(&a[0]), num(&a[1]), num(&a[2])) {
+    match (span(&a[0], &a[1]), num(&a[2])) {
         // regorus divides by the step without checking it (a zero step panics).
-        (_, _, Some(s)) if s.is_nan() || s < 1.0 => Err("step must be a positive integer".into()),
-        (Some(x), Some(y), Some(s)) => too_many((y - x).abs() / s + 1.0),
+        (_, Some(s)) if s.is_nan() || s < 1.0 => Err("step must be a positive integer".into()),
+        (Some(d), Some(s)) => too_many(d / s + 1.0),
         _ => Ok(()),
     }
 }

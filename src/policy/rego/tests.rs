@@ -670,3 +670,29 @@ fn a_query_of_more_than_255_statements_is_refused_before_regorus_analyses_it() {
     assert!(best < Duration::from_millis(500), "{best:?}");
     assert_eq!(eval(&body(200), json!({})).perms, Perms::R);
 }
+
+/// Found by fuzzing (`fixtures/fuzz/rego/range-from-past-f64-precision.rego`): the guards saw no
+/// number in 2^53 + 1 (regorus gives no f64 for it) and let the call through, and
+/// `numbers.range(9007199254740993, 1e-400)` asked for 2^53 elements at once: the allocation
+/// failed and aborted the process.
+#[test]
+fn sizes_from_numbers_past_f64_precision_are_refused_not_allocated() {
+    for call in [
+        "count(numbers.range(9007199254740993, 1e-400)) > 0",
+        "count(numbers.range(0, 9007199254740993)) > 0",
+        "count(numbers.range_step(0, 9007199254740993, 1)) > 0",
+        "bits.lsh(1, 9007199254740993) > 0",
+    ] {
+        let o = eval(
+            &format!("package p\nimport rego.v1\nR if {call}\nX := true\n"),
+            json!({}),
+        );
+        assert_eq!(o, Outcome::denied(Failure::Budget), "{call}");
+    }
+    // A small range between big numbers is counted exactly, and allowed.
+    let o = eval(
+        "package p\nimport rego.v1\nR if count(numbers.range(9007199254740993, 9007199254740995)) == 3\n",
+        json!({}),
+    );
+    assert_eq!(o.perms, Perms::R, "{o:?}");
+}
