@@ -230,6 +230,9 @@ fn rule_path(package: &[String], rule: &str) -> String {
 #[derive(Debug, Default, PartialEq)]
 struct Keywords {
     used: Vec<&'static str>,
+    /// Used before an import of it: regorus's v0 parser warns at each such use, and an import
+    /// further down (where it is an error anyway) comes too late to stop it.
+    unimported: Vec<&'static str>,
     /// `import future.keywords` or `import rego.v1`.
     all_imported: bool,
     imported: Vec<String>,
@@ -283,8 +286,14 @@ fn keywords(text: &str, max_bytes: usize) -> Keywords {
         let after_dot = i > 0 && at(i - 1) == ".";
         if let Some(kw) = FUTURE.iter().find(|kw| **kw == word) {
             let call = *kw == "contains" && at(i + 1) == "(";
-            if !after_dot && !call && !k.used.contains(kw) {
-                k.used.push(kw);
+            if !after_dot && !call {
+                if !k.used.contains(kw) {
+                    k.used.push(kw);
+                }
+                let covered = k.all_imported || k.imported.iter().any(|i| i == kw);
+                if !covered && !k.unimported.contains(kw) {
+                    k.unimported.push(kw);
+                }
             }
         }
     }
@@ -303,11 +312,10 @@ impl Keywords {
     /// v0 parser prints a warning to stderr for each such keyword it meets: a module of 3,000
     /// `r if {...}` rules printed 3,400 warnings (530 KB) to the server's log per write. Read
     /// on tokens, so that "if" in a comment or a string neither hides the warnings (`#
-    /// future.keywords`) nor keeps a v0 module from being read as v0.
+    /// future.keywords`) nor keeps a v0 module from being read as v0, and in order, so that an
+    /// import below the uses (a parse error, reached after the warnings) does not count.
     fn try_v0(&self) -> bool {
-        self.used
-            .iter()
-            .all(|kw| self.all_imported || self.imported.iter().any(|i| i == kw))
+        self.unimported.is_empty()
     }
 }
 

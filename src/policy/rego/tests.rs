@@ -626,6 +626,11 @@ fn v0_is_tried_only_where_it_prints_no_warning_and_words_in_comments_do_not_coun
             "package p\nR { contains(input.s, \"if\") }\nX { input.if }\n",
             true,
         ),
+        // Found by a long fuzz run: an import below the uses came too late to stop warnings.
+        (
+            "package p\nq { true }\nr if { true }\nimport future.keywords\n",
+            false,
+        ),
     ] {
         assert_eq!(k(text).try_v0(), v0, "{text:.80}");
     }
