@@ -141,7 +141,14 @@ impl<S> PartHeaderLimit<S> {
                     let used = found.unwrap_or(rest.len());
                     if self.at != At::Data {
                         self.count += used;
-                        if self.count > self.limit {
+                        // The preamble's count ends with the first `--boundary`, which is not
+                        // part of it: `limit` bytes of preamble are allowed, and a boundary cut
+                        // between two chunks is not taken for more preamble.
+                        let allowed = match self.at {
+                            At::Preamble => self.limit + self.first.needle().len(),
+                            _ => self.limit,
+                        };
+                        if self.count > allowed {
                             return Err(match self.at {
                                 At::Preamble => LimitError::PreambleTooLarge { limit: self.limit },
                                 _ => LimitError::PartHeaderTooLarge { limit: self.limit },
@@ -312,6 +319,22 @@ mod tests {
         assert!(run(&small, 3, 1024).await.is_ok());
     }
 
+    /// Found by the generated bodies below: the first boundary was counted as preamble, so a
+    /// preamble a few bytes under the limit was refused as "more than {limit} bytes before
+    /// its first boundary".
+    #[tokio::test]
+    async fn a_preamble_of_exactly_the_limit_passes_at_any_chunking() {
+        for (len, ok) in [(1020, true), (1024, true), (1025, false)] {
+            let mut body = vec![b'p'; len];
+            body.extend(part("X: y", b"d"));
+            body.extend(b"--XyZ--\r\n");
+            for piece in [1, 3, 1021, 1023, 1024, 1025, body.len()] {
+                let r = run(&body, piece, 1024).await;
+                assert_eq!(r.is_ok(), ok, "{len} bytes, pieces of {piece}: {r:?}");
+            }
+        }
+    }
+
     #[tokio::test]
     async fn multer_reads_the_same_fields_through_the_limit() {
         let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 256) as u8).collect();
@@ -341,6 +364,139 @@ mod tests {
             let want =
                 [("metadata", 4), ("a", data.len()), ("b", 0)].map(|(n, l)| (n.to_string(), l));
             assert_eq!(fields, want, "piece {piece}");
+        }
+    }
+
+    /// Generated bodies (the fuzz harness's multipart target, at the level of the stream): a
+    /// small splitmix64 generator, seeded so a failure names its seed; `VELLUM_FUZZ_CASES`
+    /// runs more.
+    mod generated {
+        use super::*;
+
+        struct Rng(u64);
+        impl Rng {
+            fn next(&mut self) -> u64 {
+                self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = self.0;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                z ^ (z >> 31)
+            }
+            fn below(&mut self, n: usize) -> usize {
+                (self.next() % n.max(1) as u64) as usize
+            }
+        }
+
+        const LIMIT: usize = 200;
+
+        /// A well-formed body, and whether its preamble and every header block (from the end
+        /// of a boundary to its blank line) are within `LIMIT`.
+        fn body(rng: &mut Rng) -> (Vec<u8>, bool) {
+            let mut b = vec![b'p'; [0, 10, LIMIT - 1, LIMIT, LIMIT + 1][rng.below(5)]];
+            let mut ok = b.len() <= LIMIT;
+            for _ in 0..rng.below(4) + 1 {
+                b.extend(b"--XyZ\r\n");
+                let mut block = 2;
+                for _ in 0..rng.below(3) + 1 {
+                    let n = [1, 20, LIMIT / 2, LIMIT - 12][rng.below(4)];
+                    let h = format!("X: {}", "h".repeat(n));
+                    block += h.len() + 2;
+                    b.extend(h.as_bytes());
+                    b.extend(b"\r\n");
+                }
+                b.extend(b"\r\n");
+                block += 2;
+                ok &= block <= LIMIT;
+                // Content with near misses of every pattern, never the delimiter itself.
+                for _ in 0..rng.below(8) {
+                    let piece: &[u8] = [
+                        &b"data"[..],
+                        b"\r\n",
+                        b"\r\n\r\n",
+                        b"\r\n--XyY",
+                        b"x--XyZ",
+                        b"\r\n-x",
+                        b"\r",
+                    ][rng.below(7)];
+                    b.extend(piece);
+                }
+                b.extend(b"\r\n");
+            }
+            b.extend(b"--XyZ--\r\nepilogue");
+            (b, ok)
+        }
+
+        /// Flips, inserts and cuts a few bytes.
+        fn damage(rng: &mut Rng, b: &mut Vec<u8>) {
+            for _ in 0..rng.below(4) + 1 {
+                let at = rng.below(b.len() + 1);
+                match rng.below(4) {
+                    0 if at < b.len() => b[at] = b"\r\n-XyZ"[rng.below(6)],
+                    1 => b
+                        .splice(at..at, b"\r\n--XyZ".iter().copied())
+                        .for_each(drop),
+                    2 => b.truncate(at),
+                    _ => b
+                        .splice(at..at, std::iter::repeat_n(b'h', rng.below(300)))
+                        .for_each(drop),
+                }
+            }
+        }
+
+        async fn through(body: &[u8], sizes: &mut dyn FnMut() -> usize) -> Result<Vec<u8>, String> {
+            let mut chunks = Vec::new();
+            let mut rest = body;
+            while !rest.is_empty() {
+                let n = sizes().clamp(1, rest.len());
+                chunks.push(Ok::<_, std::io::Error>(Bytes::copy_from_slice(&rest[..n])));
+                rest = &rest[n..];
+            }
+            let mut s = limit_part_headers(futures_util::stream::iter(chunks), "XyZ", LIMIT);
+            let mut out = Vec::new();
+            while let Some(item) = s.next().await {
+                out.extend_from_slice(&item.map_err(|e| e.to_string())?);
+            }
+            Ok(out)
+        }
+
+        #[tokio::test]
+        async fn the_verdict_does_not_depend_on_how_the_body_is_cut_and_bodies_pass_unchanged() {
+            let cases: u64 = std::env::var("VELLUM_FUZZ_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(400);
+            for seed in 0..cases {
+                let mut rng = Rng(seed ^ 0x6d75_6c74_6970_6172);
+                let (mut b, within) = body(&mut rng);
+                let damaged = rng.below(2) == 0;
+                if damaged {
+                    damage(&mut rng, &mut b);
+                }
+                let whole = through(&b, &mut || usize::MAX).await;
+                if let Ok(out) = &whole {
+                    assert_eq!(out, &b, "seed {seed}: the bytes changed");
+                }
+                if !damaged {
+                    assert_eq!(whole.is_ok(), within, "seed {seed}: {whole:?}");
+                }
+                for piece in [1, 2, 3, 5, 64] {
+                    let cut = through(&b, &mut || piece).await;
+                    assert_eq!(cut, whole, "seed {seed}, pieces of {piece}");
+                }
+                let mut r = Rng(seed);
+                let cut = through(&b, &mut || r.below(40) + 1).await;
+                assert_eq!(cut, whole, "seed {seed}, random pieces");
+                // What passes, multer reads to its end without panicking.
+                if whole.is_ok() {
+                    let chunks = vec![Ok::<_, std::io::Error>(Bytes::from(b.clone()))];
+                    let limited =
+                        limit_part_headers(futures_util::stream::iter(chunks), "XyZ", LIMIT);
+                    let mut mp = multer::Multipart::new(limited, "XyZ");
+                    while let Ok(Some(f)) = mp.next_field().await {
+                        let _ = f.bytes().await;
+                    }
+                }
+            }
         }
     }
 

@@ -347,8 +347,46 @@ pub fn prepare_policies(
     Ok(())
 }
 
+/// Most characters of a client's string that an error message quotes.
+const SHOWN_CHARS: usize = 64;
+
+/// Longest error message. It is sent back in the response: it must not grow with the input,
+/// or a 64 MiB field of control characters would come back six times over (each escaped as
+/// `\u{1}`). What a lower layer quotes in full (a path, a name) is cut here.
+pub const MAX_MESSAGE_BYTES: usize = 512;
+
 fn bad(code: &'static str, msg: impl Into<String>) -> Error {
+    let mut msg = msg.into();
+    if msg.len() > MAX_MESSAGE_BYTES {
+        let mut cut = MAX_MESSAGE_BYTES;
+        while !msg.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        msg.truncate(cut);
+        msg.push_str("...");
+    }
     Error::bad_request(code, msg)
+}
+
+/// A client's string as a message quotes it: at most [`SHOWN_CHARS`] characters.
+fn shown(s: &str) -> String {
+    let mut chars = s.chars();
+    let head: String = chars.by_ref().take(SHOWN_CHARS).collect();
+    if chars.next().is_none() {
+        format!("{head:?}")
+    } else {
+        format!("{head:?}... ({} bytes)", s.len())
+    }
+}
+
+/// A client's JSON value as a message quotes it: scalars as they are, strings cut, arrays and
+/// objects by their kind (never serialised whole).
+fn shown_value(v: &Value) -> String {
+    match v {
+        Value::String(s) => shown(s),
+        Value::Array(_) | Value::Object(_) => crate::policy::lisp::kind(v).to_string(),
+        other => other.to_string(),
+    }
 }
 
 /// Lower-cases keys; "" means absent.
@@ -369,7 +407,7 @@ fn string_field(m: &Map<String, Value>, key: &str) -> Result<Option<String>> {
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(other) => Err(bad(
             "bad_field",
-            format!("{key} must be a string, not {other}"),
+            format!("{key} must be a string, not {}", shown_value(other)),
         )),
     }
 }
@@ -380,7 +418,7 @@ fn id_field<T: std::str::FromStr>(m: &Map<String, Value>, key: &str) -> Result<O
         Some(s) => s.parse().map(Some).map_err(|_| {
             bad(
                 "bad_field",
-                format!("{key} {s:?} is not an id (1 to 16 hex digits)"),
+                format!("{key} {} is not an id (1 to 16 hex digits)", shown(&s)),
             )
         }),
     }
@@ -419,17 +457,22 @@ fn parse_event(index: usize, v: Value) -> Result<WriteEvent> {
         Some(Value::String(s)) => Action::parse(s).ok_or_else(|| {
             bad(
                 "unknown_action",
-                format!("unknown action {s:?}: use C, U, D or P"),
+                format!("unknown action {}: use C, U, D or P", shown(s)),
             )
         })?,
-        Some(other) => return Err(bad("unknown_action", format!("unknown action {other}"))),
+        Some(other) => {
+            return Err(bad(
+                "unknown_action",
+                format!("unknown action {}", shown_value(other)),
+            ))
+        }
     };
 
     let parent = match string_field(&m, "parentoid")? {
         None => None,
         Some(p) => Some(
             ObjPath::parse(&p)
-                .map_err(|e| bad("bad_parentoid", format!("parentoid {p:?}: {e}")))?,
+                .map_err(|e| bad("bad_parentoid", format!("parentoid {}: {e}", shown(&p))))?,
         ),
     };
     let name = string_field(&m, "name")?;
@@ -443,7 +486,7 @@ fn parse_event(index: usize, v: Value) -> Result<WriteEvent> {
         Some(other) => {
             return Err(bad(
                 "bad_field",
-                format!("isfile must be a boolean, not {other}"),
+                format!("isfile must be a boolean, not {}", shown_value(other)),
             ))
         }
     };
@@ -562,7 +605,10 @@ fn ref_field(v: Option<&Value>, which: &str) -> Result<RefField> {
         "tstamp" => Ok(RefField::Tstamp),
         _ => Err(bad(
             "bad_reference",
-            format!("reference {which} {s:?}: use oid, parentoid or tstamp"),
+            format!(
+                "reference {which} {}: use oid, parentoid or tstamp",
+                shown(s)
+            ),
         )),
     }
 }
@@ -588,4 +634,68 @@ fn parse_reference(index: usize, r: &Value) -> Result<Reference> {
         from: ref_field(r.get("from"), "from")?,
         to: ref_field(r.get("to"), "to")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by fuzzing (`fixtures/fuzz/metadata/echoed-action.json`): a wrong field was quoted
+    /// whole in the error message, escaped, so a 64 MiB field of control characters came back
+    /// as a message six times its size (and larger again once escaped in the response).
+    #[test]
+    fn a_wrong_field_is_quoted_in_a_short_excerpt_not_echoed_whole() {
+        let big = "\u{1}".repeat(1 << 20);
+        let s = |v: &str| serde_json::to_string(v).unwrap();
+        let slash = s(&format!("a/{big}"));
+        for (field, doc) in [
+            ("action", format!("{{\"action\": {}}}", s(&big))),
+            ("action", format!("{{\"action\": [{}]}}", s(&big))),
+            (
+                "name",
+                format!("{{\"action\": \"C\", \"name\": [{}]}}", s(&big)),
+            ),
+            ("name", format!("{{\"action\": \"C\", \"name\": {slash}}}")),
+            (
+                "oid",
+                format!("{{\"action\": \"U\", \"oid\": {}}}", s(&big)),
+            ),
+            (
+                "parentoid",
+                format!("{{\"action\": \"C\", \"parentoid\": {}}}", s(&big)),
+            ),
+            (
+                "isfile",
+                format!("{{\"action\": \"C\", \"isfile\": {}}}", s(&big)),
+            ),
+            (
+                "defaultfile",
+                format!("{{\"action\": \"C\", \"defaultfile\": {slash}}}"),
+            ),
+            (
+                "from",
+                format!(
+                    "[{{\"action\": \"C\"}}, {{\"action\": \"C\", \"references\": \
+                     [{{\"address\": -1, \"from\": {}, \"to\": \"oid\"}}]}}]",
+                    s(&big)
+                ),
+            ),
+        ] {
+            let e = parse_metadata(doc.as_bytes(), 10).unwrap_err();
+            assert!(
+                e.message.len() <= MAX_MESSAGE_BYTES + 3,
+                "{field}: a {}-byte message",
+                e.message.len()
+            );
+            assert!(e.message.contains(field), "{field}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn short_values_are_still_quoted_whole() {
+        let e = parse_metadata(br#"{"action": "Q"}"#, 10).unwrap_err();
+        assert_eq!(e.message, "unknown action \"Q\": use C, U, D or P");
+        let e = parse_metadata(br#"{"action": "C", "isfile": 3}"#, 10).unwrap_err();
+        assert_eq!(e.message, "isfile must be a boolean, not 3");
+    }
 }

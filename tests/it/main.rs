@@ -10,6 +10,7 @@ mod browser;
 mod cli;
 mod concurrency;
 mod connections;
+mod fuzz;
 mod hostile;
 mod identity_http;
 mod import;

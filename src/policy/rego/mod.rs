@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 use regorus::languages::rego::compiler::Compiler;
 use regorus::rvm::program::Program;
 use regorus::rvm::vm::{ExecutionMode, RegoVM, VmError};
+use regorus::unstable::{Module, Ref, Rule, RuleHead};
 use regorus::utils::limits::{ExecutionTimerConfig, PolicyLengthConfig};
 use regorus::{Engine, MemoryBudgetConfig, Value};
 
@@ -231,22 +232,99 @@ fn rule_path(package: &[String], rule: &str) -> String {
     p
 }
 
-fn has_word(text: &str, word: &str) -> bool {
-    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .any(|w| w == word)
+/// The future keywords (`if`, `in`, `every`, `contains`) a text uses as keywords, and which of
+/// them it imports, read from regorus's own tokens: a word in a string or a comment, or a field
+/// name after a `.`, is not a keyword, nor is `contains(` (the builtin).
+#[derive(Debug, Default, PartialEq)]
+struct Keywords {
+    used: Vec<&'static str>,
+    /// Used before an import of it: regorus's v0 parser warns at each such use, and an import
+    /// further down (where it is an error anyway) comes too late to stop it.
+    unimported: Vec<&'static str>,
+    /// `import future.keywords` or `import rego.v1`.
+    all_imported: bool,
+    imported: Vec<String>,
+    rego_v1: bool,
 }
 
-/// Picks which parser's complaint to show when neither accepts the text: the v1 one if the
-/// text uses v1 keywords, else the v0 one.
-fn looks_v1(text: &str) -> bool {
-    text.contains("rego.v1") || has_word(text, "if") || has_word(text, "contains")
+fn keywords(text: &str, max_bytes: usize) -> Keywords {
+    use regorus::unstable::{Lexer, Source, TokenKind};
+    const FUTURE: [&str; 4] = ["if", "in", "every", "contains"];
+    let mut k = Keywords::default();
+    let cap = max_bytes.max(1024).saturating_add(1);
+    let Ok(source) = Source::from_contents_with_limits(
+        SOURCE.into(),
+        text.into(),
+        NonZeroUsize::new(cap).unwrap_or(NonZeroUsize::MIN),
+        NonZeroUsize::new(cap).unwrap_or(NonZeroUsize::MIN),
+    ) else {
+        return k;
+    };
+    let mut lexer = Lexer::new(&source);
+    lexer.set_max_col(
+        NonZeroU32::new(u32::try_from(cap).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN),
+    );
+    // (is an identifier, text); the lexer stops where the parser would.
+    let mut toks: Vec<(bool, String)> = Vec::new();
+    while let Ok(t) = lexer.next_token() {
+        match t.0 {
+            TokenKind::Eof => break,
+            kind => toks.push((kind == TokenKind::Ident, t.1.text().to_string())),
+        }
+    }
+    let at = |i: usize| toks.get(i).map_or("", |t| t.1.as_str());
+    for (i, (ident, word)) in toks.iter().enumerate() {
+        let (ident, word) = (*ident, word.as_str());
+        if !ident {
+            continue;
+        }
+        if word == "import" {
+            if at(i + 1) == "future" && at(i + 2) == "." && at(i + 3) == "keywords" {
+                if at(i + 4) == "." {
+                    k.imported.push(at(i + 5).to_string());
+                } else {
+                    k.all_imported = true;
+                }
+            } else if at(i + 1) == "rego" && at(i + 2) == "." && at(i + 3) == "v1" {
+                k.all_imported = true;
+                k.rego_v1 = true;
+            }
+            continue;
+        }
+        let after_dot = i > 0 && at(i - 1) == ".";
+        if let Some(kw) = FUTURE.iter().find(|kw| **kw == word) {
+            let call = *kw == "contains" && at(i + 1) == "(";
+            if !after_dot && !call {
+                if !k.used.contains(kw) {
+                    k.used.push(kw);
+                }
+                let covered = k.all_imported || k.imported.iter().any(|i| i == kw);
+                if !covered && !k.unimported.contains(kw) {
+                    k.unimported.push(kw);
+                }
+            }
+        }
+    }
+    k
 }
 
-/// Whether a text that v1 refused is worth trying as v0. Not when it uses `if` without
-/// importing the future keywords: v0 would refuse it too, and regorus's v0 parser prints a
-/// warning about such keywords straight to stderr, which a writer could use to spam the log.
-fn try_v0(text: &str) -> bool {
-    text.contains("future.keywords") || !has_word(text, "if")
+impl Keywords {
+    /// Picks which parser's complaint to show when neither accepts the text: the v1 one if the
+    /// text uses v1 keywords, else the v0 one.
+    fn looks_v1(&self) -> bool {
+        self.rego_v1 || self.used.contains(&"if") || self.used.contains(&"contains")
+    }
+
+    /// Whether a text that v1 refused is worth trying as v0: not when it uses a future keyword
+    /// it does not import. v0 would refuse it too (or read the keyword as a name), and regorus's
+    /// v0 parser prints a warning to stderr for each such keyword it meets: a module of 3,000
+    /// `r if {...}` rules printed 3,400 warnings (530 KB) to the server's log per write. Read
+    /// on tokens, so that "if" in a comment or a string neither hides the warnings (`#
+    /// future.keywords`) nor keeps a v0 module from being read as v0, and in order, so that an
+    /// import below the uses (a parse error, reached after the warnings) does not count.
+    fn try_v0(&self) -> bool {
+        self.unimported.is_empty()
+    }
 }
 
 fn new_engine(text: &str, v0: bool, max_bytes: usize) -> anyhow::Result<Engine> {
@@ -262,6 +340,32 @@ fn new_engine(text: &str, v0: bool, max_bytes: usize) -> anyhow::Result<Engine> 
     });
     e.add_policy(SOURCE.into(), text.into())?;
     Ok(e)
+}
+
+/// Refuses a rule that is only a head (`R`, `f(x)`), with neither a body nor a value, as Rego
+/// v1 does. regorus's v0 parser accepts one, and its VM then answers the whole module wrongly:
+/// with `D = true` and a bare `R`, every letter came back undefined, without an error, so the
+/// denial was cached as the policy's answer.
+fn refuse_bare_rules(modules: &[Ref<Module>]) -> Result<(), String> {
+    for m in modules {
+        for rule in &m.policy {
+            if let Rule::Spec { span, head, bodies } = rule.as_ref() {
+                let value = match head {
+                    RuleHead::Compr { assign, .. } | RuleHead::Func { assign, .. } => {
+                        assign.is_some()
+                    }
+                    RuleHead::Set { key, .. } => key.is_some(),
+                };
+                if bodies.is_empty() && !value {
+                    return Err(format!(
+                        "line {}, column {}: rule must have a body or assignment",
+                        span.line, span.col
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Says what the VM's compiler refused in words for a policy author.
@@ -308,14 +412,19 @@ impl RegoPolicy {
         }
         let mut engine = match new_engine(text, false, max_bytes) {
             Ok(e) => e,
-            Err(v1_err) if !try_v0(text) => return Err(compact_error(&v1_err)),
-            Err(v1_err) => match new_engine(text, true, max_bytes) {
-                Ok(e) => e,
-                Err(v0_err) => {
-                    let e = if looks_v1(text) { v1_err } else { v0_err };
-                    return Err(compact_error(&e));
+            Err(v1_err) => {
+                let k = keywords(text, max_bytes);
+                if !k.try_v0() {
+                    return Err(compact_error(&v1_err));
                 }
-            },
+                match new_engine(text, true, max_bytes) {
+                    Ok(e) => e,
+                    Err(v0_err) => {
+                        let e = if k.looks_v1() { v1_err } else { v0_err };
+                        return Err(compact_error(&e));
+                    }
+                }
+            }
         };
         let package = engine
             .get_policy_package_components()
@@ -333,6 +442,7 @@ impl RegoPolicy {
             })
             .map(|&(l, p)| (p, rule_path(&package, &l.to_string())))
             .collect();
+        refuse_bare_rules(engine.get_modules())?;
         deps::check(engine.get_modules())?;
 
         // The gathering rule, in the module's own package (v1 syntax whatever the module's).
