@@ -160,7 +160,8 @@ def gauges():
     _, text = req("GET", "/metrics")
     out = {}
     for line in text.decode(errors="replace").splitlines():
-        for name in ("compiled_cache_bytes", "result_cache_entries", "token_cache_entries"):
+        for name in ("compiled_cache_bytes", "result_cache_entries", "token_cache_entries",
+                     "http_connections_open", "feeds_open"):
             if line.startswith(f"vellum_policy_{name} ") or line.startswith(f"vellum_{name} "):
                 out[name] = float(line.split()[1])
     return out
@@ -172,7 +173,7 @@ for t in threads:
 samples = []
 with open(csv, "w") as out:
     out.write("seconds,rss_mib,anon_mib,file_mib,shmem_mib,threads,db_mib,wal_mib,"
-              "compiled_mib,results,tokens\n")
+              "compiled_mib,results,tokens,connections,feeds\n")
     while time.time() < stop:
         time.sleep(10)
         t, st, g = time.time() - start, status(), gauges()
@@ -182,7 +183,8 @@ with open(csv, "w") as out:
                   f"{st.get('RssShmem', 0):.1f},{st.get('Threads', 0):.0f},"
                   f"{size_mib('vellum.db'):.1f},{size_mib('vellum.db-wal'):.1f},"
                   f"{g.get('compiled_cache_bytes', 0) / 2**20:.1f},{g.get('result_cache_entries', 0):.0f},"
-                  f"{g.get('token_cache_entries', 0):.0f}\n")
+                  f"{g.get('token_cache_entries', 0):.0f},{g.get('http_connections_open', 0):.0f},"
+                  f"{g.get('feeds_open', 0):.0f}\n")
         out.flush()
 for t in threads:
     t.join(timeout=60)

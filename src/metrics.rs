@@ -33,6 +33,32 @@ pub struct Metrics {
     pub transactions: AtomicU64,
     pub events: AtomicU64,
     pub blob_errors: AtomicU64,
+    /// Connections being served (a gauge: see [`ConnectionGauge`]).
+    pub connections: std::sync::Arc<AtomicU64>,
+}
+
+/// Counts one open connection for as long as it lives.
+pub struct ConnectionGauge(std::sync::Arc<AtomicU64>);
+
+impl ConnectionGauge {
+    pub fn open(metrics: &Metrics) -> ConnectionGauge {
+        metrics.connections.fetch_add(1, Ordering::Relaxed);
+        ConnectionGauge(metrics.connections.clone())
+    }
+}
+
+impl Drop for ConnectionGauge {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What the layers above the policy engine hold, for the gauges.
+pub struct Held {
+    /// Verified tokens cached.
+    pub tokens: u64,
+    /// Notification feeds open.
+    pub feeds: u64,
 }
 
 impl Metrics {
@@ -72,7 +98,7 @@ impl Metrics {
     }
 
     /// The exposition text.
-    pub fn render(&self, policy: PolicyStats, tokens: u64) -> String {
+    pub fn render(&self, policy: PolicyStats, held: Held) -> String {
         let mut out = String::new();
         out.push_str("# HELP vellum_http_requests_total Requests answered, by route and status.\n");
         out.push_str("# TYPE vellum_http_requests_total counter\n");
@@ -207,8 +233,14 @@ impl Metrics {
             (
                 "vellum_token_cache_entries",
                 "Verified tokens held.",
-                tokens,
+                held.tokens,
             ),
+            (
+                "vellum_http_connections_open",
+                "Connections being served (bounded by MAX_CONNECTIONS plus the reserve).",
+                self.connections.load(Ordering::Relaxed),
+            ),
+            ("vellum_feeds_open", "Notification feeds open.", held.feeds),
         ];
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");

@@ -250,9 +250,13 @@ async fn run(
         (Endpoint::Healthz, _) => healthz(state).await,
         (Endpoint::Config, _) => Ok(body::json(StatusCode::OK, &state.public_config())),
         (Endpoint::Metrics, _) => {
-            let text = state
-                .metrics
-                .render(state.policy.stats(), state.auth.cached_tokens());
+            let text = state.metrics.render(
+                state.policy.stats(),
+                crate::metrics::Held {
+                    tokens: state.auth.cached_tokens(),
+                    feeds: state.feeds.open_feeds(),
+                },
+            );
             let mut resp = Response::new(body::full(text));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -140,6 +140,7 @@ enum Slot {
 }
 
 async fn connection(state: Arc<AppState>, stream: TcpStream, peer: SocketAddr, slot: Slot) {
+    let _counted = crate::metrics::ConnectionGauge::open(&state.metrics);
     let limits = &state.config.http;
     let reserved = matches!(slot, Slot::Reserve(_));
     let mut stop = state.shutdown.subscribe();

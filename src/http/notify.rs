@@ -43,6 +43,12 @@ struct FeedSlot {
 }
 
 impl FeedCounts {
+    /// Feeds open, all identities together.
+    pub fn open_feeds(&self) -> u64 {
+        let counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        counts.values().map(|n| *n as u64).sum()
+    }
+
     fn open(&self, label: &str, max: usize) -> Result<FeedSlot> {
         let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let n = counts.entry(label.to_string()).or_default();

@@ -245,6 +245,15 @@ async fn metrics_count_requests_transactions_bytes_and_policy_work() {
     assert_eq!(value("vellum_blob_store_errors_total"), 0.0);
     assert!(value("vellum_policy_evaluations_total") > 0.0);
     assert!(text.contains("# TYPE vellum_policy_cache_hits_total counter"));
+    // What the server holds: the scrape's own connection, no feed, caches that were used.
+    assert!(text.contains("# TYPE vellum_http_connections_open gauge"));
+    assert!(value("vellum_http_connections_open") >= 1.0);
+    assert_eq!(value("vellum_feeds_open"), 0.0);
+    assert!(value("vellum_token_cache_entries") >= 1.0);
+    assert!(value("vellum_policy_compiled_cache_entries") >= 1.0);
+    assert!(value("vellum_policy_compiled_cache_bytes") >= 8192.0);
+    assert!(value("vellum_policy_result_cache_entries") >= 1.0);
+    assert_eq!(value("vellum_policy_gate_waiting"), 0.0);
 }
 
 #[tokio::test]

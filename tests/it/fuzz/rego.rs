@@ -808,7 +808,7 @@ fn bare(rng: &mut Rng, text: String) -> Input {
 
 fn engine() -> PolicyEngine {
     PolicyEngine::new(PolicyLimits {
-        compiled_cache_entries: 8,
+        compiled_cache_bytes: 1 << 20,
         result_cache_entries: 64,
         ..PolicyLimits::default()
     })
