@@ -38,14 +38,30 @@ pub fn channel_with<G: Send + Sync + 'static>(
 }
 
 /// A pretty-printed JSON response, like gm-data's.
+/// A value that cannot be serialised (a bug, never the client's doing) is a 500, not an
+/// empty answer with the intended status.
 pub fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Response<Body> {
-    let mut bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
-    bytes.push(b'\n');
+    let (status, bytes) = match serde_json::to_vec_pretty(value) {
+        Ok(mut bytes) => {
+            bytes.push(b'\n');
+            (status, bytes)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "a response could not be serialised");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                UNSERIALISABLE.as_bytes().to_vec(),
+            )
+        }
+    };
     let mut resp = Response::new(full(bytes));
     *resp.status_mut() = status;
     json_headers(resp.headers_mut());
     resp
 }
+
+/// The body of that 500, in the shape of every error (`http/error.rs`).
+const UNSERIALISABLE: &str = "{\n  \"error\": {\n    \"code\": \"encode\",\n    \"message\": \"the response could not be serialised\"\n  }\n}\n";
 
 /// `application/json`, and never sniffed as anything else: JSON carries names and fields
 /// users wrote, which a browser guessing HTML would run.
@@ -82,4 +98,27 @@ pub fn html(status: StatusCode, page: String) -> Response<Body> {
         header::HeaderValue::from_static("nosniff"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    struct Unserialisable;
+    impl Serialize for Unserialisable {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("no"))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_response_that_cannot_be_serialised_is_a_500_with_an_error_body_not_an_empty_200() {
+        let resp = json(StatusCode::OK, &Unserialisable);
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], "encode");
+    }
 }
