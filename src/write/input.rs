@@ -499,7 +499,24 @@ fn parse_event(index: usize, v: Value) -> Result<WriteEvent> {
             return Err(bad("bad_policy", "objectpolicy must be a JSON object"));
         }
     }
-    let original = string_field(&m, "originalobjectpolicy")?;
+    // gm-data's Python client sends its policy dict in this field too (beside the same dict
+    // in objectpolicy when it creates folders): an object here is the policy's JSON form,
+    // used only when objectpolicy is absent. Only text is stored under this name.
+    let (objectpolicy, original) = match m.get("originalobjectpolicy") {
+        None | Some(Value::Null) => (objectpolicy, None),
+        Some(Value::String(s)) => (objectpolicy, Some(s.clone())),
+        Some(form @ Value::Object(_)) => (objectpolicy.or(Some(form)), None),
+        Some(other) => {
+            return Err(bad(
+                "bad_field",
+                format!(
+                    "originalobjectpolicy must be the policy's text (or its JSON form, an \
+                     object), not {}",
+                    shown_value(other)
+                ),
+            ))
+        }
+    };
     let raw_policy = (objectpolicy.is_some() || original.is_some()).then(|| RawPolicy {
         objectpolicy: objectpolicy.cloned(),
         original,

@@ -1167,3 +1167,100 @@ async fn an_objectpolicy_with_neither_requirements_nor_rego_inherits_the_parents
         f.docs["objectpolicy"]["requirements"]
     );
 }
+
+/// POST /write as gm-data's Python client sends it from `make_directory_tree`: the
+/// metadata as a file part named `file` with the file name `meta` and no Content-Type,
+/// Python's `json.dumps` spacing, and the caller by `USER_DN`.
+async fn python_client_write(app: &TestApp, meta: &str) -> reqwest::Response {
+    let boundary = "8d1b3c0e2f6a4b5c9d7e0f1a2b3c4d5e";
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"meta\"\r\n\r\n\
+         {meta}\r\n--{boundary}--\r\n"
+    );
+    app.client
+        .post(format!("{}/write", app.base))
+        .header("USER_DN", JANE_DN)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_policy_object_in_originalobjectpolicy_is_taken_as_the_policys_json_form() {
+    let f = setup().await;
+    let policy = format!(
+        r#"{{"requirements": {{"f": "owner-full-ro-all", "a": [{{"v": "email"}}, {{"v": "{JANE}"}}]}}}}"#
+    );
+    let security =
+        r##"{"label": "DECIPHER//GMDATA", "foreground": "#FFFFFF", "background": "green"}"##;
+
+    // make_directory_tree(path, object_policy=policy): the same dict in both fields.
+    let both = format!(
+        r#"[{{"action": "C", "name": "proj", "parentoid": "{}", "isFile": false, "objectpolicy": {policy}, "originalobjectpolicy": {policy}, "security": {security}}}]"#,
+        f.home
+    );
+    let (s, out) = status_json(python_client_write(&f.app, &both).await).await;
+    assert_eq!(s, 200, "{out}");
+    let proj = &out[0];
+    assert_eq!(
+        proj["objectpolicy"]["requirements"]["f"], "owner-full-ro-all",
+        "{proj}"
+    );
+    // Only text is ever stored or echoed under originalobjectpolicy.
+    assert!(proj.get("originalobjectpolicy").is_none(), "{proj}");
+    let (s, props) = f
+        .app
+        .get_json(&format!("/props/{}", oid_of(proj)), Some(&f.jane))
+        .await;
+    assert_eq!(s, 200, "{props}");
+    assert!(props.get("originalobjectpolicy").is_none(), "{props}");
+
+    // The dict in originalobjectpolicy alone is the policy: bob may read (R X), not write.
+    let only = format!(
+        r#"[{{"action": "C", "name": "shared", "parentoid": "{}", "isFile": false, "originalobjectpolicy": {policy}, "security": {security}}}]"#,
+        f.home
+    );
+    let (s, out) = status_json(python_client_write(&f.app, &only).await).await;
+    assert_eq!(s, 200, "{out}");
+    let shared = &out[0];
+    assert_eq!(
+        shared["objectpolicy"]["requirements"]["a"][1]["v"], JANE,
+        "{shared}"
+    );
+    assert!(shared.get("originalobjectpolicy").is_none(), "{shared}");
+    // Bob cannot see jane's home, so he reads the folder by oid.
+    let (s, seen) = f
+        .app
+        .get_json(&format!("/props/{}", oid_of(shared)), Some(&f.bob))
+        .await;
+    assert_eq!(s, 200, "{seen}");
+    assert_eq!(letters(&seen), ["R", "X"]);
+}
+
+#[tokio::test]
+async fn originalobjectpolicy_that_is_neither_text_nor_an_object_is_400_and_stores_nothing() {
+    let f = setup().await;
+    for bad in ["42", "true", r#"["(yield R)"]"#] {
+        let before = f.app.fingerprint();
+        let meta = format!(
+            r#"[{{"action": "C", "name": "x", "parentoid": "{}", "originalobjectpolicy": {bad}}}]"#,
+            f.home
+        );
+        let (s, out) = status_json(python_client_write(&f.app, &meta).await).await;
+        assert_eq!(s, 400, "{bad}: {out}");
+        assert_eq!(out["error"]["code"], "bad_field", "{out}");
+        assert!(
+            out["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("originalobjectpolicy"),
+            "{out}"
+        );
+        assert_eq!(before, f.app.fingerprint(), "{bad} changed the store");
+    }
+}
