@@ -16,7 +16,7 @@ pub enum Privilege {
 
 /// A caller's claims: `{"label": ..., "exp": ..., "values": {"email": [...], ...}}`.
 ///
-/// `key` is a digest of the canonical JSON, so that policy results can be cached per
+/// `key` is a digest of the canonical JSON (keys sorted), so that policy results can be cached per
 /// (policy, claims) pair without comparing whole documents.
 #[derive(Debug, Clone)]
 pub struct Claims {
@@ -28,8 +28,8 @@ impl Claims {
     /// Wraps a claims document. A document that is not an object, or whose `values` is not
     /// an object, is kept as given: policies simply find nothing in it.
     pub fn new(raw: Value) -> Self {
-        let canonical = serde_json::to_vec(&raw).unwrap_or_default();
-        let digest = Sha256::digest(&canonical);
+        // Canonical, so that equal claims in another key order share cached results.
+        let digest = Sha256::digest(super::canonical::to_vec(&raw));
         let mut key = [0u8; 16];
         key.copy_from_slice(&digest[..16]);
         Self { raw, key }
@@ -119,5 +119,16 @@ mod tests {
         let c = Claims::new(json!({"label":"y","values":{"email":["a"]}}));
         assert_eq!(a.key(), b.key());
         assert_ne!(a.key(), c.key());
+    }
+
+    #[test]
+    fn equal_claims_in_another_key_order_share_a_key() {
+        // serde_json keeps key order (preserve_order): two tokens with the same claims
+        // written in another order must still share cached policy results.
+        let a: Value =
+            serde_json::from_str(r#"{"label":"x","values":{"email":["a"],"org":["o"]}}"#).unwrap();
+        let b: Value =
+            serde_json::from_str(r#"{"values":{"org":["o"],"email":["a"]},"label":"x"}"#).unwrap();
+        assert_eq!(Claims::new(a).key(), Claims::new(b).key());
     }
 }

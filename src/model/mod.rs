@@ -1,5 +1,6 @@
 //! Plain domain types shared by every layer. Nothing here does I/O or knows about HTTP.
 
+pub mod canonical;
 pub mod claims;
 pub mod event;
 pub mod ids;

@@ -323,48 +323,12 @@ fn fields(m: &Map<String, Value>) -> Result<Fields<'_>, PolicyError> {
     Ok(Fields { form, label })
 }
 
-/// JSON with object keys sorted, so that equal policies hash equally whatever their key order.
-fn canonical(v: &Value, out: &mut Vec<u8>) {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push(b'{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                // Serialising a string or a map's values cannot fail.
-                let _ = serde_json::to_writer(&mut *out, k);
-                out.push(b':');
-                canonical(&m[k], out);
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, x) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                canonical(x, out);
-            }
-            out.push(b']');
-        }
-        other => {
-            let _ = serde_json::to_writer(&mut *out, other);
-        }
-    }
-}
-
 fn digest(form: &Form) -> PolicyDigest {
     let mut h = Sha256::new();
     match form {
         Form::Requirements(r) => {
-            let mut buf = Vec::with_capacity(256);
-            canonical(r, &mut buf);
             h.update(b"requirements\0");
-            h.update(&buf);
+            h.update(crate::model::canonical::to_vec(r));
         }
         Form::Rego(text) => {
             h.update(b"rego\0");
@@ -810,9 +774,7 @@ impl PolicyEngine {
 /// A digest of an `input.object` document: equal documents, equal digests.
 fn object_digest(v: &Value) -> [u8; 16] {
     let mut h = Sha256::new();
-    let mut buf = Vec::with_capacity(512);
-    canonical(v, &mut buf);
-    h.update(&buf);
+    h.update(crate::model::canonical::to_vec(v));
     let d: [u8; 32] = h.finalize().into();
     let mut out = [0u8; 16];
     out.copy_from_slice(&d[..16]);
