@@ -111,8 +111,15 @@ impl From<BlobError> for Error {
                 Error::bad_request("sha256_mismatch", e.to_string())
             }
             BlobError::TooLarge { .. } => Error::too_large("file_too_large", e.to_string()),
-            // In an upload, reading the request body failed: the client's side.
-            BlobError::Io(_) => Error::bad_request("upload_interrupted", e.to_string()),
+            // Reading the request body failed: the client's side.
+            BlobError::Upload(_) => Error::bad_request("upload_interrupted", e.to_string()),
+            BlobError::Timeout(_) => {
+                tracing::error!(error = %e, "blob store timeout");
+                Error::unavailable(
+                    "blob_store",
+                    "the blob store did not answer in time; try again",
+                )
+            }
             BlobError::Full(_) => {
                 tracing::error!(error = %e, "the blob store's disk is full");
                 Error::insufficient_storage(
@@ -140,3 +147,37 @@ impl From<BlobError> for Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_failures_are_the_clients_only_when_its_upload_broke_off() {
+        let io = || std::io::Error::other("x");
+        let upload = Error::from(BlobError::Upload(io()));
+        assert_eq!(
+            (upload.kind, upload.code),
+            (Kind::BadRequest, "upload_interrupted")
+        );
+        // A local read error or a failed helper task is the server's.
+        let local = Error::from(BlobError::Io(io()));
+        assert_eq!(local.kind, Kind::Internal);
+        let timeout = Error::from(BlobError::Timeout(std::time::Duration::from_secs(30)));
+        assert_eq!(
+            (timeout.kind, timeout.code),
+            (Kind::Unavailable, "blob_store")
+        );
+    }
+
+    #[test]
+    fn server_side_blob_failures_are_counted_and_the_clients_are_not() {
+        let m = crate::metrics::Metrics::default();
+        let count = || m.blob_errors.load(std::sync::atomic::Ordering::Relaxed);
+        m.blob_error(&BlobError::Upload(std::io::Error::other("x")));
+        assert_eq!(count(), 0);
+        m.blob_error(&BlobError::Io(std::io::Error::other("x")));
+        m.blob_error(&BlobError::Timeout(std::time::Duration::from_secs(1)));
+        assert_eq!(count(), 2);
+    }
+}

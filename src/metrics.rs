@@ -91,7 +91,13 @@ impl Metrics {
         use crate::blob::BlobError as B;
         if matches!(
             e,
-            B::Backend(_) | B::Integrity { .. } | B::NotFound { .. } | B::Crypto(_) | B::Full(_)
+            B::Backend(_)
+                | B::Integrity { .. }
+                | B::NotFound { .. }
+                | B::Crypto(_)
+                | B::Full(_)
+                | B::Io(_)
+                | B::Timeout(_)
         ) {
             Self::add(&self.blob_errors, 1);
         }

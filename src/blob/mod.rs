@@ -153,9 +153,16 @@ pub enum BlobError {
     /// or tampered wrapped key), or the envelope could not be set up.
     #[error("blob data key: {0}")]
     Crypto(#[source] CryptoError),
-    /// Reading the upload body failed (e.g. the client went away), or a local read failed.
+    /// Reading the upload's body failed: the client went away, or sent too slowly. The
+    /// client's side; nothing was stored.
+    #[error("reading the upload failed: {0}")]
+    Upload(#[source] std::io::Error),
+    /// A local read or a helper task failed: the server's side.
     #[error("blob I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// The blob store did not answer within its first-byte timeout.
+    #[error("no response from the blob store within {0:?}")]
+    Timeout(std::time::Duration),
     /// The storage backend failed.
     #[error("blob storage: {0}")]
     Backend(#[source] object_store::Error),

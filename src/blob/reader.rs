@@ -230,12 +230,7 @@ impl Job {
         );
         let r = tokio::time::timeout(FIRST_BYTE_TIMEOUT, get)
             .await
-            .map_err(|_| {
-                BlobError::Io(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "no response from the blob store",
-                ))
-            })?
+            .map_err(|_| BlobError::Timeout(FIRST_BYTE_TIMEOUT))?
             .map_err(|e| BlobError::backend(&self.blob.rname, e))?;
         if r.meta.size != self.blob.stored_len || r.range != self.crange {
             return Err(truncated(

@@ -228,7 +228,7 @@ impl BlobStore {
             let mut pipeline = Pipeline::new(sealer);
             let mut size = 0u64;
             while let Some(piece) = body.next().await {
-                let piece = piece?;
+                let piece = piece.map_err(BlobError::Upload)?;
                 size += piece.len() as u64;
                 if let Some(limit) = max_size.filter(|&limit| size > limit) {
                     return Err(BlobError::TooLarge { limit });
@@ -422,10 +422,7 @@ impl BlobStore {
             Ok::<_, object_store::Error>((size, r.bytes().await?))
         };
         match tokio::time::timeout(FIRST_BYTE_TIMEOUT, get).await {
-            Err(_) => Err(BlobError::Io(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "no response from the blob store",
-            ))),
+            Err(_) => Err(BlobError::Timeout(FIRST_BYTE_TIMEOUT)),
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e @ object_store::Error::NotFound { .. })) => Err(BlobError::backend(rname, e)),
             // A range cannot start at byte 0 of an empty object: see whether that is the case.

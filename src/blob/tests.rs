@@ -252,7 +252,7 @@ async fn local_smoke_round_trip_and_errors() {
         store
             .put(&r2, BlobAlgorithm::None, failing, None, None)
             .await,
-        Err(BlobError::Io(_))
+        Err(BlobError::Upload(_))
     ));
     assert!(store
         .open(&r2, BlobAlgorithm::None, None)

@@ -268,7 +268,10 @@ pub async fn write_txn(
                             Some(limits.max_file_bytes),
                         )
                         .await
-                        .map_err(|e| Error::from(e).at(index))?
+                        .map_err(|e| {
+                            state.metrics.blob_error(&e);
+                            Error::from(e).at(index)
+                        })?
                 };
                 uploaded.push(info);
             }
