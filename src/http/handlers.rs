@@ -395,6 +395,13 @@ const LIST_CHUNK: usize = 64 << 10;
 
 /// GET /list: streamed as a JSON array, one event per line, so the first bytes leave
 /// before the last child has been read.
+///
+/// Each page is read in its own short snapshot on a blocking thread, and sent after the
+/// snapshot ends: a slow client holds neither a read transaction (which would keep SQLite
+/// from checkpointing the WAL past it) nor a blocking thread. Every page checks again that
+/// the caller may list the folder, so a revocation stops a listing under way. A long
+/// listing is therefore not one snapshot: children created or removed meanwhile may or
+/// may not appear, but none appears twice (pages follow the oid order).
 async fn list(
     state: &Arc<AppState>,
     access: Access,
@@ -402,65 +409,69 @@ async fn list(
     q: ListQuery,
 ) -> Result<Response<Body>> {
     let pool = state.store.reader();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<Result<()>>();
+    let dir = {
+        let (pool, access) = (pool.clone(), access.clone());
+        tokio::task::spawn_blocking(move || {
+            pool.with_snapshot(|s| read::listable(s, &access, &path).map(|d| d.event.oid))
+        })
+        .await
+        .map_err(|_| Error::internal("list", "listing task ended early"))??
+    };
     let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<Bytes, std::io::Error>>(8);
     // When the client goes away (the body is dropped), evaluations for it stop mid-page.
     let abandon = crate::policy::budget::CancelOnDrop(access.budget.clone());
-    tokio::task::spawn_blocking(move || {
-        let mut ready = Some(ready_tx);
-        let out = pool.with_snapshot(|s| -> Result<()> {
-            let dir = match read::listable(s, &access, &path) {
-                Ok(d) => d,
-                Err(e) => {
-                    if let Some(r) = ready.take() {
-                        let _ = r.send(Err(e));
-                    }
-                    return Ok(());
+    tokio::spawn(async move {
+        let mut buf: Vec<u8> = b"[".to_vec();
+        let mut first = true;
+        let mut remaining = q.limit.unwrap_or(usize::MAX);
+        let mut after = q.after;
+        while remaining > 0 {
+            let page = {
+                let (pool, access) = (pool.clone(), access.clone());
+                tokio::task::spawn_blocking(move || {
+                    pool.with_snapshot(|s| {
+                        read::listable(s, &access, &ObjPath::oid(dir))?;
+                        read::list_page(s, &access, dir, after, LIST_SCAN)
+                    })
+                })
+                .await
+            };
+            let (events, last) = match page {
+                Ok(Ok(page)) => page,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "listing ended mid-stream");
+                    let _ = tx.send(Err(std::io::Error::other("listing failed"))).await;
+                    return;
+                }
+                Err(_) => {
+                    let _ = tx.send(Err(std::io::Error::other("listing failed"))).await;
+                    return;
                 }
             };
-            if let Some(r) = ready.take() {
-                let _ = r.send(Ok(()));
-            }
-            let mut buf: Vec<u8> = b"[".to_vec();
-            let mut first = true;
-            let mut remaining = q.limit.unwrap_or(usize::MAX);
-            let mut after = q.after;
-            while remaining > 0 {
-                let (events, last) = read::list_page(s, &access, dir.event.oid, after, LIST_SCAN)?;
-                for e in events.into_iter().take(remaining) {
-                    buf.extend_from_slice(if first { b"\n" } else { b",\n" });
-                    first = false;
-                    serde_json::to_writer(&mut buf, &e)
-                        .map_err(|e| Error::internal("encode", e.to_string()))?;
-                    remaining -= 1;
-                    if buf.len() >= LIST_CHUNK {
-                        let chunk = Bytes::from(std::mem::take(&mut buf));
-                        if tx.blocking_send(Ok(chunk)).is_err() {
-                            return Ok(()); // client went away
-                        }
+            for e in events.into_iter().take(remaining) {
+                buf.extend_from_slice(if first { b"\n" } else { b",\n" });
+                first = false;
+                if let Err(e) = serde_json::to_writer(&mut buf, &e) {
+                    tracing::error!(error = %e, "encoding a listed event failed");
+                    let _ = tx.send(Err(std::io::Error::other("listing failed"))).await;
+                    return;
+                }
+                remaining -= 1;
+                if buf.len() >= LIST_CHUNK {
+                    let chunk = Bytes::from(std::mem::take(&mut buf));
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        return; // the client went away
                     }
                 }
-                match last {
-                    Some(l) => after = Some(l),
-                    None => break,
-                }
             }
-            buf.extend_from_slice(b"\n]\n");
-            let _ = tx.blocking_send(Ok(Bytes::from(buf)));
-            Ok(())
-        });
-        if let Err(e) = out {
-            tracing::error!(error = %e, "listing failed mid-stream");
-            if let Some(r) = ready.take() {
-                let _ = r.send(Err(e));
-            } else {
-                let _ = tx.blocking_send(Err(std::io::Error::other("listing failed")));
+            match last {
+                Some(l) => after = Some(l),
+                None => break,
             }
         }
+        buf.extend_from_slice(b"\n]\n");
+        let _ = tx.send(Ok(Bytes::from(buf))).await;
     });
-    ready_rx
-        .await
-        .map_err(|_| Error::internal("list", "listing task ended early"))??;
     let mut resp = Response::new(body::channel_with(rx, abandon));
     body::json_headers(resp.headers_mut());
     Ok(resp)

@@ -451,3 +451,93 @@ async fn part_headers_within_the_limit_are_accepted() {
     let (status, out): (u16, Value) = status_json(resp).await;
     assert_eq!(status, 200, "{out}");
 }
+
+/// Bytes of the WAL beside the database.
+fn wal_bytes(app: &common::TestApp) -> u64 {
+    std::fs::metadata(app.data_dir.join("vellum.db-wal"))
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_read_one_byte_a_second_holds_no_snapshot_while_writes_go_on() {
+    let app = spawn_app_with(&[]).await;
+    let root = app.token_for("root");
+    let wide = oid_of(&mkdir(&app, &root, "1", "wide", None).await);
+    let load = oid_of(&mkdir(&app, &root, "1", "load", None).await);
+    // ~20 MB of listing: far more than the socket buffers and the server's queue hold, so
+    // the server waits on this client for as long as it reads slowly.
+    let filler = "x".repeat(2000);
+    let children: Vec<Value> = (0..10_000)
+        .map(|i| json!({"action": "C", "parentoid": wide, "name": format!("c{i:05}"), "description": filler}))
+        .collect();
+    app.write_ok(Some(&root), &json!(children)).await;
+    // That transaction alone left a WAL of tens of MiB; start from an empty one.
+    let db = rusqlite::Connection::open(app.data_dir.join("vellum.db")).unwrap();
+    db.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    assert_eq!(wal_bytes(&app), 0);
+
+    let resp = app
+        .client
+        .get(format!("{}/list/{wide}", app.base))
+        .header("userpolicy", &root)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (fast_tx, mut fast_rx) = tokio::sync::oneshot::channel::<()>();
+    let slow = tokio::spawn(async move {
+        let mut body = resp.bytes_stream();
+        let mut got = Vec::new();
+        // One chunk a second (a few KiB) until told to hurry.
+        loop {
+            tokio::select! {
+                _ = &mut fast_rx => break,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            match body.next().await {
+                Some(c) => got.extend_from_slice(&c.unwrap()),
+                None => return got,
+            }
+        }
+        while let Some(c) = body.next().await {
+            got.extend_from_slice(&c.unwrap());
+        }
+        got
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // 1,000 writes while the listing waits on its client.
+    let wal_before = wal_bytes(&app);
+    let started = Instant::now();
+    for i in 0..1000 {
+        app.write_ok(
+            Some(&root),
+            &json!([{"action": "C", "parentoid": load, "name": format!("w{i}"), "description": filler}]),
+        )
+        .await;
+    }
+    let wal_after = wal_bytes(&app);
+    println!(
+        "1,000 writes beside a stalled listing took {:?}; WAL {} -> {} KiB",
+        started.elapsed(),
+        wal_before >> 10,
+        wal_after >> 10
+    );
+    // SQLite checkpoints every 1,000 pages (4 MiB) unless a reader pins an older snapshot;
+    // with the listing holding one snapshot throughout, these writes left a 35 MiB WAL.
+    assert!(
+        wal_after < 8 << 20,
+        "the WAL grew to {} KiB while a listing waited on a slow client",
+        wal_after >> 10
+    );
+    healthz_ok(&app.base).await;
+
+    // The listing itself is whole once the client reads on.
+    let _ = fast_tx.send(());
+    let all = slow.await.unwrap();
+    let listed: Vec<Value> = serde_json::from_slice(&all).expect("the listing is one JSON array");
+    assert_eq!(listed.len(), 10_000);
+    assert_eq!(listed[9_999]["name"], "c09999");
+}
