@@ -44,7 +44,7 @@ fn table() -> Table {
         "/tests/it/data/policy_cases.yaml"
     );
     let text = std::fs::read_to_string(path).expect("read policy_cases.yaml");
-    serde_yaml::from_str(&text).expect("parse policy_cases.yaml")
+    yaml_serde::from_str(&text).expect("parse policy_cases.yaml")
 }
 
 #[test]

@@ -740,7 +740,7 @@ pub fn seeds() -> Vec<Vec<u8>> {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/it/data/policy_cases.yaml"
     );
-    let doc: Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let doc: Value = yaml_serde::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let mut out = Vec::new();
     let mut stack = vec![&doc];
     while let Some(v) = stack.pop() {
