@@ -4,6 +4,8 @@
 //! `identity`, `store`, `crypto` → `model`. Nothing below `http` knows about HTTP.
 //! See ARCHITECTURE.md.
 
+#![forbid(unsafe_code)]
+
 pub mod access;
 pub mod app;
 pub mod blob;
