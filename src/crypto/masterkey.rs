@@ -26,8 +26,7 @@
 //! mode 0600) is loaded or created, with key id `"master"` and a loud warning.
 
 use std::fmt;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -428,41 +427,13 @@ fn create_dev_key(data_dir: &Path, path: &Path) -> Result<MasterKey> {
     let mut raw = Zeroizing::new([0u8; KEY_LEN]);
     OsRng.fill_bytes(&mut raw[..]);
     let text = Zeroizing::new(format!("{}\n", STANDARD.encode(&raw[..])));
-    let mut suffix = [0u8; 8];
-    OsRng.fill_bytes(&mut suffix);
-    let tmp: PathBuf = data_dir.join(format!(
-        ".{DEV_MASTERKEY_FILE}.tmp-{}-{}",
-        std::process::id(),
-        u64::from_le_bytes(suffix)
-    ));
-    let write = || -> std::io::Result<()> {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()
-    };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(dev_err(&tmp, e));
-    }
-    let linked = std::fs::hard_link(&tmp, path);
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {
-            if let Ok(dir) = std::fs::File::open(data_dir) {
-                let _ = dir.sync_all();
-            }
+    match crate::files::create_once(path, text.as_bytes()) {
+        Ok(crate::files::Made::Created) => {
             tracing::warn!(path = %path.display(), "created a new development master key");
             Ok(MasterKey::from_bytes(&raw, false))
         }
         // Another process created it first: use theirs.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+        Ok(crate::files::Made::Existing) => {
             read_dev_key(path)?.ok_or_else(|| dev_err(path, "vanished while being created"))
         }
         Err(e) => Err(dev_err(path, e)),
@@ -484,8 +455,8 @@ pub(crate) mod tests {
     pub(crate) const KEY_A: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="; // bytes 0..32
     pub(crate) const KEY_B: &str = "//79/Pv6+fj39vX08/Lx8O/u7ezr6uno5+bl5OPi4eA="; // bytes 255..=224
 
-    fn nodir() -> PathBuf {
-        PathBuf::from("/nonexistent/should-not-be-touched")
+    fn nodir() -> std::path::PathBuf {
+        std::path::PathBuf::from("/nonexistent/should-not-be-touched")
     }
 
     fn cfg(mk: Option<&str>, mks: Option<&str>) -> Result<MasterKeys> {

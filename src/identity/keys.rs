@@ -5,7 +5,7 @@
 //! must not reach logs.
 
 use std::fs;
-use std::io::{self, Write};
+
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -511,30 +511,9 @@ pub(crate) fn load_or_create_dev_key(data_dir: &Path) -> Result<DevKey, Identity
         let pem = key
             .to_pkcs8_pem(LineEnding::LF)
             .map_err(|e| dev_bad(&path, format!("cannot encode new key: {e}")))?;
-        let tmp = data_dir.join(format!(
-            ".{DEV_KEY_FILE}.tmp-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0)
-        ));
-        write_private(&tmp, pem.as_bytes()).map_err(io_err("write", &tmp))?;
-        let linked = fs::hard_link(&tmp, &path);
-        let _ = fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => created = true,
-            // Another process made it first: use theirs.
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(_) => {
-                // Filesystems without hard links: write in place, refusing to clobber.
-                match write_private(&path, pem.as_bytes()) {
-                    Ok(()) => created = true,
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(io_err("write", &path)(e)),
-                }
-            }
-        }
+        created = crate::files::create_once(&path, pem.as_bytes())
+            .map_err(io_err("write", &path))?
+            == crate::files::Made::Created;
     }
 
     let text = Zeroizing::new(fs::read_to_string(&path).map_err(io_err("read", &path))?);
@@ -570,20 +549,6 @@ fn dev_bad(path: &Path, reason: String) -> IdentityConfigError {
         what: "dev key file",
         reason: format!("{}: {reason}", path.display()),
     }
-}
-
-/// Creates `path` (failing if it exists) readable by the owner only, and syncs it.
-fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
 }
 
 fn warn_if_readable_by_others(path: &Path) {

@@ -162,9 +162,9 @@ impl SqliteStore {
         sync: Synchronous,
         faults: Option<Arc<FaultInjector>>,
     ) -> Result<SqliteStore, StoreError> {
-        create_private_dir(dir)?;
+        crate::files::create_private_dir(dir)?;
         let db_path = dir.join("vellum.db");
-        create_private_file(&db_path)?;
+        crate::files::create_private_file(&db_path)?;
         let mut conn = Connection::open(&db_path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(
@@ -336,31 +336,6 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         tx.commit()?;
     }
     Ok(())
-}
-
-/// Creates the data folder (and any missing parent) readable by its owner only.
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(dir)
-}
-
-/// Creates an empty database file readable by its owner only, if there is none: SQLite
-/// would create it 0644, and gives the -wal and -shm files the database file's mode.
-fn create_private_file(path: &Path) -> std::io::Result<()> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    opts.open(path).map(drop)
 }
 
 /// The writer thread's state: the only read-write connection, and the clock.
