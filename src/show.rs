@@ -210,7 +210,7 @@ pub fn render(page: &Page, preview: &Preview, base: &str) -> String {
             "<p><a id=\"download\" href=\"{base}/stream/{}\" download=\"{}\">Download</a> ({})</p>",
             e.oid,
             escape(&e.name),
-            crate::import::progress::human_bytes(e.size.unwrap_or(0))
+            crate::model::human_bytes(e.size.unwrap_or(0))
         );
         match preview {
             Preview::Image => {
@@ -244,7 +244,7 @@ pub fn render(page: &Page, preview: &Preview, base: &str) -> String {
                 c.oid,
                 escape(&c.name),
                 if c.isfile { "" } else { "/" },
-                c.size.map(crate::import::progress::human_bytes).unwrap_or_default(),
+                c.size.map(crate::model::human_bytes).unwrap_or_default(),
                 escape(c.mimetype.as_deref().unwrap_or(if c.isfile { "" } else { "folder" })),
             );
         }

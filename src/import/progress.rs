@@ -1,6 +1,7 @@
 //! What the user sees: a progress bar on a terminal (indicatif), plain periodic lines
 //! otherwise, and the closing summary.
 
+use crate::model::human_bytes;
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -88,22 +89,6 @@ impl Report {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push((rel.to_string(), reason.into()));
-    }
-}
-
-/// Human-readable bytes (binary units).
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }
 
@@ -304,17 +289,4 @@ pub fn summary(report: &Report, started: Instant, stopped: Option<&str>) {
         rate(imported, secs),
     );
     let _ = out.flush();
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bytes_read_well() {
-        assert_eq!(human_bytes(0), "0 B");
-        assert_eq!(human_bytes(1023), "1023 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(5 << 20), "5.0 MiB");
-    }
 }

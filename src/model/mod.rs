@@ -1,5 +1,6 @@
 //! Plain domain types shared by every layer. Nothing here does I/O or knows about HTTP.
 
+pub mod bytes;
 pub mod canonical;
 pub mod claims;
 pub mod event;
@@ -7,6 +8,7 @@ pub mod ids;
 pub mod path;
 pub mod perms;
 
+pub use bytes::human_bytes;
 pub use claims::{Claims, Privilege};
 pub use event::{Action, Event, PolicyView, UserPolicy, SCHEMA_VERSION};
 pub use ids::{BadId, Oid, Tstamp, FOREVER};
