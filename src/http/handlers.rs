@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Request, Response, StatusCode};
-use http_body_util::BodyExt;
 
 use super::body::{self, Body};
 use super::error::response as error_response;
+use super::request::header_str;
 use super::router::{self, Endpoint, ListQuery, Requirement};
 use super::RequestBody;
 use crate::access::Access;
@@ -103,14 +103,6 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter_map(|kv| kv.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v.trim_matches('"'))
-}
-
-pub(super) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
 }
 
 /// The token of an `Authorization: Bearer` header. The scheme is matched without regard to
@@ -352,40 +344,6 @@ async fn healthz(state: &Arc<AppState>) -> Result<Response<Body>> {
         StatusCode::OK,
         &serde_json::json!({"status": "ok"}),
     ))
-}
-
-/// Reads the request body up to `limit` bytes.
-/// Reads the request body up to `limit` bytes into one buffer, sized once from
-/// `Content-Length` when the client sent it: no second copy and no doubling, so a body at
-/// the limit costs the limit in memory.
-pub(super) async fn collect_limited(
-    headers: &HeaderMap,
-    body: RequestBody,
-    limit: usize,
-) -> Result<Bytes> {
-    let too_large = || {
-        Error::too_large(
-            "metadata_too_large",
-            format!("the metadata is over the {limit}-byte limit"),
-        )
-    };
-    let declared =
-        header_str(headers, header::CONTENT_LENGTH.as_str()).and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large());
-    }
-    let mut buf = Vec::with_capacity(declared.unwrap_or(0));
-    let mut body = body;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| super::request_body::read_error(&e))?;
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > limit {
-                return Err(too_large());
-            }
-            buf.extend_from_slice(&data);
-        }
-    }
-    Ok(Bytes::from(buf))
 }
 
 /// Rows fetched from the store per step of a listing.

@@ -7,6 +7,7 @@ pub mod error;
 mod handlers;
 mod multipart_limit;
 mod notify;
+mod request;
 mod request_body;
 pub mod router;
 mod stream;

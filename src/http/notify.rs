@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 
 use super::body::{self, Body};
-use super::handlers::header_str;
+use super::request::header_str;
 use crate::access::Access;
 use crate::app::AppState;
 use crate::error::{Error, Result};

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 
 use super::body::{self, Body};
-use super::handlers::header_str;
+use super::request::header_str;
 use crate::access::Access;
 use crate::app::AppState;
 use crate::blob::BlobReader;

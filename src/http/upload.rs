@@ -14,7 +14,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 
 use super::body::{self, Body};
-use super::handlers::{collect_limited, header_str};
+use super::request::{collect_limited, header_str};
 use super::RequestBody;
 use crate::access::Access;
 use crate::app::AppState;
