@@ -333,7 +333,7 @@ impl BlobStore {
         }
     }
 
-    /// Opens a blob whose stored bytes were kept inline (see [`BlobStore::put_or_inline`]).
+    /// Opens a blob whose stored bytes were kept inline (see [`BlobStore::seal_inline`]).
     /// Nothing is fetched from the backend.
     fn open_inline(
         &self,
