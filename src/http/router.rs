@@ -131,12 +131,15 @@ fn obj_path(rest: &str) -> Result<ObjPath> {
         .map_err(|e| Error::bad_request("bad_path", e.to_string()))
 }
 
+/// A query string's pairs, decoded as HTML forms encode them (`+` is a space).
+fn query_pairs(q: Option<&str>) -> form_urlencoded::Parse<'_> {
+    form_urlencoded::parse(q.unwrap_or("").as_bytes())
+}
+
 fn parse_query(q: Option<&str>) -> Result<ListQuery> {
     let mut out = ListQuery::default();
-    for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = percent_decode_str(v).decode_utf8_lossy();
-        match k {
+    for (k, v) in query_pairs(q) {
+        match &*k {
             "limit" if !v.is_empty() => {
                 out.limit = Some(v.parse().map_err(|_| {
                     Error::bad_request("bad_query", format!("limit {v:?} is not a number"))
@@ -154,21 +157,15 @@ fn parse_query(q: Option<&str>) -> Result<ListQuery> {
 }
 
 fn query_tstamp(q: Option<&str>, key: &str) -> Result<Option<Tstamp>> {
-    for pair in q.unwrap_or("").split('&') {
-        let value = pair
-            .split_once('=')
-            .filter(|(k, _)| *k == key)
-            .map(|(_, v)| v);
-        if let Some(v) = value.filter(|v| !v.is_empty()) {
-            return v.parse().map(Some).map_err(|_| {
-                Error::bad_request(
-                    "bad_query",
-                    format!("{key} {v:?} is not a tstamp (1 to 16 hex digits)"),
-                )
-            });
-        }
-    }
-    Ok(None)
+    let Some((_, v)) = query_pairs(q).find(|(k, v)| k == key && !v.is_empty()) else {
+        return Ok(None);
+    };
+    v.parse().map(Some).map_err(|_| {
+        Error::bad_request(
+            "bad_query",
+            format!("{key} {v:?} is not a tstamp (1 to 16 hex digits)"),
+        )
+    })
 }
 
 fn parse_tstamp(q: Option<&str>) -> Result<Option<Tstamp>> {
@@ -258,6 +255,33 @@ mod tests {
                 }
             )
         );
+    }
+
+    #[test]
+    fn query_values_are_decoded_empty_ones_ignored_and_bad_ones_refused() {
+        // Percent-encoded, empty and unknown pairs, in any order.
+        let ep = route(
+            &Method::GET,
+            "/list/1",
+            Some("x=1&limit=&limit=%31%30&&after=ff"),
+        )
+        .unwrap();
+        assert_eq!(
+            ep,
+            Endpoint::List(
+                ObjPath::oid(Oid::ROOT),
+                ListQuery {
+                    limit: Some(10),
+                    after: Some(Oid(255))
+                }
+            )
+        );
+        for q in ["limit=ten", "limit=-1", "after=xyz", "after=%ZZ"] {
+            let e = route(&Method::GET, "/list/1", Some(q)).unwrap_err();
+            assert_eq!(e.code, "bad_query", "{q}");
+        }
+        let e = route(&Method::GET, "/stream/1", Some("tstamp=%67%67")).unwrap_err();
+        assert!(e.message.contains("\"gg\""), "{}", e.message);
     }
 
     #[test]
