@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::crypto::MasterKeys;
-use crate::error::Error;
+use crate::error::{Code, Error};
 use crate::identity::Identity;
 use crate::model::{Event, Perms, Privilege};
 use crate::policy::{Budget, EvalInput, Meter, PolicyEngine};
@@ -69,13 +69,13 @@ impl Access {
     pub fn budget_error(&self) -> Option<Error> {
         if self.budget.is_cancelled() {
             return Some(Error::unavailable(
-                "request_abandoned",
+                Code::RequestAbandoned,
                 "the request was abandoned",
             ));
         }
         self.budget.exhausted().then(|| {
             Error::unavailable(
-                "policy_budget_exceeded",
+                Code::PolicyBudgetExceeded,
                 format!(
                     "evaluating policies for this request took longer than its budget ({} ms); \
                      try again, or with fewer objects",

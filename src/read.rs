@@ -4,7 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::access::Access;
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::model::{Event, ObjPath, Oid, Perms, PolicyView, Tstamp};
 use crate::store::{Current, MetaRead};
 
@@ -20,7 +20,7 @@ pub fn expired(e: &Event) -> bool {
 }
 
 fn absent(path: &ObjPath) -> Error {
-    Error::not_found("not_found", format!("{path} not found"))
+    Error::not_found(Code::NotFound, format!("{path} not found"))
 }
 
 /// A "no" that may only be the request's policy budget running out: said as such (503), never
@@ -143,7 +143,7 @@ pub fn listable<S: MetaRead>(s: &S, access: &Access, path: &ObjPath) -> Result<C
     if !letters.contains(Perms::X) {
         if letters.contains(Perms::R) {
             return Err(Error::forbidden(
-                "permission_denied",
+                Code::PermissionDenied,
                 format!("X permission on {} is required to list it", cur.event.oid),
             ));
         }
@@ -249,11 +249,11 @@ pub fn stream_target<S: MetaRead>(
         let name = dir.defaultfile().to_string();
         let oid = s
             .child_by_name(dir.oid, &name)?
-            .ok_or_else(|| Error::not_found("not_found", format!("{path} has no {name}")))?;
+            .ok_or_else(|| Error::not_found(Code::NotFound, format!("{path} has no {name}")))?;
         cur = s.current(oid)?.ok_or_else(|| absent(path))?;
         if !cur.live || expired(&cur.event) || !cur.event.isfile {
             return Err(Error::not_found(
-                "not_found",
+                Code::NotFound,
                 format!("{path} has no {name}"),
             ));
         }
@@ -264,7 +264,7 @@ pub fn stream_target<S: MetaRead>(
             Some(e) if e.action != crate::model::Action::D => e,
             _ => {
                 return Err(Error::not_found(
-                    "not_found",
+                    Code::NotFound,
                     format!("{path} has no version {t} with content"),
                 ))
             }
@@ -274,7 +274,7 @@ pub fn stream_target<S: MetaRead>(
     if !letters.contains(Perms::X) {
         if letters.contains(Perms::R) {
             return Err(Error::forbidden(
-                "permission_denied",
+                Code::PermissionDenied,
                 format!("X permission on {} is required to stream it", event.oid),
             ));
         }
@@ -285,7 +285,10 @@ pub fn stream_target<S: MetaRead>(
         None => None,
     };
     let row = row.ok_or_else(|| {
-        Error::not_found("no_content", format!("{} has no stored content", event.oid))
+        Error::not_found(
+            Code::NoContent,
+            format!("{} has no stored content", event.oid),
+        )
     })?;
     Ok((event, row))
 }

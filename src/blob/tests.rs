@@ -312,7 +312,7 @@ fn a_full_disk_under_the_blob_store_is_its_own_error_and_answers_507() {
         assert!(matches!(e, BlobError::Full(_)), "{e:?}");
         let e = crate::error::Error::from(e);
         assert_eq!(
-            (e.kind, e.code),
+            (e.kind, e.code.as_str()),
             (
                 crate::error::Kind::InsufficientStorage,
                 "insufficient_storage"

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use http::{header, Response, StatusCode};
 
 use super::body::{full, Body};
-use crate::error::{Error, Kind};
+use crate::error::{Code, Error, Kind};
 use crate::identity::AuthError;
 
 pub fn status(kind: Kind) -> StatusCode {
@@ -27,14 +27,14 @@ pub fn status(kind: Kind) -> StatusCode {
 
 impl From<AuthError> for Error {
     fn from(e: AuthError) -> Error {
-        Error::unauthorized("unauthorized", e.to_string())
+        Error::unauthorized(Code::Unauthorized, e.to_string())
     }
 }
 
 /// `{"error": {"code": ..., "message": ..., "index": N}}` with the status for its kind.
 pub fn response(e: &Error) -> Response<Body> {
     let mut inner = serde_json::Map::new();
-    inner.insert("code".into(), e.code.into());
+    inner.insert("code".into(), e.code.as_str().into());
     inner.insert("message".into(), e.message.clone().into());
     if let Some(i) = e.index {
         inner.insert("index".into(), i.into());

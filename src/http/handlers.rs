@@ -13,7 +13,7 @@ use super::router::{self, Endpoint, ListQuery, Requirement};
 use super::RequestBody;
 use crate::access::Access;
 use crate::app::AppState;
-use crate::error::{Error, Kind, Result};
+use crate::error::{Code, Error, Kind, Result};
 use crate::identity::Credentials;
 use crate::model::ObjPath;
 use crate::read;
@@ -75,7 +75,7 @@ pub async fn dispatch(
                     letter = %letter.unwrap_or('-'),
                     object = %target,
                     index = e.index,
-                    code = e.code,
+                    code = e.code.as_str(),
                     "denied"
                 );
             }
@@ -155,7 +155,7 @@ fn check_cookie_write(headers: &HeaderMap) -> Result<()> {
     }
     let refuse = |why: &str| {
         Err(Error::forbidden(
-            "cross_origin_cookie_write",
+            Code::CrossOriginCookieWrite,
             format!(
                 "{why}: a write authenticated by the userpolicy cookie must come from a page of \
                  this server (same Origin); other clients send the token in the userpolicy \
@@ -224,7 +224,7 @@ async fn run(
             *who = Some(a.identity.claims.label().to_string());
             if a.is_readonly() {
                 return Err(Error::forbidden(
-                    "readonly",
+                    Code::Readonly,
                     "a readonly identity may not write",
                 ));
             }
@@ -276,7 +276,7 @@ async fn run(
         (Endpoint::List(p, q), Some(a)) => list(state, a, p, q).await,
         (Endpoint::Stream(p, t), Some(a)) => super::stream::stream(state, a, p, t, &req).await,
         (Endpoint::Show(p, q), Some(a)) => show(state, a, p, q.after, &base).await,
-        (_, None) => Err(Error::internal("route", "route without identity")),
+        (_, None) => Err(Error::internal(Code::Route, "route without identity")),
     }
 }
 
@@ -373,7 +373,7 @@ async fn list(
             pool.with_snapshot(|s| read::listable(s, &access, &path).map(|d| d.event.oid))
         })
         .await
-        .map_err(|_| Error::internal("list", "listing task ended early"))??
+        .map_err(|_| Error::internal(Code::List, "listing task ended early"))??
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<std::result::Result<Bytes, std::io::Error>>(8);
     // When the client goes away (the body is dropped), evaluations for it stop mid-page.

@@ -34,7 +34,7 @@ pub use notify::FeedCounts;
 pub(crate) use request_body::RequestBody;
 
 use crate::app::AppState;
-use crate::error::Error;
+use crate::error::{Code, Error};
 
 /// How long in-flight requests (an upload, a download) may take to finish after a
 /// shutdown signal before their connections are dropped.
@@ -220,7 +220,7 @@ async fn reserved_request(
     }
     let started = Instant::now();
     let mut resp = error::response(&Error::unavailable(
-        "too_many_connections",
+        Code::TooManyConnections,
         format!(
             "the server is serving its maximum of {} connections; try again shortly",
             state.config.http.max_connections

@@ -40,11 +40,11 @@ pub enum LimitError {
 }
 
 impl LimitError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::error::Code {
         match self {
-            LimitError::PartHeaderTooLarge { .. } => "part_header_too_large",
-            LimitError::PreambleTooLarge { .. } => "multipart_preamble_too_large",
-            LimitError::BoundaryTooLong { .. } => "bad_content_type",
+            LimitError::PartHeaderTooLarge { .. } => crate::error::Code::PartHeaderTooLarge,
+            LimitError::PreambleTooLarge { .. } => crate::error::Code::MultipartPreambleTooLarge,
+            LimitError::BoundaryTooLong { .. } => crate::error::Code::BadContentType,
         }
     }
 }

@@ -20,7 +20,7 @@ use super::body::{self, Body};
 use super::request::header_str;
 use crate::access::Access;
 use crate::app::AppState;
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::model::Tstamp;
 use crate::read;
 use crate::store::MetaRead;
@@ -59,7 +59,7 @@ impl FeedCounts {
                 counts.remove(label);
             }
             return Err(Error::too_many_requests(
-                "too_many_feeds",
+                Code::TooManyFeeds,
                 format!(
                     "{label:?} already has {n} notification feeds open (MAX_FEEDS_PER_IDENTITY); \
                      close one first"
@@ -94,7 +94,7 @@ pub async fn notifications(
 ) -> Result<Response<Body>> {
     let resume = match header_str(headers, "last-event-id") {
         Some(id) => Some(id.parse::<Tstamp>().map_err(|_| {
-            Error::bad_request("bad_last_event_id", "Last-Event-ID is not a tstamp")
+            Error::bad_request(Code::BadLastEventId, "Last-Event-ID is not a tstamp")
         })?),
         None => since,
     };

@@ -6,7 +6,7 @@ use http::{header, HeaderMap};
 use http_body_util::BodyExt;
 
 use super::request_body::RequestBody;
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 
 /// A header's value as text, trimmed; `None` when absent, empty or not visible ASCII.
 pub(super) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -27,7 +27,7 @@ pub(super) async fn collect_limited(
 ) -> Result<Bytes> {
     let too_large = || {
         Error::too_large(
-            "metadata_too_large",
+            Code::MetadataTooLarge,
             format!("the metadata is over the {limit}-byte limit"),
         )
     };

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use crate::error::Error;
+use crate::error::{Code, Error};
 
 /// Bytes a body must deliver per `BODY_IDLE_TIMEOUT` of waiting: far below any real link
 /// (1 KiB in 30 s is 34 bytes/s), far above a trickle meant to hold a connection.
@@ -129,8 +129,8 @@ pub fn read_error(e: &(dyn std::error::Error + 'static)) -> Error {
     while let Some(err) = cur {
         if let Some(b) = err.downcast_ref::<BodyError>() {
             return match b {
-                BodyError::Stalled(_) => Error::bad_request("body_timeout", b.to_string()),
-                BodyError::Read(_) => Error::bad_request("bad_body", b.to_string()),
+                BodyError::Stalled(_) => Error::bad_request(Code::BodyTimeout, b.to_string()),
+                BodyError::Read(_) => Error::bad_request(Code::BadBody, b.to_string()),
             };
         }
         if let Some(l) = err.downcast_ref::<super::multipart_limit::LimitError>() {
@@ -138,5 +138,5 @@ pub fn read_error(e: &(dyn std::error::Error + 'static)) -> Error {
         }
         cur = err.source();
     }
-    Error::bad_request("bad_body", format!("reading the request body: {e}"))
+    Error::bad_request(Code::BadBody, format!("reading the request body: {e}"))
 }

@@ -4,7 +4,7 @@
 use http::Method;
 use percent_encoding::percent_decode_str;
 
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::model::{ObjPath, Oid, Tstamp};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -107,11 +107,11 @@ impl Endpoint {
 }
 
 fn not_found(path: &str) -> Error {
-    Error::not_found("no_route", format!("no endpoint at {path}"))
+    Error::not_found(Code::NoRoute, format!("no endpoint at {path}"))
 }
 
 fn method_not_allowed(allowed: &'static str) -> Error {
-    Error::method_not_allowed("method_not_allowed", format!("use {allowed}"))
+    Error::method_not_allowed(Code::MethodNotAllowed, format!("use {allowed}"))
 }
 
 fn decode_segments(rest: &str) -> Result<Vec<String>> {
@@ -121,14 +121,14 @@ fn decode_segments(rest: &str) -> Result<Vec<String>> {
             percent_decode_str(s)
                 .decode_utf8()
                 .map(|c| c.into_owned())
-                .map_err(|_| Error::bad_request("bad_path", "path is not UTF-8"))
+                .map_err(|_| Error::bad_request(Code::BadPath, "path is not UTF-8"))
         })
         .collect()
 }
 
 fn obj_path(rest: &str) -> Result<ObjPath> {
     ObjPath::from_segments(decode_segments(rest)?.into_iter())
-        .map_err(|e| Error::bad_request("bad_path", e.to_string()))
+        .map_err(|e| Error::bad_request(Code::BadPath, e.to_string()))
 }
 
 /// A query string's pairs, decoded as HTML forms encode them (`+` is a space).
@@ -142,12 +142,12 @@ fn parse_query(q: Option<&str>) -> Result<ListQuery> {
         match &*k {
             "limit" if !v.is_empty() => {
                 out.limit = Some(v.parse().map_err(|_| {
-                    Error::bad_request("bad_query", format!("limit {v:?} is not a number"))
+                    Error::bad_request(Code::BadQuery, format!("limit {v:?} is not a number"))
                 })?)
             }
             "after" if !v.is_empty() => {
                 out.after = Some(v.parse().map_err(|_| {
-                    Error::bad_request("bad_query", format!("after {v:?} is not an oid"))
+                    Error::bad_request(Code::BadQuery, format!("after {v:?} is not an oid"))
                 })?)
             }
             _ => {}
@@ -162,7 +162,7 @@ fn query_tstamp(q: Option<&str>, key: &str) -> Result<Option<Tstamp>> {
     };
     v.parse().map(Some).map_err(|_| {
         Error::bad_request(
-            "bad_query",
+            Code::BadQuery,
             format!("{key} {v:?} is not a tstamp (1 to 16 hex digits)"),
         )
     })
@@ -200,7 +200,7 @@ pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Endpoin
             let segs = decode_segments(rest)?;
             match segs.as_slice() {
                 [oid] => Endpoint::Derived(oid.parse().map_err(|_| {
-                    Error::bad_request("bad_path", format!("{oid:?} is not an oid"))
+                    Error::bad_request(Code::BadPath, format!("{oid:?} is not an oid"))
                 })?),
                 _ => return Err(not_found(path)),
             }

@@ -13,7 +13,7 @@ use super::request::header_str;
 use crate::access::Access;
 use crate::app::AppState;
 use crate::blob::BlobReader;
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::model::{ObjPath, Tstamp};
 use crate::read;
 use crate::store::BlobRow;
@@ -146,7 +146,7 @@ pub async fn stream(
     if size != row.size {
         tracing::error!(rname = %row.rname, stored = size, recorded = row.size, "blob has the wrong length");
         return Err(Error::internal(
-            "blob_damaged",
+            Code::BlobDamaged,
             "the stored content failed its integrity check; see the server log",
         ));
     }
@@ -161,7 +161,7 @@ pub async fn stream(
         Ranged::Part(r) => (StatusCode::PARTIAL_CONTENT, r),
         Ranged::Unsatisfiable => {
             let mut resp = super::error::response(&Error::range_not_satisfiable(
-                "range_not_satisfiable",
+                Code::RangeNotSatisfiable,
                 format!("the content is {size} bytes"),
             ));
             set(&mut resp, header::CONTENT_RANGE, &format!("bytes */{size}"));

@@ -19,7 +19,7 @@ use super::RequestBody;
 use crate::access::Access;
 use crate::app::AppState;
 use crate::blob::{BlobAlgorithm, BlobInfo, BlobStore};
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::write::{self, Content, Planner, WriteEvent};
 
 /// Inline file content one transaction may hold in memory until its commit (16 MiB); parts
@@ -29,16 +29,16 @@ const INLINE_BYTES_PER_TRANSACTION: usize = 16 << 20;
 fn multer_error(e: multer::Error) -> Error {
     match e {
         multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. } => {
-            Error::too_large("metadata_too_large", e.to_string())
+            Error::too_large(Code::MetadataTooLarge, e.to_string())
         }
         multer::Error::StreamReadFailed(e) => super::request_body::read_error(&*e),
-        other => Error::bad_request("bad_multipart", format!("multipart body: {other}")),
+        other => Error::bad_request(Code::BadMultipart, format!("multipart body: {other}")),
     }
 }
 
 fn part_count(parts: usize, all: usize, fresh: usize) -> Error {
     Error::bad_request(
-        "part_count",
+        Code::PartCount,
         format!(
             "{parts} file part(s) for {all} file event(s) ({fresh} without rname): send one part \
              per file event, or one per file event without rname"
@@ -83,7 +83,7 @@ impl PartTargets {
             Some(&b) if b != a => {
                 if events[a].algorithm != events[b].algorithm {
                     return Err(Error::bad_request(
-                        "ambiguous_part",
+                        Code::AmbiguousPart,
                         format!(
                             "file part {} may belong to event {a} or {b}, which ask for \
                              different blobalgorithm; put the events without rname first",
@@ -131,7 +131,7 @@ pub async fn write_txn(
     } else {
         let boundary = multer::parse_boundary(&ctype).map_err(|_| {
             Error::bad_request(
-                "bad_content_type",
+                Code::BadContentType,
                 "POST /write takes multipart/form-data (metadata first, then file parts) or \
                  application/json",
             )
@@ -149,13 +149,13 @@ pub async fn write_txn(
             .await
             .map_err(multer_error)?
             .ok_or_else(|| {
-                Error::bad_request("empty_metadata", "the multipart body has no parts")
+                Error::bad_request(Code::EmptyMetadata, "the multipart body has no parts")
             })?;
         let mut metadata = Vec::new();
         while let Some(chunk) = first.chunk().await.map_err(multer_error)? {
             if metadata.len() + chunk.len() > max {
                 return Err(Error::too_large(
-                    "metadata_too_large",
+                    Code::MetadataTooLarge,
                     format!("the metadata part is over the {max}-byte limit"),
                 ));
             }
@@ -182,7 +182,7 @@ pub async fn write_txn(
             Ok(events)
         })
         .await
-        .map_err(|_| Error::internal("write", "parsing the transaction failed"))??
+        .map_err(|_| Error::internal(Code::Write, "parsing the transaction failed"))??
     };
     let targets = PartTargets::new(&events);
     let ns = state.namespace.clone();
@@ -311,7 +311,7 @@ pub async fn write_txn(
         let (access, events) = (access.clone(), std::mem::take(&mut applied.events));
         tokio::task::spawn_blocking(move || write::plan::letters_for_response(&access, events))
             .await
-            .map_err(|_| Error::internal("write", "answering the transaction failed"))?
+            .map_err(|_| Error::internal(Code::Write, "answering the transaction failed"))?
     };
     let committed = started.elapsed();
     state.committed();

@@ -1158,7 +1158,7 @@ mod tests {
         assert!(matches!(e, StoreError::Full(_)), "{e:?}");
         let e = crate::error::Error::from(e);
         assert_eq!(
-            (e.kind, e.code),
+            (e.kind, e.code.as_str()),
             (
                 crate::error::Kind::InsufficientStorage,
                 "insufficient_storage"

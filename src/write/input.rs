@@ -10,7 +10,7 @@ use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use crate::blob::{BlobAlgorithm, BlobInfo};
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::model::{Action, ObjPath, Oid, Tstamp};
 use crate::policy::{Meter, PolicyEngine, PolicyError, PreparedPolicy};
 
@@ -273,22 +273,22 @@ fn read_events(bytes: &[u8], max_events: usize) -> Result<Vec<Value>> {
     match (read, counter.stop.get()) {
         (Ok(items), _) => Ok(items),
         (Err(_), Stop::TooManyEvents) => Err(Error::too_large(
-            "too_many_events",
+            Code::TooManyEvents,
             format!("the transaction has more than {max_events} events; the limit is {max_events}"),
         )),
         (Err(_), Stop::TooManyNodes) => Err(Error::too_large(
-            "metadata_too_large",
+            Code::MetadataTooLarge,
             format!(
                 "the metadata holds more than {} JSON values",
                 counter.max_nodes
             ),
         )),
         (Err(e), Stop::None) if e.is_data() => Err(Error::bad_request(
-            "malformed_metadata",
+            Code::MalformedMetadata,
             "metadata must be a JSON array of events or one event object",
         )),
         (Err(e), Stop::None) => Err(Error::bad_request(
-            "malformed_metadata",
+            Code::MalformedMetadata,
             format!("metadata is not JSON: {e}"),
         )),
     }
@@ -299,14 +299,14 @@ fn read_events(bytes: &[u8], max_events: usize) -> Result<Vec<Value>> {
 pub fn parse_metadata(bytes: &[u8], max_events: usize) -> Result<Vec<WriteEvent>> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(Error::bad_request(
-            "empty_metadata",
+            Code::EmptyMetadata,
             "the metadata part is empty: send a JSON array of events",
         ));
     }
     let items = read_events(bytes, max_events)?;
     if items.is_empty() {
         return Err(Error::bad_request(
-            "empty_metadata",
+            Code::EmptyMetadata,
             "the transaction has no events",
         ));
     }
@@ -334,12 +334,12 @@ pub fn prepare_policies(
             .map_err(|e| {
                 match e {
                     PolicyError::TooLarge { .. } => {
-                        Error::too_large("policy_too_large", e.to_string())
+                        Error::too_large(Code::PolicyTooLarge, e.to_string())
                     }
                     PolicyError::Budget { .. } => {
-                        Error::unavailable("policy_budget_exceeded", e.to_string())
+                        Error::unavailable(Code::PolicyBudgetExceeded, e.to_string())
                     }
-                    _ => bad("bad_policy", e.to_string()),
+                    _ => bad(Code::BadPolicy, e.to_string()),
                 }
                 .at(we.index)
             })?;
@@ -355,7 +355,7 @@ const SHOWN_CHARS: usize = 64;
 /// `\u{1}`). What a lower layer quotes in full (a path, a name) is cut here.
 pub const MAX_MESSAGE_BYTES: usize = 512;
 
-fn bad(code: &'static str, msg: impl Into<String>) -> Error {
+fn bad(code: Code, msg: impl Into<String>) -> Error {
     let mut msg = msg.into();
     if msg.len() > MAX_MESSAGE_BYTES {
         let mut cut = MAX_MESSAGE_BYTES;
@@ -406,7 +406,7 @@ fn string_field(m: &Map<String, Value>, key: &str) -> Result<Option<String>> {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(other) => Err(bad(
-            "bad_field",
+            Code::BadField,
             format!("{key} must be a string, not {}", shown_value(other)),
         )),
     }
@@ -417,7 +417,7 @@ fn id_field<T: std::str::FromStr>(m: &Map<String, Value>, key: &str) -> Result<O
         None => Ok(None),
         Some(s) => s.parse().map(Some).map_err(|_| {
             bad(
-                "bad_field",
+                Code::BadField,
                 format!("{key} {} is not an id (1 to 16 hex digits)", shown(&s)),
             )
         }),
@@ -429,7 +429,7 @@ fn patch_value(m: &Map<String, Value>, key: &str, want_object: bool) -> Result<P
         None => Ok(Patch::Keep),
         Some(Value::Null) => Ok(Patch::Clear),
         Some(v) if want_object && !v.is_object() => {
-            Err(bad("bad_field", format!("{key} must be a JSON object")))
+            Err(bad(Code::BadField, format!("{key} must be a JSON object")))
         }
         Some(v) => Ok(Patch::Set(v.clone())),
     }
@@ -448,21 +448,29 @@ fn lower_keys(v: &Value) -> Value {
 
 fn parse_event(index: usize, v: Value) -> Result<WriteEvent> {
     let Value::Object(raw) = v else {
-        return Err(bad("malformed_event", "each event must be a JSON object"));
+        return Err(bad(
+            Code::MalformedEvent,
+            "each event must be a JSON object",
+        ));
     };
     let m = normalise(raw);
 
     let action = match m.get("action") {
-        None => return Err(bad("missing_action", "action is required (C, U, D or P)")),
+        None => {
+            return Err(bad(
+                Code::MissingAction,
+                "action is required (C, U, D or P)",
+            ))
+        }
         Some(Value::String(s)) => Action::parse(s).ok_or_else(|| {
             bad(
-                "unknown_action",
+                Code::UnknownAction,
                 format!("unknown action {}: use C, U, D or P", shown(s)),
             )
         })?,
         Some(other) => {
             return Err(bad(
-                "unknown_action",
+                Code::UnknownAction,
                 format!("unknown action {}", shown_value(other)),
             ))
         }
@@ -472,12 +480,12 @@ fn parse_event(index: usize, v: Value) -> Result<WriteEvent> {
         None => None,
         Some(p) => Some(
             ObjPath::parse(&p)
-                .map_err(|e| bad("bad_parentoid", format!("parentoid {}: {e}", shown(&p))))?,
+                .map_err(|e| bad(Code::BadParentoid, format!("parentoid {}: {e}", shown(&p))))?,
         ),
     };
     let name = string_field(&m, "name")?;
     if let Some(n) = &name {
-        crate::model::path::check_name(n).map_err(|e| bad("bad_name", e.to_string()))?;
+        crate::model::path::check_name(n).map_err(|e| bad(Code::BadName, e.to_string()))?;
     }
     let isfile = match m.get("isfile") {
         None | Some(Value::Null) => None,
@@ -485,7 +493,7 @@ fn parse_event(index: usize, v: Value) -> Result<WriteEvent> {
         Some(Value::String(s)) if s == "true" || s == "false" => Some(s == "true"),
         Some(other) => {
             return Err(bad(
-                "bad_field",
+                Code::BadField,
                 format!("isfile must be a boolean, not {}", shown_value(other)),
             ))
         }
@@ -496,7 +504,7 @@ fn parse_event(index: usize, v: Value) -> Result<WriteEvent> {
     let objectpolicy = m.get("objectpolicy").filter(|v| !v.is_null());
     if let Some(op) = objectpolicy {
         if !op.is_object() {
-            return Err(bad("bad_policy", "objectpolicy must be a JSON object"));
+            return Err(bad(Code::BadPolicy, "objectpolicy must be a JSON object"));
         }
     }
     // gm-data's Python client sends its policy dict in this field too (beside the same dict
@@ -508,7 +516,7 @@ fn parse_event(index: usize, v: Value) -> Result<WriteEvent> {
         Some(form @ Value::Object(_)) => (objectpolicy.or(Some(form)), None),
         Some(other) => {
             return Err(bad(
-                "bad_field",
+                Code::BadField,
                 format!(
                     "originalobjectpolicy must be the policy's text (or its JSON form, an \
                      object), not {}",
@@ -528,7 +536,7 @@ fn parse_event(index: usize, v: Value) -> Result<WriteEvent> {
             .iter()
             .map(|r| parse_reference(index, r))
             .collect::<Result<_>>()?,
-        Some(_) => return Err(bad("bad_reference", "references must be an array")),
+        Some(_) => return Err(bad(Code::BadReference, "references must be an array")),
     };
 
     let expiration = match m.get("expiration") {
@@ -550,7 +558,7 @@ fn parse_event(index: usize, v: Value) -> Result<WriteEvent> {
     let algorithm = BlobAlgorithm::from_field(string_field(&m, "blobalgorithm")?.as_deref())
         .map_err(|e| {
             bad(
-                "bad_field",
+                Code::BadField,
                 format!("blobalgorithm: {e} (use \"none\" or leave it out)"),
             )
         })?;
@@ -578,7 +586,7 @@ fn parse_event(index: usize, v: Value) -> Result<WriteEvent> {
         if k == "defaultfile" {
             if let Value::String(s) = v {
                 crate::model::path::check_new_name(s)
-                    .map_err(|e| bad("bad_name", format!("defaultfile: {e}")))?;
+                    .map_err(|e| bad(Code::BadName, format!("defaultfile: {e}")))?;
             }
         }
         let patch = if v.is_null() {
@@ -621,7 +629,7 @@ fn ref_field(v: Option<&Value>, which: &str) -> Result<RefField> {
         "parentoid" => Ok(RefField::ParentOid),
         "tstamp" => Ok(RefField::Tstamp),
         _ => Err(bad(
-            "bad_reference",
+            Code::BadReference,
             format!(
                 "reference {which} {}: use oid, parentoid or tstamp",
                 shown(s)
@@ -634,13 +642,13 @@ fn parse_reference(index: usize, r: &Value) -> Result<Reference> {
     let r = lower_keys(r);
     let address = r.get("address").and_then(Value::as_i64).ok_or_else(|| {
         bad(
-            "bad_reference",
+            Code::BadReference,
             "reference address must be a negative integer",
         )
     })?;
     if address >= 0 || address.unsigned_abs() as usize > index {
         return Err(bad(
-            "reference_out_of_range",
+            Code::ReferenceOutOfRange,
             format!(
                 "reference address {address} from event {index} does not name an earlier event of this transaction"
             ),

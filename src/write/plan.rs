@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::input::{Content, Patch, RefField, WriteEvent};
 use crate::access::Access;
 use crate::blob::{BlobAlgorithm, BlobInfo};
-use crate::error::{Error, Result};
+use crate::error::{Code, Error, Result};
 use crate::model::{Action, Event, ObjPath, Oid, Perms, Tstamp, UserPolicy, SCHEMA_VERSION};
 use crate::store::{BlobRow, Current, MetaRead, MetaWrite};
 
@@ -60,7 +60,7 @@ fn guess_mimetype(name: &str) -> String {
 
 fn forbidden(letter: char, what: &str, oid: Oid) -> Error {
     Error::forbidden(
-        "permission_denied",
+        Code::PermissionDenied,
         format!("{letter} permission on {what} {oid} is required"),
     )
 }
@@ -68,7 +68,7 @@ fn forbidden(letter: char, what: &str, oid: Oid) -> Error {
 /// What a caller who may not read an object hears about it, whether it exists, is deleted or
 /// was never there: the same plain 404.
 fn hidden(what: &str, oid: Oid) -> Error {
-    Error::not_found("not_found", format!("{what} {oid} not found"))
+    Error::not_found(Code::NotFound, format!("{what} {oid} not found"))
 }
 
 /// Whether `p` holds the letter `letter`.
@@ -142,13 +142,13 @@ fn new_child(
     let name = we
         .name
         .clone()
-        .ok_or_else(|| Error::bad_request("missing_name", "a create needs a name"))?;
+        .ok_or_else(|| Error::bad_request(Code::MissingName, "a create needs a name"))?;
     crate::model::path::check_new_name(&name)
-        .map_err(|e| Error::bad_request("bad_name", e.to_string()))?;
+        .map_err(|e| Error::bad_request(Code::BadName, e.to_string()))?;
     let isfile = we.isfile == Some(true);
     if isfile && parts_known && matches!(we.content, Content::None) {
         return Err(Error::bad_request(
-            "missing_content",
+            Code::MissingContent,
             "a new file needs its content as a file part (an rname cannot point a new \
              file at another object's content)",
         ));
@@ -212,7 +212,7 @@ fn check_lockout(access: &Access, e: &Event, we: &WriteEvent) -> Result<()> {
         return Err(e);
     }
     Err(Error::forbidden(
-        "would_lock_out",
+        Code::WouldLockOut,
         "this policy would leave you without U and P on the object; \
          set \"allowpartialpermissions\": true if that is intended",
     ))
@@ -408,7 +408,10 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
                 None => {
                     let parent = self.parent_of(&we)?;
                     let name = we.name.as_deref().ok_or_else(|| {
-                        Error::bad_request("missing_name", "an upsert (U without oid) needs a name")
+                        Error::bad_request(
+                            Code::MissingName,
+                            "an upsert (U without oid) needs a name",
+                        )
                     })?;
                     // Looking a name up is listing: it needs X on the folder, or a caller could
                     // probe which names exist where it may not look.
@@ -429,7 +432,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
                                     return Err(e);
                                 }
                                 return Err(Error::conflict(
-                                    "duplicate_name",
+                                    Code::DuplicateName,
                                     format!("{name:?} already exists in {}", p.oid),
                                 ));
                             }
@@ -466,7 +469,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
         match self.current(oid)? {
             Some(c) if c.live => Ok(c),
             Some(c) if self.access.letters(&c.event).contains(Perms::R) => Err(Error::not_found(
-                "deleted",
+                Code::Deleted,
                 format!("{what} {oid} is deleted"),
             )),
             _ => Err(hidden(what, oid)),
@@ -487,7 +490,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
         }
         if !cur.live && letter != 'P' {
             return Err(Error::not_found(
-                "deleted",
+                Code::Deleted,
                 format!("object {oid} is deleted"),
             ));
         }
@@ -500,12 +503,12 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
         let path = we
             .parent
             .as_ref()
-            .ok_or_else(|| Error::bad_request("missing_parentoid", "parentoid is required"))?;
+            .ok_or_else(|| Error::bad_request(Code::MissingParentoid, "parentoid is required"))?;
         let mut cur = self.live(path.start, "parent")?;
         for name in &path.names {
             if cur.event.isfile {
                 return Err(Error::conflict(
-                    "parent_is_file",
+                    Code::ParentIsFile,
                     format!("{} is a file, not a folder", cur.event.oid),
                 ));
             }
@@ -519,7 +522,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
                     return Err(e);
                 }
                 return Err(Error::not_found(
-                    "not_found",
+                    Code::NotFound,
                     format!("no folder {path} that you may use"),
                 ));
             }
@@ -560,7 +563,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
         }
         if cur.event.isfile {
             return Err(Error::conflict(
-                "parent_is_file",
+                Code::ParentIsFile,
                 format!("{} is a file, not a folder", cur.event.oid),
             ));
         }
@@ -595,7 +598,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
         let depth = depth_of(fulldir);
         if depth > self.max_depth {
             return Err(Error::bad_request(
-                "too_deep",
+                Code::TooDeep,
                 format!(
                     "this would place an object {depth} folders deep; the limit is {} \
                      (MAX_FOLDER_DEPTH)",
@@ -615,7 +618,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
         self.check_depth(&e.fulldir)?;
         if self.store.child_by_name(p.oid, &e.name)?.is_some() {
             return Err(Error::conflict(
-                "duplicate_name",
+                Code::DuplicateName,
                 format!("{:?} already exists in {}", e.name, p.oid),
             ));
         }
@@ -643,7 +646,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
                 if let Some(given) = we.rname.as_ref().and_then(crate::model::event::rname_of) {
                     if Some(given) != e.rname_str() {
                         return Err(Error::bad_request(
-                            "rname_mismatch",
+                            Code::RnameMismatch,
                             format!(
                                 "rname {given:?} is not this file's content; send a file part \
                                  to change the content"
@@ -660,7 +663,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
             let echoed = e.sha256plain.as_deref() == Some(want.trim());
             if !echoed && !want.trim().eq_ignore_ascii_case(&info.sha256plain) {
                 return Err(Error::bad_request(
-                    "sha256_mismatch",
+                    Code::Sha256Mismatch,
                     format!(
                         "the uploaded content's sha256 is {}, but the event says {want}",
                         info.sha256plain
@@ -695,7 +698,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
     fn check_precondition(cur: &Current, we: &WriteEvent) -> Result<()> {
         match we.precondition {
             Some(t) if t != cur.event.tstamp => Err(Error::conflict(
-                "stale_tstamp",
+                Code::StaleTstamp,
                 format!(
                     "{} has changed: you sent tstamp {t}, the current version is {}",
                     cur.event.oid, cur.event.tstamp
@@ -716,7 +719,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
         if let Some(f) = we.isfile {
             if f != old.isfile {
                 return Err(Error::bad_request(
-                    "isfile_mismatch",
+                    Code::IsfileMismatch,
                     "an update cannot turn a folder into a file or back",
                 ));
             }
@@ -763,11 +766,11 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
         let renaming = e.name != old.name;
         if renaming {
             crate::model::path::check_new_name(&e.name)
-                .map_err(|e| Error::bad_request("bad_name", e.to_string()))?;
+                .map_err(|e| Error::bad_request(Code::BadName, e.to_string()))?;
         }
         if (moving || renaming) && self.protected(oid) {
             return Err(Error::conflict(
-                "protected",
+                Code::Protected,
                 format!("{oid} is the root or the namespace folder; it cannot move or be renamed"),
             ));
         }
@@ -776,7 +779,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
             let np = np.event;
             if np.oid == oid || np.fulldir.contains(&format!("/{oid}/")) {
                 return Err(Error::conflict(
-                    "cycle",
+                    Code::Cycle,
                     format!("cannot move {oid} inside itself"),
                 ));
             }
@@ -791,7 +794,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
             if let Some(other) = self.store.child_by_name(e.parentoid, &e.name)? {
                 if other != oid {
                     return Err(Error::conflict(
-                        "duplicate_name",
+                        Code::DuplicateName,
                         format!("{:?} already exists in {}", e.name, e.parentoid),
                     ));
                 }
@@ -810,7 +813,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
 
     fn target(&self, we: &WriteEvent, verb: &str) -> Result<Oid> {
         we.oid.ok_or_else(|| {
-            Error::bad_request("missing_oid", format!("a {verb} needs the object's oid"))
+            Error::bad_request(Code::MissingOid, format!("a {verb} needs the object's oid"))
         })
     }
 
@@ -820,13 +823,13 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
         Self::check_precondition(&cur, we)?;
         if self.protected(oid) {
             return Err(Error::conflict(
-                "protected",
+                Code::Protected,
                 format!("{oid} cannot be deleted"),
             ));
         }
         if !cur.event.isfile && self.store.has_children(oid, true)? {
             return Err(Error::conflict(
-                "not_empty",
+                Code::NotEmpty,
                 format!("folder {oid} is not empty; delete its children first"),
             ));
         }
@@ -847,7 +850,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
         Self::check_precondition(&cur, we)?;
         if self.protected(oid) {
             return Err(Error::conflict(
-                "protected",
+                Code::Protected,
                 format!("{oid} cannot be purged"),
             ));
         }
@@ -856,7 +859,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
             Some(t) => {
                 if self.store.version(oid, t)?.is_none() {
                     return Err(Error::not_found(
-                        "not_found",
+                        Code::NotFound,
                         format!("object {oid} has no version {t}"),
                     ));
                 }
@@ -865,7 +868,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
         };
         if whole && self.store.has_children(oid, false)? {
             return Err(Error::conflict(
-                "not_empty",
+                Code::NotEmpty,
                 format!("folder {oid} still has children (live or deleted); purge them first"),
             ));
         }

@@ -108,6 +108,17 @@ impl Check<'_> {
             .headers()
             .get("content-type")
             .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string());
+        if status >= 400 && ctype.as_deref() == Some("application/json") {
+            let body: Value = resp.json().await.unwrap();
+            let code = body["error"]["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            assert!(
+                documented_codes(&self.doc).contains(&code),
+                "{method} {path} answered code {code:?}, which the document does not list"
+            );
+        }
         let t = template(&self.doc, path.split('?').next().unwrap()).to_string();
         let m = method.as_str().to_ascii_lowercase();
         let op = &self.doc["paths"][&t][&m];
@@ -135,6 +146,25 @@ impl Check<'_> {
         }
         self.seen.push((t, m, status));
     }
+}
+
+/// The error codes the document lists.
+fn documented_codes(doc: &Value) -> Vec<String> {
+    doc["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"]
+        .as_array()
+        .expect("the document lists the error codes")
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn the_document_lists_exactly_the_error_codes_the_server_has() {
+    let server: Vec<String> = vellum::error::Code::ALL
+        .iter()
+        .map(|c| c.as_str().to_string())
+        .collect();
+    assert_eq!(documented_codes(&document()), server);
 }
 
 #[tokio::test]

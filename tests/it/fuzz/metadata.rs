@@ -441,8 +441,8 @@ pub fn check(input: &Input) -> Result<(), String> {
             if !matches!(e.kind, Kind::BadRequest | Kind::TooLarge) {
                 return Err(format!("refused with {:?}: {}", e.kind, e.message));
             }
-            if e.code.is_empty() || e.message.trim().is_empty() {
-                return Err(format!("refused without a code or a message: {e:?}"));
+            if e.message.trim().is_empty() {
+                return Err(format!("refused without a message: {e:?}"));
             }
             if e.message.len() > MAX_MESSAGE {
                 return Err(format!(
