@@ -39,6 +39,8 @@ const MAX_BATCH_JOBS: usize = 512;
 
 /// Idle reader connections kept open.
 const MAX_IDLE_READERS: usize = 8;
+/// Bytes the WAL file is cut back to when SQLite restarts it after a checkpoint.
+const WAL_SIZE_LIMIT: i64 = 16 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Synchronous {
@@ -176,6 +178,9 @@ impl SqliteStore {
             },
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // A large transaction grows the WAL far past its usual few MiB (SQLite checkpoints
+        // every 1,000 pages); without a limit the file keeps that size for good.
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
         stable_plans(&conn)?;
         migrate(&conn)?;
         let high_water: i64 = conn.query_row(

@@ -541,3 +541,30 @@ async fn a_listing_read_one_byte_a_second_holds_no_snapshot_while_writes_go_on()
     assert_eq!(listed.len(), 10_000);
     assert_eq!(listed[9_999]["name"], "c09999");
 }
+
+#[tokio::test]
+async fn the_wal_is_cut_back_after_a_large_transaction() {
+    let app = spawn_app_with(&[]).await;
+    let root = app.token_for("root");
+    let dir = oid_of(&mkdir(&app, &root, "1", "big", None).await);
+    let filler = "x".repeat(2000);
+    let children: Vec<Value> = (0..10_000)
+        .map(|i| json!({"action": "C", "parentoid": dir, "name": format!("c{i}"), "description": filler}))
+        .collect();
+    app.write_ok(Some(&root), &json!(children)).await;
+    let after_big = wal_bytes(&app);
+    // SQLite checkpoints after that commit; the next write restarts the WAL and cuts it.
+    mkdir(&app, &root, "1", "small", None).await;
+    let after_small = wal_bytes(&app);
+    println!(
+        "WAL after a 20 MB transaction: {} KiB; after the next write: {} KiB",
+        after_big >> 10,
+        after_small >> 10
+    );
+    assert!(after_big > 16 << 20, "the large transaction grew the WAL");
+    assert!(
+        after_small <= 16 << 20,
+        "the WAL kept {} KiB after the large transaction",
+        after_small >> 10
+    );
+}
