@@ -1,20 +1,23 @@
 //! The caller's permissions on an event: its policy evaluated against the caller's
-//! claims, then privileges applied. Every permission decision goes through here.
+//! claims, then privileges applied. Every permission decision goes through here, and each
+//! is made in the read snapshot or write transaction it is asked in, so that what else
+//! grants letters (SPEC §9's shares) is read in the same snapshot as the object itself.
 
 use std::sync::Arc;
 
-use crate::crypto::MasterKeys;
 use crate::error::{Code, Error};
 use crate::identity::Identity;
-use crate::model::{Event, Perms, Privilege};
+use crate::model::{Event, Letter, Perms, Privilege};
 use crate::policy::{Budget, EvalInput, Meter, PolicyEngine};
+use crate::store::MetaRead;
+
+/// Below this many events a second thread costs more than it saves.
+const PARALLEL_MIN_ROWS: usize = 64;
 
 #[derive(Clone)]
 pub struct Access {
     pub engine: Arc<PolicyEngine>,
     pub identity: Arc<Identity>,
-    /// Set only for callers with the `blobkey` privilege: responses show data keys.
-    pub blob_keys: Option<Arc<MasterKeys>>,
     /// The policy time this request (or this transaction, on the writer) may spend.
     pub budget: Arc<Budget>,
     /// Whether evaluations wait for a permit at the policy gate (not on the writer thread).
@@ -31,7 +34,6 @@ impl Access {
         Access {
             engine,
             identity: Arc::new(identity),
-            blob_keys: None,
             budget: Arc::new(Budget::new(budget)),
             gated: true,
         }
@@ -85,12 +87,9 @@ impl Access {
         })
     }
 
-    /// Lets a caller with the `blobkey` privilege see data keys (no-op for anyone else).
-    pub fn with_blob_keys(mut self, keys: Arc<MasterKeys>) -> Access {
-        if self.identity.claims.has_privilege(Privilege::BlobKey) {
-            self.blob_keys = Some(keys);
-        }
-        self
+    /// Whether responses to this caller show data keys (the `blobkey` privilege).
+    pub fn sees_blob_keys(&self) -> bool {
+        self.identity.claims.has_privilege(Privilege::BlobKey)
     }
 
     pub fn is_root(&self) -> bool {
@@ -101,10 +100,66 @@ impl Access {
         self.identity.claims.has_privilege(Privilege::ReadOnly)
     }
 
-    /// Letters granted by `target`'s policy for `action`, with `object` as
-    /// `input.object` (the event being read or written: for a create, the new child,
-    /// judged by the parent's policy). No policy grants nothing (default-deny).
-    pub fn perms(&self, target: &Event, action: char, object: &Event) -> Perms {
+    /// Whether the caller holds `letter` on `target`, decided in the snapshot `s`:
+    /// `target`'s policy evaluated for `letter` with `object` as `input.object` (the event
+    /// being read or written: for a create, the new child, judged by the parent's policy).
+    /// No policy grants nothing (default-deny).
+    pub fn may<S: MetaRead + ?Sized>(
+        &self,
+        s: &S,
+        target: &Event,
+        letter: Letter,
+        object: &Event,
+    ) -> bool {
+        self.granted(s, target, letter, object)
+            .contains(letter.perm())
+    }
+
+    /// The letters shown on a returned event (`policy`), evaluated as a read in `s`.
+    pub fn letters<S: MetaRead + ?Sized>(&self, s: &S, event: &Event) -> Perms {
+        self.granted(s, event, Letter::R, event)
+    }
+
+    /// The letters shown on each of `events`, as [`Access::letters`] gives them. Policy
+    /// evaluation is CPU-bound (a distinct Rego policy per child costs tens of
+    /// microseconds), so a large page is split across two threads; the snapshot is only
+    /// read on this one (a connection is not shared between threads).
+    pub fn letters_all<S: MetaRead + ?Sized>(&self, s: &S, events: &[&Event]) -> Vec<Perms> {
+        if events.len() < PARALLEL_MIN_ROWS {
+            return events.iter().map(|e| self.letters(s, e)).collect();
+        }
+        let (a, b) = events.split_at(events.len() / 2);
+        let by_policy = |e: &&Event| self.by_policy(e, Letter::R, e);
+        let policy: Vec<Perms> = std::thread::scope(|scope| {
+            let other = scope.spawn(|| b.iter().map(by_policy).collect::<Vec<_>>());
+            let mut out: Vec<Perms> = a.iter().map(by_policy).collect();
+            match other.join() {
+                Ok(rest) => out.extend(rest),
+                // A panic in evaluation grants nothing (default-deny) rather than failing
+                // the page.
+                Err(_) => out.extend(std::iter::repeat_n(Perms::NONE, b.len())),
+            }
+            out
+        });
+        let _ = s;
+        policy
+    }
+
+    /// Every letter `target`'s policy grants when asked for `letter`. The snapshot is
+    /// where grants beside the policy are to be read (SPEC §9.3), so a revocation
+    /// committed before it is seen; today the policy is the only source.
+    fn granted<S: MetaRead + ?Sized>(
+        &self,
+        _s: &S,
+        target: &Event,
+        letter: Letter,
+        object: &Event,
+    ) -> Perms {
+        self.by_policy(target, letter, object)
+    }
+
+    /// The letters `target`'s own policy grants, privileges applied.
+    fn by_policy(&self, target: &Event, letter: Letter, object: &Event) -> Perms {
         if self.is_root() {
             return self.mask(Perms::ALL);
         }
@@ -116,17 +171,12 @@ impl Access {
             policy,
             &EvalInput {
                 claims: &self.identity.claims,
-                action,
+                action: letter.as_char(),
                 object: &view,
                 meter: self.meter(),
             },
         );
         self.mask(granted)
-    }
-
-    /// The letters shown on a returned event (`policy`), evaluated as a read.
-    pub fn letters(&self, event: &Event) -> Perms {
-        self.perms(event, 'R', event)
     }
 
     fn mask(&self, p: Perms) -> Perms {

@@ -15,48 +15,14 @@ use crate::error::Error;
 use crate::identity::Authenticator;
 use crate::model::{Action, Event, Oid, Tstamp, UserPolicy, SCHEMA_VERSION};
 use crate::policy::PolicyEngine;
-use crate::store::{MetaRead, MetaWrite, SqliteStore};
+use crate::store::Store;
 use crate::write::Namespace;
 
 /// The built-in policies (policies/ in the source tree).
 const ROOT_POLICY: &str = include_str!("../policies/root.json");
 const NAMESPACE_POLICY: &str = include_str!("../policies/namespace.rego");
 
-/// Everything a request handler needs, shared by all connections.
-pub struct AppState {
-    pub config: Config,
-    pub store: SqliteStore,
-    pub blobs: BlobStore,
-    pub auth: Authenticator,
-    pub policy: Arc<PolicyEngine>,
-    pub namespace: Namespace,
-    pub metrics: crate::metrics::Metrics,
-    /// Bumped after every committed write: wakes the notification feeds.
-    pub commits: tokio::sync::watch::Sender<u64>,
-    /// Set when the server stops: long-lived responses (feeds) end so connections can close.
-    pub shutdown: tokio::sync::watch::Sender<bool>,
-    pub feeds: crate::http::FeedCounts,
-}
-
-impl AppState {
-    /// Wakes the notification feeds after a commit.
-    pub fn committed(&self) {
-        self.commits.send_modify(|n| *n = n.wrapping_add(1));
-    }
-
-    /// GET /config.
-    pub fn public_config(&self) -> serde_json::Value {
-        json!({
-            "GMDATA_NAMESPACE": self.config.namespace,
-            "GMDATA_NAMESPACE_OID": self.namespace.oid,
-            "GMDATA_NAMESPACE_USERFIELD": self.namespace.userfield,
-            "schemaversion": SCHEMA_VERSION,
-            "jwt_algorithms": self.auth.algorithms(),
-            "client_prefix": self.config.client_prefix,
-            "limits": self.config.limits,
-        })
-    }
-}
+pub use crate::http::AppState;
 
 pub struct Application {
     listener: TcpListener,
@@ -65,18 +31,28 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
-        let store = SqliteStore::open(&config.data_dir, config.synchronous)?;
+        let store = Store::open(&config.data_dir, &config.sqlite)?;
         let blobs = open_blobs(&config)?;
         let policy = Arc::new(PolicyEngine::new(config.policy_limits()));
         let auth = Authenticator::from_config(&config.identity)?;
         let namespace = bootstrap(&store, &policy, &config).await?;
         let listener = TcpListener::bind(config.listen).await?;
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let writes = crate::write::WriteService {
+            store: store.clone(),
+            blobs: blobs.clone(),
+            policy: policy.clone(),
+            namespace: namespace.clone(),
+            limits: config.limits.clone(),
+            metrics: metrics.clone(),
+        };
         tracing::info!(
             listen = %listener.local_addr()?,
             data_dir = %config.data_dir.display(),
             namespace = %config.namespace,
             namespace_oid = %namespace.oid,
-            synchronous = ?config.synchronous,
+            store = %store.describe(),
+            synchronous = ?config.sqlite.synchronous,
             blobs = %blobs.describe(),
             master_key = %blobs.keys().active_id(),
             "vellum is ready"
@@ -90,8 +66,8 @@ impl Application {
                 auth,
                 policy,
                 namespace,
-                metrics: crate::metrics::Metrics::default(),
-                commits: tokio::sync::watch::Sender::new(0),
+                metrics,
+                writes,
                 shutdown: tokio::sync::watch::Sender::new(false),
                 feeds: Default::default(),
             }),
@@ -202,7 +178,7 @@ fn system_event(
 
 /// Creates the root and the namespace folder on first start (SPEC §6).
 async fn bootstrap(
-    store: &SqliteStore,
+    store: &Store,
     engine: &PolicyEngine,
     config: &Config,
 ) -> anyhow::Result<Namespace> {

@@ -108,19 +108,19 @@ pub fn main() -> anyhow::Result<()> {
 /// Opens the metadata store and the blob store a `serve` configuration names, and runs `f`.
 fn with_stores<F, Fut, T>(args: ServeArgs, f: F) -> anyhow::Result<T>
 where
-    F: FnOnce(crate::store::SqliteStore, crate::blob::BlobStore) -> Fut,
+    F: FnOnce(crate::store::Store, crate::blob::BlobStore) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<T>>,
 {
     let config = Config::from_args(args)?;
     init_logging(config.log_format);
-    if !config.data_dir.join("vellum.db").exists() {
+    if !crate::store::Store::exists(&config.data_dir) {
         anyhow::bail!("no store at {}", config.data_dir.display());
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let store = crate::store::SqliteStore::open(&config.data_dir, config.synchronous)?;
+        let store = crate::store::Store::open(&config.data_dir, &config.sqlite)?;
         let blobs = crate::app::open_blobs(&config)?;
         f(store, blobs).await
     })

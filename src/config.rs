@@ -8,7 +8,27 @@ use std::time::Duration;
 use clap::Args;
 use ipnet::IpNet;
 
-use crate::store::Synchronous;
+/// How SQLite makes a commit durable (`PRAGMA synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Synchronous {
+    /// A committed transaction survives power loss (fsync on every commit).
+    Full,
+    /// Survives a crash of the process, not of the machine.
+    Normal,
+}
+
+/// The embedded SQLite backend's own settings.
+#[derive(Debug, Clone)]
+pub struct SqliteConfig {
+    pub synchronous: Synchronous,
+}
+
+impl SqliteConfig {
+    /// Survives a process crash only: for tests and throw-away stores.
+    pub const NORMAL: SqliteConfig = SqliteConfig {
+        synchronous: Synchronous::Normal,
+    };
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -289,7 +309,7 @@ pub struct Config {
     pub identity: crate::identity::IdentityConfig,
     pub namespace: String,
     pub namespace_userfield: String,
-    pub synchronous: Synchronous,
+    pub sqlite: SqliteConfig,
     /// Normalised: starts with '/', no trailing '/'.
     pub client_prefix: Option<String>,
     pub log_format: LogFormat,
@@ -390,7 +410,9 @@ impl Config {
             masterkeys: a.masterkeys,
             namespace: a.gmdata_namespace,
             namespace_userfield: a.gmdata_namespace_userfield,
-            synchronous: a.synchronous,
+            sqlite: SqliteConfig {
+                synchronous: a.synchronous,
+            },
             client_prefix,
             log_format: a.log_format,
             limits,

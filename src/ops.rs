@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use futures_util::StreamExt;
 
 use crate::blob::{BlobError, BlobStore};
-use crate::store::{BlobRow, MetaRead, MetaWrite, SqliteStore, StoreError};
+use crate::store::{BlobRow, Store, StoreError};
 
 /// Blob rows read per step.
 const PAGE: usize = 500;
@@ -26,7 +26,7 @@ pub struct GcReport {
 /// has no row until its transaction commits, so young objects are left alone. Also removes
 /// stale local staging files. With `dry_run`, only reports.
 pub async fn gc(
-    store: &SqliteStore,
+    store: &Store,
     blobs: &BlobStore,
     grace: Duration,
     dry_run: bool,
@@ -55,7 +55,7 @@ pub async fn gc(
                 .read(move |s| -> Result<Vec<String>, StoreError> {
                     let mut out = Vec::new();
                     for r in names {
-                        if s.blob(&r)?.is_none() {
+                        if !s.location_in_use(&r)? {
                             out.push(r);
                         }
                     }
@@ -98,6 +98,7 @@ async fn check_blob(blobs: &BlobStore, row: &BlobRow) -> Result<(u64, String), B
     let reader = blobs
         .open_recorded(
             &row.rname,
+            row.location(),
             row.algorithm,
             row.wrapped.as_ref(),
             row.inline.clone(),
@@ -108,12 +109,12 @@ async fn check_blob(blobs: &BlobStore, row: &BlobRow) -> Result<(u64, String), B
 
 /// Every blob row, a page at a time in rname order, each page read in its own snapshot.
 struct BlobPages<'a> {
-    store: &'a SqliteStore,
+    store: &'a Store,
     after: Option<String>,
 }
 
 impl<'a> BlobPages<'a> {
-    fn new(store: &'a SqliteStore) -> Self {
+    fn new(store: &'a Store) -> Self {
         BlobPages { store, after: None }
     }
 
@@ -135,11 +136,11 @@ impl<'a> BlobPages<'a> {
 
 /// Decrypts and re-hashes every blob, comparing with the recorded size and sha256plain, and
 /// checks that every event decodes and names a blob that is recorded.
-pub async fn fsck(store: &SqliteStore, blobs: &BlobStore) -> anyhow::Result<FsckReport> {
+pub async fn fsck(store: &Store, blobs: &BlobStore) -> anyhow::Result<FsckReport> {
     let mut report = FsckReport::default();
-    let (events, bad_events) = store.check_events().await?;
-    report.events = events;
-    for (what, problem) in bad_events {
+    let check = store.check_events().await?;
+    report.events = check.events;
+    for (what, problem) in check.problems {
         report.findings.push(Finding {
             rname: what,
             problem,
@@ -181,7 +182,7 @@ pub struct RekeyReport {
 /// are not touched (their data keys do not change), and each row is either the old or the
 /// new wrapping, both of which a server configured with both keys can unwrap: reads keep
 /// working throughout.
-pub async fn rekey(store: &SqliteStore, blobs: &BlobStore) -> anyhow::Result<RekeyReport> {
+pub async fn rekey(store: &Store, blobs: &BlobStore) -> anyhow::Result<RekeyReport> {
     let mut report = RekeyReport::default();
     let keys = blobs.keys_arc();
     let mut pages = BlobPages::new(store);
@@ -199,7 +200,7 @@ pub async fn rekey(store: &SqliteStore, blobs: &BlobStore) -> anyhow::Result<Rek
                 &w.encryptednonce,
                 row.rname.as_bytes(),
             ) {
-                Ok(new) => updates.push((row.rname.clone(), new)),
+                Ok(new) => updates.push((row.rname.clone(), w.clone(), new)),
                 Err(e) => report.failed.push(Finding {
                     rname: row.rname.clone(),
                     problem: e.to_string(),
@@ -210,8 +211,10 @@ pub async fn rekey(store: &SqliteStore, blobs: &BlobStore) -> anyhow::Result<Rek
         if n > 0 {
             store
                 .write(move |ctx| -> Result<(), StoreError> {
-                    for (rname, w) in &updates {
-                        ctx.rewrap_blob(rname, w)?;
+                    for (rname, was, w) in &updates {
+                        // A re-encryption that switched the key meanwhile wins: its key
+                        // is wrapped under the active master key already.
+                        ctx.rewrap_blob(rname, was, w)?;
                     }
                     Ok(())
                 })
@@ -220,4 +223,119 @@ pub async fn rekey(store: &SqliteStore, blobs: &BlobStore) -> anyhow::Result<Rek
         report.rewrapped += n;
     }
     Ok(report)
+}
+
+/// The steps of a re-encryption, in order, as [`reencrypt`] reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReencryptStep {
+    /// The content is sealed under a fresh data key (a new object, durable; or new inline
+    /// bytes in memory); the store still names the old key.
+    Sealed,
+    /// One metadata transaction switched the key and the location: reads now use the new.
+    Switched,
+    /// The old object is deleted (stored blobs only).
+    OldDeleted,
+}
+
+/// What [`reencrypt`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reencrypted {
+    /// Under a fresh data key: in the object `location`, or inline (`None`).
+    Done { location: Option<String> },
+    /// Nothing to do: the blob is gone (purged), stored unencrypted, or its key changed
+    /// while this ran (another re-encryption or a rekey won; the new object is deleted).
+    Skipped(&'static str),
+}
+
+/// Re-encrypts blob `rname` under a fresh data key: the content is decrypted with the old
+/// key and sealed with a new one into a new object (inline content is re-sealed in place);
+/// one metadata transaction switches the wrapped key and the location together, if the
+/// key is still the one read; then the old object is deleted once no download still
+/// reads it (or after `max_wait`). The rname stays the blob's identity (its envelope's
+/// associated data), so no event changes. A crash at any point leaves the blob readable
+/// under exactly one key: before the switch the old pair stands and the new object is an
+/// orphan; after it the new pair stands and the old object is. `vellum gc` removes either.
+/// `step` is told of each step as it completes.
+pub async fn reencrypt(
+    store: &Store,
+    blobs: &BlobStore,
+    rname: &str,
+    max_wait: Duration,
+    step: &(dyn Fn(ReencryptStep) + Send + Sync),
+) -> anyhow::Result<Reencrypted> {
+    let name = rname.to_string();
+    let Some(row) = store.read(move |s| s.blob(&name)).await? else {
+        return Ok(Reencrypted::Skipped("no such blob"));
+    };
+    let Some(was) = row.wrapped.clone() else {
+        return Ok(Reencrypted::Skipped("stored unencrypted"));
+    };
+    let old_location = row.location().to_string();
+    let reader = blobs
+        .open_recorded(
+            &row.rname,
+            &old_location,
+            row.algorithm,
+            Some(&was),
+            row.inline.clone(),
+        )
+        .await?;
+    let size = reader.size();
+    let plaintext = reader
+        .read_range(0..size)
+        .map(|r| r.map_err(std::io::Error::other));
+    // Checked against the recorded hash as it is sealed: a blob that does not decrypt to
+    // what was stored is never switched to.
+    let (switch, new_location) = if row.inline.is_some() {
+        let pieces: Vec<bytes::Bytes> = plaintext
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        let info = blobs.seal_inline(&row.rname, row.algorithm, &pieces, Some(&row.sha256plain))?;
+        let (Some(stored), Some(wrapped)) = (info.inline, info.wrapped) else {
+            anyhow::bail!("sealing {rname} gave no inline bytes or no key");
+        };
+        (crate::store::BlobSwitch::Inline { stored, wrapped }, None)
+    } else {
+        let location = BlobStore::new_rname();
+        let body = Box::pin(plaintext);
+        let info = blobs
+            .put_at(
+                &row.rname,
+                &location,
+                row.algorithm,
+                body,
+                Some(&row.sha256plain),
+                None,
+            )
+            .await?;
+        let Some(wrapped) = info.wrapped else {
+            anyhow::bail!("sealing {rname} gave no key");
+        };
+        let switch = crate::store::BlobSwitch::Stored {
+            location: location.clone(),
+            wrapped,
+        };
+        (switch, Some(location))
+    };
+    step(ReencryptStep::Sealed);
+    let name = row.rname.clone();
+    let switched = store
+        .write(move |ctx| ctx.switch_blob(&name, &was, &switch))
+        .await?;
+    if !switched {
+        if let Some(location) = &new_location {
+            blobs.delete(location).await?;
+        }
+        return Ok(Reencrypted::Skipped("its key changed meanwhile"));
+    }
+    step(ReencryptStep::Switched);
+    if row.inline.is_none() {
+        blobs.delete_when_unread(&old_location, max_wait).await?;
+        step(ReencryptStep::OldDeleted);
+    }
+    Ok(Reencrypted::Done {
+        location: new_location,
+    })
 }

@@ -4,8 +4,9 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::access::Access;
+use crate::crypto::MasterKeys;
 use crate::error::{Code, Error, Result};
-use crate::model::{Event, ObjPath, Oid, Perms, PolicyView, Tstamp};
+use crate::model::{Event, Letter, ObjPath, Oid, Perms, PolicyView, Tstamp};
 use crate::store::{Current, MetaRead};
 
 fn now_ns() -> u64 {
@@ -31,7 +32,7 @@ fn denied(access: &Access, path: &ObjPath) -> Error {
 
 /// Finds the object `path` names. Walking through a folder needs X on it. With
 /// `allow_deleted`, the last step may name a deleted object (for history).
-pub fn resolve<S: MetaRead>(
+pub fn resolve<S: MetaRead + ?Sized>(
     s: &S,
     access: &Access,
     path: &ObjPath,
@@ -42,7 +43,7 @@ pub fn resolve<S: MetaRead>(
         if !cur.live || cur.event.isfile || expired(&cur.event) {
             return Err(absent(path));
         }
-        if !access.perms(&cur.event, 'X', &cur.event).contains(Perms::X) {
+        if !access.may(s, &cur.event, Letter::X, &cur.event) {
             return Err(denied(access, path));
         }
         let oid = s
@@ -66,7 +67,11 @@ pub fn present(access: &Access, mut e: Event, letters: Perms) -> Event {
 
 /// Adds the wrapped data key of a file version's blob (`encrypteddata`/`encryptednonce`,
 /// kept beside the log) and, for a caller with the `blobkey` privilege, the data key itself.
-pub fn attach_keys<S: MetaRead>(s: &S, access: &Access, e: &mut Event) -> Result<()> {
+pub fn attach_keys<S: MetaRead + ?Sized>(
+    s: &S,
+    keys: Option<&MasterKeys>,
+    e: &mut Event,
+) -> Result<()> {
     let Some(rname) = e.rname_str() else {
         return Ok(());
     };
@@ -77,7 +82,7 @@ pub fn attach_keys<S: MetaRead>(s: &S, access: &Access, e: &mut Event) -> Result
         let (data, nonce) = w.to_json();
         e.encrypteddata = Some(data);
         e.encryptednonce = Some(nonce);
-        if let Some(keys) = &access.blob_keys {
+        if let Some(keys) = keys {
             match keys.unwrap(
                 &w.key_id,
                 &w.encrypteddata,
@@ -95,19 +100,29 @@ pub fn attach_keys<S: MetaRead>(s: &S, access: &Access, e: &mut Event) -> Result
 }
 
 /// GET /props: the current version, if the caller may R it.
-pub fn props<S: MetaRead>(s: &S, access: &Access, path: &ObjPath) -> Result<Event> {
+pub fn props<S: MetaRead + ?Sized>(
+    s: &S,
+    access: &Access,
+    keys: Option<&MasterKeys>,
+    path: &ObjPath,
+) -> Result<Event> {
     let cur = resolve(s, access, path, false)?;
-    let letters = access.letters(&cur.event);
+    let letters = access.letters(s, &cur.event);
     if !letters.contains(Perms::R) {
         return Err(denied(access, path));
     }
     let mut e = present(access, cur.event, letters);
-    attach_keys(s, access, &mut e)?;
+    attach_keys(s, keys, &mut e)?;
     Ok(e)
 }
 
 /// GET /history: every version the caller may R under that version's own policy.
-pub fn history<S: MetaRead>(s: &S, access: &Access, path: &ObjPath) -> Result<Vec<Event>> {
+pub fn history<S: MetaRead + ?Sized>(
+    s: &S,
+    access: &Access,
+    keys: Option<&MasterKeys>,
+    path: &ObjPath,
+) -> Result<Vec<Event>> {
     let cur = resolve(s, access, path, true)?;
     let versions = s.history(cur.event.oid)?;
     let ends: Vec<Tstamp> = versions
@@ -118,11 +133,11 @@ pub fn history<S: MetaRead>(s: &S, access: &Access, path: &ObjPath) -> Result<Ve
         .collect();
     let mut out = Vec::new();
     for (mut e, end) in versions.into_iter().zip(ends) {
-        let letters = access.letters(&e);
+        let letters = access.letters(s, &e);
         if letters.contains(Perms::R) {
             e.tstampend = Some(end);
             e.policy = Some(PolicyView { policy: letters });
-            attach_keys(s, access, &mut e)?;
+            attach_keys(s, keys, &mut e)?;
             out.push(e);
         }
     }
@@ -137,9 +152,9 @@ pub fn history<S: MetaRead>(s: &S, access: &Access, path: &ObjPath) -> Result<Ve
 }
 
 /// Checks that the caller may list (X) a folder: 404 if it may not even see it.
-pub fn listable<S: MetaRead>(s: &S, access: &Access, path: &ObjPath) -> Result<Current> {
+pub fn listable<S: MetaRead + ?Sized>(s: &S, access: &Access, path: &ObjPath) -> Result<Current> {
     let cur = resolve(s, access, path, false)?;
-    let letters = access.letters(&cur.event);
+    let letters = access.letters(s, &cur.event);
     if !letters.contains(Perms::X) {
         if letters.contains(Perms::R) {
             return Err(Error::forbidden(
@@ -154,9 +169,10 @@ pub fn listable<S: MetaRead>(s: &S, access: &Access, path: &ObjPath) -> Result<C
 
 /// One page of a listing: up to `want` readable children after `after`, scanning at
 /// most `scan` rows. Returns the visible events and the last oid scanned (None at end).
-pub fn list_page<S: MetaRead>(
+pub fn list_page<S: MetaRead + ?Sized>(
     s: &S,
     access: &Access,
+    keys: Option<&MasterKeys>,
     dir: Oid,
     after: Option<Oid>,
     scan: usize,
@@ -167,7 +183,8 @@ pub fn list_page<S: MetaRead>(
     } else {
         None
     };
-    let letters = letters_parallel(access, &rows);
+    let events: Vec<&Event> = rows.iter().map(|c| &c.event).collect();
+    let letters = access.letters_all(s, &events);
     // Children hidden because the budget ran out (or the client left) would make the
     // listing lie: it ends with an error instead.
     if let Some(e) = access.budget_error() {
@@ -177,51 +194,29 @@ pub fn list_page<S: MetaRead>(
     for (c, letters) in rows.into_iter().zip(letters) {
         if !expired(&c.event) && letters.contains(Perms::R) {
             let mut e = present(access, c.event, letters);
-            attach_keys(s, access, &mut e)?;
+            attach_keys(s, keys, &mut e)?;
             out.push(e);
         }
     }
     Ok((out, last))
 }
 
-/// Below this many rows a second thread costs more than it saves.
-const PARALLEL_MIN_ROWS: usize = 64;
-
-/// The caller's letters on each row. Policy evaluation is CPU-bound (a distinct Rego policy
-/// per child costs tens of microseconds), so a large page is split across two threads.
-/// Scoped threads get Rust's default 2 MiB stack, which policy evaluation needs.
-fn letters_parallel(access: &Access, rows: &[Current]) -> Vec<Perms> {
-    if rows.len() < PARALLEL_MIN_ROWS {
-        return rows.iter().map(|c| access.letters(&c.event)).collect();
-    }
-    let (a, b) = rows.split_at(rows.len() / 2);
-    std::thread::scope(|scope| {
-        let other = scope.spawn(|| {
-            b.iter()
-                .map(|c| access.letters(&c.event))
-                .collect::<Vec<_>>()
-        });
-        let mut out: Vec<Perms> = a.iter().map(|c| access.letters(&c.event)).collect();
-        match other.join() {
-            Ok(rest) => out.extend(rest),
-            // A panic in evaluation grants nothing (default-deny) rather than failing the page.
-            Err(_) => out.extend(std::iter::repeat_n(Perms::NONE, b.len())),
-        }
-        out
-    })
-}
-
 /// GET /derived: live objects derived from `oid` that the caller may read.
-pub fn derived<S: MetaRead>(s: &S, access: &Access, oid: Oid) -> Result<Vec<Event>> {
+pub fn derived<S: MetaRead + ?Sized>(
+    s: &S,
+    access: &Access,
+    keys: Option<&MasterKeys>,
+    oid: Oid,
+) -> Result<Vec<Event>> {
     let mut out = Vec::new();
     for c in s.derived_from(oid)? {
         if expired(&c.event) {
             continue;
         }
-        let letters = access.letters(&c.event);
+        let letters = access.letters(s, &c.event);
         if letters.contains(Perms::R) {
             let mut e = present(access, c.event, letters);
-            attach_keys(s, access, &mut e)?;
+            attach_keys(s, keys, &mut e)?;
             out.push(e);
         }
     }
@@ -234,7 +229,7 @@ pub fn derived<S: MetaRead>(s: &S, access: &Access, oid: Oid) -> Result<Vec<Even
 /// GET /stream: the file version to stream and its blob. A directory streams its
 /// `defaultfile` (default `index.html`); `tstamp` names an older version, judged by that
 /// version's own policy. Streaming needs X; without R as well the object stays invisible.
-pub fn stream_target<S: MetaRead>(
+pub fn stream_target<S: MetaRead + ?Sized>(
     s: &S,
     access: &Access,
     path: &ObjPath,
@@ -243,7 +238,7 @@ pub fn stream_target<S: MetaRead>(
     let mut cur = resolve(s, access, path, tstamp.is_some())?;
     if !cur.event.isfile {
         let dir = &cur.event;
-        if !access.perms(dir, 'X', dir).contains(Perms::X) {
+        if !access.may(s, dir, Letter::X, dir) {
             return Err(denied(access, path));
         }
         let name = dir.defaultfile().to_string();
@@ -270,7 +265,7 @@ pub fn stream_target<S: MetaRead>(
             }
         },
     };
-    let letters = access.letters(&event);
+    let letters = access.letters(s, &event);
     if !letters.contains(Perms::X) {
         if letters.contains(Perms::R) {
             return Err(Error::forbidden(
@@ -297,9 +292,10 @@ pub fn stream_target<S: MetaRead>(
 /// read (each judged by its own version's policy), scanning at most `scan` rows. Returns
 /// them and the last tstamp scanned (`None` when nothing newer is stored), so the feed
 /// moves past events the caller may not see.
-pub fn feed_page<S: MetaRead>(
+pub fn feed_page<S: MetaRead + ?Sized>(
     s: &S,
     access: &Access,
+    keys: Option<&MasterKeys>,
     after: Tstamp,
     scan: usize,
 ) -> Result<(Vec<Event>, Option<Tstamp>)> {
@@ -307,10 +303,10 @@ pub fn feed_page<S: MetaRead>(
     let last = rows.last().map(|e| e.tstamp);
     let mut out = Vec::new();
     for mut e in rows {
-        let letters = access.letters(&e);
+        let letters = access.letters(s, &e);
         if letters.contains(Perms::R) {
             e.policy = Some(PolicyView { policy: letters });
-            attach_keys(s, access, &mut e)?;
+            attach_keys(s, keys, &mut e)?;
             out.push(e);
         }
     }

@@ -30,13 +30,13 @@ pub struct Page {
 }
 
 /// Gathers the page for `path`: 404 unless the caller may R the object.
-pub fn gather<S: MetaRead>(
+pub fn gather<S: MetaRead + ?Sized>(
     s: &S,
     access: &Access,
     path: &ObjPath,
     after: Option<Oid>,
 ) -> Result<Page> {
-    let event = read::props(s, access, path)?;
+    let event = read::props(s, access, None, path)?;
     let letters = event
         .policy
         .as_ref()
@@ -49,7 +49,7 @@ pub fn gather<S: MetaRead>(
         };
         let name = s
             .current(oid)?
-            .filter(|c| access.letters(&c.event).contains(Perms::R))
+            .filter(|c| access.letters(s, &c.event).contains(Perms::R))
             .map(|c| c.event.name);
         crumbs.push((oid, name));
     }
@@ -59,7 +59,7 @@ pub fn gather<S: MetaRead>(
         let mut more = None;
         // Scan until a page of readable children is full or the folder ends.
         loop {
-            let (events, last) = read::list_page(s, access, event.oid, cursor, PAGE)?;
+            let (events, last) = read::list_page(s, access, None, event.oid, cursor, PAGE)?;
             shown.extend(events);
             match last {
                 Some(l) if shown.len() < PAGE => cursor = Some(l),

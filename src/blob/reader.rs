@@ -45,6 +45,9 @@ pub struct BlobReader {
     /// The first stored bytes, fetched by `open` (header and first chunk).
     head: Bytes,
     kind: Kind,
+    /// Holds the object open in its store's registry until the last clone is dropped, so a
+    /// re-encryption deletes the old object only after every download of it has ended.
+    _open: Option<Arc<super::store::OpenGuard>>,
 }
 
 #[derive(Clone)]
@@ -107,7 +110,14 @@ impl BlobReader {
             stored_len,
             head,
             kind,
+            _open: None,
         })
+    }
+
+    /// Registers the reader as reading its object (see [`super::BlobStore::delete_when_unread`]).
+    pub(crate) fn holding(mut self, guard: super::store::OpenGuard) -> Self {
+        self._open = Some(Arc::new(guard));
+        self
     }
 
     /// Plaintext size, from the stored object's length (no need to read the blob). A blob cut

@@ -58,6 +58,53 @@ pub struct BlobStore {
     inner: Arc<Inner>,
 }
 
+/// Objects being read, by location, and how many readers hold each open.
+#[derive(Default)]
+pub(crate) struct OpenObjects {
+    readers: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    /// Told whenever an object's last reader ends.
+    closed: tokio::sync::Notify,
+}
+
+impl OpenObjects {
+    fn hold(self: &Arc<Self>, location: &str) -> OpenGuard {
+        let mut m = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry(location.to_string()).or_insert(0) += 1;
+        OpenGuard {
+            objects: self.clone(),
+            location: location.to_string(),
+        }
+    }
+
+    fn is_open(&self, location: &str) -> bool {
+        let m = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        m.contains_key(location)
+    }
+}
+
+/// One reader's hold on an object; released when dropped.
+pub(crate) struct OpenGuard {
+    objects: Arc<OpenObjects>,
+    location: String,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        let mut m = self
+            .objects
+            .readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.location) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.location);
+                self.objects.closed.notify_waiters();
+            }
+        }
+    }
+}
+
 struct Inner {
     /// Writes, deletes, listings: requests with a whole-request deadline.
     store: Arc<dyn ObjectStore>,
@@ -70,6 +117,8 @@ struct Inner {
     keys: Arc<MasterKeys>,
     chunk_size: u32,
     backend: Backend,
+    /// Objects downloads are reading now.
+    open: Arc<OpenObjects>,
 }
 
 enum Backend {
@@ -135,6 +184,7 @@ impl BlobStore {
                 keys,
                 chunk_size: cfg.chunk_size,
                 backend,
+                open: Arc::default(),
             }),
         })
     }
@@ -210,6 +260,24 @@ impl BlobStore {
         &self,
         rname: &str,
         algorithm: BlobAlgorithm,
+        body: S,
+        expected_sha256: Option<&str>,
+        max_size: Option<u64>,
+    ) -> Result<BlobInfo, BlobError>
+    where
+        S: Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin,
+    {
+        self.put_at(rname, rname, algorithm, body, expected_sha256, max_size)
+            .await
+    }
+
+    /// [`BlobStore::put`] into the object `location` (for a re-encryption: the blob keeps
+    /// its name, bound into the envelope, and moves to a new object).
+    pub async fn put_at<S>(
+        &self,
+        rname: &str,
+        location: &str,
+        algorithm: BlobAlgorithm,
         mut body: S,
         expected_sha256: Option<&str>,
         max_size: Option<u64>,
@@ -217,7 +285,8 @@ impl BlobStore {
     where
         S: Stream<Item = Result<Bytes, std::io::Error>> + Send + Unpin,
     {
-        let location = self.location(rname)?;
+        validate_rname(rname)?;
+        let location = self.location(location)?;
         let expected = expected_sha256.map(normalize_sha256).transpose()?;
         let (sealer, wrapped) = self.new_sealer(rname, algorithm)?;
         let mut writer = PartWriter::new(self.inner.store.clone(), location, rname);
@@ -320,17 +389,49 @@ impl BlobStore {
 
     /// Opens a blob as its metadata row records it: from `inline` bytes when it was kept
     /// inline, otherwise from the backend. The one place that makes that choice.
+    /// `location` is the object the bytes lie in (the row's, which is `rname` until a
+    /// re-encryption moves them). A reader of an object holds it open: see
+    /// [`BlobStore::delete_when_unread`].
     pub async fn open_recorded(
         &self,
         rname: &str,
+        location: &str,
         algorithm: BlobAlgorithm,
         wrapped: Option<&Wrapped>,
         inline: Option<Bytes>,
     ) -> Result<BlobReader, BlobError> {
         match inline {
             Some(stored) => self.open_inline(rname, algorithm, wrapped, stored),
-            None => self.open(rname, algorithm, wrapped).await,
+            None => {
+                let guard = self.inner.open.hold(location);
+                let reader = self.open_at(rname, location, algorithm, wrapped).await?;
+                Ok(reader.holding(guard))
+            }
         }
+    }
+
+    /// Deletes the object `location` once no reader opened by this store still reads it
+    /// (a re-encryption's old object, after the switch to the new one has committed), or
+    /// after `max_wait` (a download stalled that long then fails cleanly: it never reads
+    /// another object's bytes under its key). A crash before this leaves an orphan that
+    /// `vellum gc` removes.
+    pub async fn delete_when_unread(
+        &self,
+        location: &str,
+        max_wait: Duration,
+    ) -> Result<(), BlobError> {
+        let deadline = tokio::time::Instant::now() + max_wait;
+        loop {
+            let notified = self.inner.open.closed.notified();
+            if !self.inner.open.is_open(location) {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                tracing::warn!(%location, "deleting an old object that a download still reads");
+                break;
+            }
+        }
+        self.delete(location).await
     }
 
     /// Opens a blob whose stored bytes were kept inline (see [`BlobStore::seal_inline`]).
@@ -392,7 +493,19 @@ impl BlobStore {
         algorithm: BlobAlgorithm,
         wrapped: Option<&Wrapped>,
     ) -> Result<BlobReader, BlobError> {
-        let location = self.location(rname)?;
+        self.open_at(rname, rname, algorithm, wrapped).await
+    }
+
+    /// [`BlobStore::open`] of the bytes in the object `location`.
+    async fn open_at(
+        &self,
+        rname: &str,
+        location: &str,
+        algorithm: BlobAlgorithm,
+        wrapped: Option<&Wrapped>,
+    ) -> Result<BlobReader, BlobError> {
+        validate_rname(rname)?;
+        let location = self.location(location)?;
         let dek = self.data_key(rname, algorithm, wrapped)?;
         let prefetch = (HEADER_LEN + self.inner.chunk_size as usize + TAG_LEN) as u64;
         let (stored_len, head) = self.fetch_head(&location, rname, prefetch).await?;
@@ -434,9 +547,10 @@ impl BlobStore {
         }
     }
 
-    /// Deletes a blob; a blob that does not exist is not an error.
-    pub async fn delete(&self, rname: &str) -> Result<(), BlobError> {
-        let location = self.location(rname)?;
+    /// Deletes the object `location` (a blob's rname, or where a re-encryption moved it); one
+    /// that does not exist is not an error.
+    pub async fn delete(&self, location: &str) -> Result<(), BlobError> {
+        let location = self.location(location)?;
         match self.inner.store.delete(&location).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(BlobError::Backend(e)),

@@ -10,9 +10,10 @@ use super::body::{self, Body};
 use super::error::response as error_response;
 use super::request::header_str;
 use super::router::{self, Endpoint, ListQuery, Requirement};
+use super::AppState;
 use super::RequestBody;
 use crate::access::Access;
-use crate::app::AppState;
+use crate::crypto::MasterKeys;
 use crate::error::{Code, Error, Kind, Result};
 use crate::identity::Credentials;
 use crate::model::ObjPath;
@@ -129,8 +130,12 @@ fn authenticate(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> Resu
         state.policy.clone(),
         identity,
         state.config.limits.request_budget(),
-    )
-    .with_blob_keys(state.blobs.keys_arc()))
+    ))
+}
+
+/// The master keys, for a caller whose responses show data keys (the `blobkey` privilege).
+pub(super) fn keys_for(state: &AppState, access: &Access) -> Option<Arc<MasterKeys>> {
+    access.sees_blob_keys().then(|| state.blobs.keys_arc())
 }
 
 /// The `userpolicy` cookie's token, quotes and spaces removed; `None` when absent or empty
@@ -262,15 +267,27 @@ async fn run(
         (Endpoint::SelfClaims, Some(a)) => Ok(body::json(StatusCode::OK, a.identity.claims.raw())),
         (Endpoint::Write, Some(a)) => super::upload::write_txn(state, a, req).await,
         (Endpoint::Props(p), Some(a)) => {
-            let e = state.store.read(move |s| read::props(s, &a, &p)).await?;
+            let k = keys_for(state, &a);
+            let e = state
+                .store
+                .read(move |s| read::props(s, &a, k.as_deref(), &p))
+                .await?;
             Ok(body::json(StatusCode::OK, &e))
         }
         (Endpoint::History(p), Some(a)) => {
-            let v = state.store.read(move |s| read::history(s, &a, &p)).await?;
+            let k = keys_for(state, &a);
+            let v = state
+                .store
+                .read(move |s| read::history(s, &a, k.as_deref(), &p))
+                .await?;
             Ok(body::json(StatusCode::OK, &v))
         }
         (Endpoint::Derived(oid), Some(a)) => {
-            let v = state.store.read(move |s| read::derived(s, &a, oid)).await?;
+            let k = keys_for(state, &a);
+            let v = state
+                .store
+                .read(move |s| read::derived(s, &a, k.as_deref(), oid))
+                .await?;
             Ok(body::json(StatusCode::OK, &v))
         }
         (Endpoint::List(p, q), Some(a)) => list(state, a, p, q).await,
@@ -290,7 +307,6 @@ async fn show(
 ) -> Result<Response<Body>> {
     use crate::model::Perms;
     use crate::show::{self, Preview};
-    use crate::store::MetaRead;
     let a = access.clone();
     let page = state
         .store
@@ -334,10 +350,7 @@ async fn show(
 async fn healthz(state: &Arc<AppState>) -> Result<Response<Body>> {
     state
         .store
-        .read(|s| {
-            use crate::store::MetaRead;
-            s.current(crate::model::Oid::ROOT).map(|_| ())
-        })
+        .read(|s| s.current(crate::model::Oid::ROOT).map(|_| ()))
         .await
         .map_err(Error::from)?;
     Ok(body::json(
@@ -366,11 +379,12 @@ async fn list(
     path: ObjPath,
     q: ListQuery,
 ) -> Result<Response<Body>> {
-    let pool = state.store.reader();
+    let pool = state.store.clone();
+    let keys = keys_for(state, &access);
     let dir = {
         let (pool, access) = (pool.clone(), access.clone());
         tokio::task::spawn_blocking(move || {
-            pool.with_snapshot(|s| read::listable(s, &access, &path).map(|d| d.event.oid))
+            pool.read_blocking(|s| read::listable(s, &access, &path).map(|d| d.event.oid))
         })
         .await
         .map_err(|_| Error::internal(Code::List, "listing task ended early"))??
@@ -385,11 +399,11 @@ async fn list(
         let mut after = q.after;
         while remaining > 0 {
             let page = {
-                let (pool, access) = (pool.clone(), access.clone());
+                let (pool, access, keys) = (pool.clone(), access.clone(), keys.clone());
                 tokio::task::spawn_blocking(move || {
-                    pool.with_snapshot(|s| {
+                    pool.read_blocking(|s| {
                         read::listable(s, &access, &ObjPath::oid(dir))?;
-                        read::list_page(s, &access, dir, after, LIST_SCAN)
+                        read::list_page(s, &access, keys.as_deref(), dir, after, LIST_SCAN)
                     })
                 })
                 .await

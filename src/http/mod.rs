@@ -10,6 +10,7 @@ mod notify;
 mod request;
 mod request_body;
 pub mod router;
+mod state;
 mod stream;
 mod upload;
 
@@ -33,8 +34,8 @@ pub use body::Body;
 pub use notify::FeedCounts;
 pub(crate) use request_body::RequestBody;
 
-use crate::app::AppState;
 use crate::error::{Code, Error};
+pub use state::AppState;
 
 /// How long in-flight requests (an upload, a download) may take to finish after a
 /// shutdown signal before their connections are dropped.

@@ -18,12 +18,11 @@ use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 
 use super::body::{self, Body};
 use super::request::header_str;
+use super::AppState;
 use crate::access::Access;
-use crate::app::AppState;
 use crate::error::{Code, Error, Result};
 use crate::model::Tstamp;
 use crate::read;
-use crate::store::MetaRead;
 
 /// A comment line this often keeps proxies from closing an idle feed.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -103,7 +102,7 @@ pub async fn notifications(
         state.config.http.max_feeds_per_identity,
     )?;
     // Subscribe before reading the high-water mark: nothing committed in between is lost.
-    let mut commits = state.commits.subscribe();
+    let mut commits = state.store.commits();
     let mut shutdown = state.shutdown.subscribe();
     let mut last = match resume {
         Some(t) => t,
@@ -144,10 +143,11 @@ pub async fn notifications(
                 }
                 // Each step has its own policy budget: a feed lives long.
                 let a = access.renewed(state.config.limits.request_budget());
+                let k = super::handlers::keys_for(&state, &a);
                 let after = last;
                 let page = state
                     .store
-                    .read(move |s| read::feed_page(s, &a, after, SCAN))
+                    .read(move |s| read::feed_page(s, &a, k.as_deref(), after, SCAN))
                     .await;
                 let (events, scanned) = match page {
                     Ok(p) => p,

@@ -10,8 +10,8 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 
 use super::body::{self, Body};
 use super::request::header_str;
+use super::AppState;
 use crate::access::Access;
-use crate::app::AppState;
 use crate::blob::BlobReader;
 use crate::error::{Code, Error, Result};
 use crate::model::{ObjPath, Tstamp};
@@ -86,6 +86,7 @@ pub(super) async fn open_blob(state: &AppState, row: &BlobRow) -> Result<BlobRea
         .blobs
         .open_recorded(
             &row.rname,
+            row.location(),
             row.algorithm,
             row.wrapped.as_ref(),
             row.inline.clone(),

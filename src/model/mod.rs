@@ -13,4 +13,4 @@ pub use claims::{Claims, Privilege};
 pub use event::{Action, Event, PolicyView, UserPolicy, SCHEMA_VERSION};
 pub use ids::{BadId, Oid, Tstamp, FOREVER};
 pub use path::{ObjPath, PathError};
-pub use perms::Perms;
+pub use perms::{Letter, Perms};

@@ -51,6 +51,61 @@ impl Perms {
     }
 }
 
+/// One permission letter: what a decision is asked for.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Letter {
+    C,
+    R,
+    U,
+    D,
+    X,
+    P,
+}
+
+impl Letter {
+    /// The set holding only this letter.
+    pub const fn perm(self) -> Perms {
+        match self {
+            Letter::C => Perms::C,
+            Letter::R => Perms::R,
+            Letter::U => Perms::U,
+            Letter::D => Perms::D,
+            Letter::X => Perms::X,
+            Letter::P => Perms::P,
+        }
+    }
+
+    /// The letter as policies receive it (`input.action`, gm-data's Lisp `action`).
+    pub const fn as_char(self) -> char {
+        match self {
+            Letter::C => 'C',
+            Letter::R => 'R',
+            Letter::U => 'U',
+            Letter::D => 'D',
+            Letter::X => 'X',
+            Letter::P => 'P',
+        }
+    }
+}
+
+impl std::fmt::Display for Letter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.as_char())
+    }
+}
+
+impl From<crate::model::Action> for Letter {
+    /// The letter an action needs on the object it changes.
+    fn from(a: crate::model::Action) -> Letter {
+        match a {
+            crate::model::Action::C => Letter::C,
+            crate::model::Action::U => Letter::U,
+            crate::model::Action::D => Letter::D,
+            crate::model::Action::P => Letter::P,
+        }
+    }
+}
+
 impl std::ops::BitOr for Perms {
     type Output = Perms;
     fn bitor(self, rhs: Perms) -> Perms {

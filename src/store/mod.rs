@@ -6,32 +6,42 @@
 //! embedded default. Nothing here knows about HTTP or policies.
 
 pub mod clock;
-mod faults;
 pub mod sqlite;
+
+use std::future::Future;
+use std::path::Path;
 
 use crate::crypto::{BlobAlgorithm, Wrapped};
 use crate::model::{Event, Oid, Tstamp, UserPolicy};
 
-#[doc(hidden)]
-pub use faults::FaultInjector;
-pub use sqlite::{SqliteStore, Synchronous};
+pub use sqlite::SqliteStore;
 
+/// What the metadata store can fail with. Backend-neutral: each backend maps its driver's
+/// errors into these at its edge, deciding there whether a failure is the store's (the
+/// whole batch is refused) or the job's own (only the job is).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("sqlite: {0}")]
-    Sqlite(rusqlite::Error),
-    /// The disk holding the metadata store is full (`SQLITE_FULL`); nothing of the
-    /// transaction was kept.
+    /// The backend could not do its part (I/O error, corruption, a lock, an interrupt):
+    /// never the job's own doing.
+    #[error("metadata store: {0}")]
+    Backend(String),
+    /// A constraint the job's own change broke (other than a live-name clash).
+    #[error("constraint: {0}")]
+    Constraint(String),
+    /// A row that is not there, or a value that does not convert: the job's own account.
+    #[error("row: {0}")]
+    Row(String),
+    /// The disk holding the metadata store is full; nothing of the transaction was kept.
     #[error("the disk is full: {0}")]
     Full(String),
     #[error("a live object with this name already exists in the folder")]
     UniqueName,
     #[error("stored event {0} does not decode: {1}")]
     Corrupt(String, serde_json::Error),
-    #[error("the writer thread is gone")]
+    #[error("the writer is gone")]
     WriterGone,
-    /// The batch the job ran in was rolled back (its COMMIT failed, or SQLite rolled the
-    /// transaction back under a batch-mate); nothing of the job was kept.
+    /// The batch the job ran in was rolled back (its COMMIT failed, or the backend rolled
+    /// the transaction back under a batch-mate); nothing of the job was kept.
     #[error("not committed: {0}")]
     NotCommitted(String),
     /// The job panicked; its changes were rolled back.
@@ -43,23 +53,26 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
 }
 
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> StoreError {
-        match e.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full(e.to_string()),
-            _ => StoreError::Sqlite(e),
-        }
-    }
-}
-
 impl StoreError {
-    /// Whether this says the disk is full (SQLite's `SQLITE_FULL`, or ENOSPC from the OS).
+    /// Whether this says the disk is full (the backend's own code, or ENOSPC from the OS).
     pub fn is_disk_full(&self) -> bool {
         match self {
             StoreError::Full(_) => true,
             StoreError::Io(e) => crate::blob::is_storage_full(e),
             _ => false,
         }
+    }
+
+    /// Whether the store, not the job, failed: such an error refuses the job's whole batch
+    /// even if the job went on and returned Ok.
+    pub fn is_storage_failure(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Backend(_)
+                | StoreError::Full(_)
+                | StoreError::NotCommitted(_)
+                | StoreError::Io(_)
+        )
     }
 }
 
@@ -87,6 +100,29 @@ pub struct BlobRow {
     pub inline: Option<bytes::Bytes>,
     /// The tstamp of the event that first stored it.
     pub created: Tstamp,
+    /// The object the blob lies in when that is not `rname` (after a re-encryption);
+    /// `None`: at `rname`.
+    pub location: Option<String>,
+}
+
+impl BlobRow {
+    /// The object in the blob store holding this blob's bytes.
+    pub fn location(&self) -> &str {
+        self.location.as_deref().unwrap_or(&self.rname)
+    }
+}
+
+/// A re-encrypted blob's new data key and bytes: what [`MetaWrite::switch_blob`] switches
+/// to in one transaction.
+#[derive(Debug, Clone)]
+pub enum BlobSwitch {
+    /// A new object at `location`.
+    Stored { location: String, wrapped: Wrapped },
+    /// New sealed bytes of an inline blob, re-sealed in place.
+    Inline {
+        stored: bytes::Bytes,
+        wrapped: Wrapped,
+    },
 }
 
 /// Reads against one consistent snapshot: a reader's read transaction, or the writer's
@@ -121,6 +157,8 @@ pub trait MetaRead {
     fn blob_in_use(&self, rname: &str) -> Result<bool, StoreError>;
     /// Blob rows ordered by rname, after `after`, at most `limit` (for fsck and rekey).
     fn blobs_after(&self, after: Option<&str>, limit: usize) -> Result<Vec<BlobRow>, StoreError>;
+    /// Whether some blob row's bytes lie in the object `location` (for gc).
+    fn location_in_use(&self, location: &str) -> Result<bool, StoreError>;
 }
 
 /// Changes; only available inside the writer's transaction.
@@ -145,6 +183,171 @@ pub trait MetaWrite: MetaRead {
     fn put_blob(&mut self, row: &BlobRow) -> Result<(), StoreError>;
     /// Forgets a blob no version uses any more (its object is deleted after commit).
     fn drop_blob(&mut self, rname: &str) -> Result<(), StoreError>;
-    /// Replaces a blob's wrapped data key (`vellum rekey`); the blob is not touched.
-    fn rewrap_blob(&mut self, rname: &str, wrapped: &Wrapped) -> Result<(), StoreError>;
+    /// Replaces a blob's wrapped data key (`vellum rekey`) if it is still `was`; the blob
+    /// is not touched. Returns whether it did.
+    fn rewrap_blob(
+        &mut self,
+        rname: &str,
+        was: &Wrapped,
+        wrapped: &Wrapped,
+    ) -> Result<bool, StoreError>;
+    /// Switches a re-encrypted blob to its new data key and its new bytes, if its key is
+    /// still `was` (each wrapping of each data key is distinct). Returns whether it did:
+    /// false when the blob is gone (purged) or its key changed meanwhile (another
+    /// re-encryption, or `vellum rekey`).
+    fn switch_blob(
+        &mut self,
+        rname: &str,
+        was: &Wrapped,
+        to: &BlobSwitch,
+    ) -> Result<bool, StoreError>;
+}
+
+/// What `vellum fsck` finds in the log itself: how many events there are, and each
+/// problem as (what, problem).
+#[derive(Debug, Default)]
+pub struct EventCheck {
+    pub events: u64,
+    pub problems: Vec<(String, String)>,
+}
+
+/// A metadata backend: read snapshots, write transactions with a savepoint per job, dry
+/// runs, blocking reads for streamed responses, and a signal of every commit.
+///
+/// **The clock's contract**, which every backend keeps however many processes write:
+/// tstamps and oids handed out by [`MetaWrite::next_tstamp`] and [`MetaWrite::next_oid`]
+/// are unique and strictly increasing store-wide (never reused, even after a restart or a
+/// step back of the wall clock), and the order of commits equals the order of the tstamps
+/// they carry: once a reader sees an event at tstamp T, no event with a tstamp below T can
+/// still commit. The notification feed (`events_since`) depends on this: resuming after T
+/// misses nothing. SQLite meets it with a single writer that owns the clock.
+///
+/// **Transactions**: a job passed to [`Backend::write`] runs inside its own savepoint of a
+/// transaction shared with other jobs (group commit); its changes are kept only if it
+/// returns Ok, and its result arrives only once that transaction is durably committed. A
+/// failure of the store itself (not of the job) refuses every job of the transaction.
+pub trait Backend: Send + Sync + 'static {
+    /// A consistent read snapshot.
+    type Snapshot<'s>: MetaRead;
+    /// A job's view of the open write transaction.
+    type Txn<'t>: MetaWrite;
+
+    /// Runs `f` in a write transaction; its changes are kept if it returns Ok, and the
+    /// result arrives once they are committed.
+    fn write<R, E, F>(&self, f: F) -> impl Future<Output = Result<R, E>> + Send
+    where
+        F: FnOnce(&mut Self::Txn<'_>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static;
+
+    /// Runs `f` exactly as [`Backend::write`] would and always rolls it back: a rehearsal
+    /// that sees what a real write would (to authorise before receiving blobs).
+    fn dry_run<R, E, F>(&self, f: F) -> impl Future<Output = Result<R, E>> + Send
+    where
+        F: FnOnce(&mut Self::Txn<'_>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static;
+
+    /// Runs `f` against one consistent snapshot. Blocking: call it from a blocking thread.
+    fn read_blocking<R, E, F>(&self, f: F) -> Result<R, E>
+    where
+        F: FnOnce(&Self::Snapshot<'_>) -> Result<R, E>,
+        E: From<StoreError>;
+
+    /// Decodes every event and checks that each blob an event names is recorded.
+    fn check_events(&self) -> impl Future<Output = Result<EventCheck, StoreError>> + Send;
+
+    /// A value bumped after every commit that kept something: wakes the feeds.
+    fn commits(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    /// A line for the start-up log.
+    fn describe(&self) -> String;
+}
+
+/// The metadata store the service runs on: one of the backends, chosen at start-up.
+/// Nothing above `store/` names a backend; jobs see `dyn MetaRead` / `dyn MetaWrite`.
+/// Cheap to clone (handles to the backend's shared parts).
+#[derive(Clone)]
+pub enum Store {
+    Sqlite(SqliteStore),
+}
+
+impl Store {
+    /// Opens the embedded default (SQLite in `data_dir`), creating it if needed.
+    pub fn open(
+        data_dir: &Path,
+        sqlite: &crate::config::SqliteConfig,
+    ) -> Result<Store, StoreError> {
+        Ok(Store::Sqlite(SqliteStore::open(data_dir, sqlite)?))
+    }
+
+    /// Whether a store exists at `data_dir` (the maintenance commands refuse to make one).
+    pub fn exists(data_dir: &Path) -> bool {
+        SqliteStore::exists(data_dir)
+    }
+
+    pub async fn write<R, E, F>(&self, f: F) -> Result<R, E>
+    where
+        F: FnOnce(&mut dyn MetaWrite) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        match self {
+            Store::Sqlite(s) => s.write(move |t| f(t)).await,
+        }
+    }
+
+    pub async fn dry_run<R, E, F>(&self, f: F) -> Result<R, E>
+    where
+        F: FnOnce(&mut dyn MetaWrite) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        match self {
+            Store::Sqlite(s) => s.dry_run(move |t| f(t)).await,
+        }
+    }
+
+    /// Runs `f` against one consistent snapshot, on the blocking pool.
+    pub async fn read<R, E, F>(&self, f: F) -> Result<R, E>
+    where
+        F: FnOnce(&dyn MetaRead) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.read_blocking(f))
+            .await
+            .map_err(|_| E::from(StoreError::Backend("a read task failed".into())))?
+    }
+
+    /// [`Store::read`] from a thread that may block (streamed listings, the write path's
+    /// checks, which already run on the blocking pool).
+    pub fn read_blocking<R, E, F>(&self, f: F) -> Result<R, E>
+    where
+        F: FnOnce(&dyn MetaRead) -> Result<R, E>,
+        E: From<StoreError>,
+    {
+        match self {
+            Store::Sqlite(s) => s.read_blocking(move |snap| f(snap)),
+        }
+    }
+
+    pub async fn check_events(&self) -> Result<EventCheck, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.check_events().await,
+        }
+    }
+
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        match self {
+            Store::Sqlite(s) => s.commits(),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Store::Sqlite(s) => s.describe(),
+        }
+    }
 }

@@ -11,8 +11,11 @@ use serde_json::{json, Value};
 use super::input::{Content, Patch, RefField, WriteEvent};
 use crate::access::Access;
 use crate::blob::{BlobAlgorithm, BlobInfo};
+use crate::crypto::MasterKeys;
 use crate::error::{Code, Error, Result};
-use crate::model::{Action, Event, ObjPath, Oid, Perms, Tstamp, UserPolicy, SCHEMA_VERSION};
+use crate::model::{
+    Action, Event, Letter, ObjPath, Oid, Perms, Tstamp, UserPolicy, SCHEMA_VERSION,
+};
 use crate::store::{BlobRow, Current, MetaRead, MetaWrite};
 
 /// The namespace folder (SPEC §6): where callers make their home folders.
@@ -30,11 +33,12 @@ pub struct Applied {
     pub events: Vec<Event>,
     /// Events removed by purges.
     pub purged: Vec<Event>,
-    /// Blobs in the blob store that no version uses any more: delete after commit.
+    /// Objects in the blob store (locations) that no version uses any more: delete after
+    /// commit.
     pub freed_blobs: Vec<String>,
 }
 
-pub struct Planner<'a, S: MetaWrite> {
+pub struct Planner<'a, S: MetaWrite + ?Sized> {
     store: &'a mut S,
     access: &'a Access,
     ns: &'a Namespace,
@@ -58,7 +62,7 @@ fn guess_mimetype(name: &str) -> String {
         .to_string()
 }
 
-fn forbidden(letter: char, what: &str, oid: Oid) -> Error {
+fn forbidden(letter: Letter, what: &str, oid: Oid) -> Error {
     Error::forbidden(
         Code::PermissionDenied,
         format!("{letter} permission on {what} {oid} is required"),
@@ -71,11 +75,6 @@ fn hidden(what: &str, oid: Oid) -> Error {
     Error::not_found(Code::NotFound, format!("{what} {oid} not found"))
 }
 
-/// Whether `p` holds the letter `letter`.
-fn has(p: Perms, letter: char) -> bool {
-    Perms::from_letter(letter).is_some_and(|l| p.contains(l))
-}
-
 /// Folders above an object whose `fulldir` this is (the root counts).
 fn depth_of(fulldir: &str) -> usize {
     fulldir.matches('/').count().saturating_sub(1)
@@ -84,11 +83,17 @@ fn depth_of(fulldir: &str) -> usize {
 /// The refusal for a caller without `letter` on `cur`, decided permission first: anything the
 /// caller may not read is a plain 404, what it may read but not change a 403. A spent policy
 /// budget is said as such, never passed off as a denial.
-fn refusal(access: &Access, cur: &Event, letter: char, what: &str) -> Error {
+fn refusal<S: MetaRead + ?Sized>(
+    s: &S,
+    access: &Access,
+    cur: &Event,
+    letter: Letter,
+    what: &str,
+) -> Error {
     if let Some(e) = access.budget_error() {
         return e;
     }
-    if access.letters(cur).contains(Perms::R) {
+    if access.letters(s, cur).contains(Perms::R) {
         forbidden(letter, what, cur.oid)
     } else if let Some(e) = access.budget_error() {
         e
@@ -199,12 +204,17 @@ fn new_child(
 
 /// No accidental lock-out: a new policy must leave the writer U and P on the object, unless
 /// the event says `allowpartialpermissions`.
-fn check_lockout(access: &Access, e: &Event, we: &WriteEvent) -> Result<()> {
+fn check_lockout<S: MetaRead + ?Sized>(
+    s: &S,
+    access: &Access,
+    e: &Event,
+    we: &WriteEvent,
+) -> Result<()> {
     if we.allow_partial {
         return Ok(());
     }
-    let u = access.perms(e, 'U', e).contains(Perms::U);
-    let p = access.perms(e, 'P', e).contains(Perms::P);
+    let u = access.may(s, e, Letter::U, e);
+    let p = access.may(s, e, Letter::P, e);
     if u && p {
         return Ok(());
     }
@@ -223,7 +233,7 @@ fn check_lockout(access: &Access, e: &Event, we: &WriteEvent) -> Result<()> {
 /// and the lock-out check, exactly as the writer will make them. A refusal is answered now,
 /// without the writer; an answer is cached, so the writer finds it instead of evaluating a
 /// policy the caller brought (a transaction of slow policies costs the writer nothing).
-pub fn rehearse_creates<S: MetaRead>(
+pub fn rehearse_creates<S: MetaRead + ?Sized>(
     s: &S,
     access: &Access,
     ns: &Namespace,
@@ -247,26 +257,34 @@ pub fn rehearse_creates<S: MetaRead>(
         };
         let p = &parent.event;
         let e = new_child(p, we, access, ns, false).map_err(|e| e.at(we.index))?;
-        if !access.perms(p, 'C', &e).contains(Perms::C) {
-            return Err(refusal(access, p, 'C', "parent").at(we.index));
+        if !access.may(s, p, Letter::C, &e) {
+            return Err(refusal(s, access, p, Letter::C, "parent").at(we.index));
         }
         if depth_of(&e.fulldir) > max_depth {
             // The planner says so, with its message.
             return Ok(());
         }
-        check_lockout(access, &e, we).map_err(|e| e.at(we.index))?;
+        check_lockout(s, access, &e, we).map_err(|e| e.at(we.index))?;
     }
     Ok(())
 }
 
-/// The caller's letters on each stored event (`policy` in the response).
-pub fn letters_for_response(access: &Access, mut events: Vec<Event>) -> Vec<Event> {
+/// The response to a committed transaction, made in a read snapshot after the commit and
+/// off the writer: the caller's letters on each stored event (`policy`), and its blob's
+/// wrapped key (and, with `keys`, the data key itself).
+pub fn respond<S: MetaRead + ?Sized>(
+    s: &S,
+    access: &Access,
+    keys: Option<&MasterKeys>,
+    mut events: Vec<Event>,
+) -> Result<Vec<Event>> {
     for e in &mut events {
         e.policy = Some(crate::model::PolicyView {
-            policy: access.letters(e),
+            policy: access.letters(s, e),
         });
+        crate::read::attach_keys(s, keys, e)?;
     }
-    events
+    Ok(events)
 }
 
 /// Refuses, before any policy the transaction brings is compiled, the events whose refusal
@@ -274,7 +292,7 @@ pub fn letters_for_response(access: &Access, mut events: Vec<Event>) -> Vec<Even
 /// folder whose policy judges the caller alone (not the new object), and the first update,
 /// delete or purge of an existing object. Each refusal is the one the planner would give at
 /// commit against the same state; the planner decides everything again there.
-pub fn precheck<S: MetaRead>(s: &S, access: &Access, events: &[WriteEvent]) -> Result<()> {
+pub fn precheck<S: MetaRead + ?Sized>(s: &S, access: &Access, events: &[WriteEvent]) -> Result<()> {
     // Bulk creates share a parent: look it up, and judge the caller on it, once.
     let mut parents: HashMap<Oid, Option<Current>> = HashMap::new();
     let mut allowed: HashSet<Oid> = HashSet::new();
@@ -301,7 +319,7 @@ pub fn precheck<S: MetaRead>(s: &S, access: &Access, events: &[WriteEvent]) -> R
                 let p = &parent.event;
                 let Some(policy) = &p.objectpolicy else {
                     if !access.is_root() {
-                        return Err(refusal(access, p, 'C', "parent").at(we.index));
+                        return Err(refusal(s, access, p, Letter::C, "parent").at(we.index));
                     }
                     continue;
                 };
@@ -310,13 +328,13 @@ pub fn precheck<S: MetaRead>(s: &S, access: &Access, events: &[WriteEvent]) -> R
                     return Ok(());
                 }
                 // The new child is not looked at: any object will do.
-                if !access.perms(p, 'C', p).contains(Perms::C) {
-                    return Err(refusal(access, p, 'C', "parent").at(we.index));
+                if !access.may(s, p, Letter::C, p) {
+                    return Err(refusal(s, access, p, Letter::C, "parent").at(we.index));
                 }
                 allowed.insert(path.start);
             }
             Action::U | Action::D | Action::P => {
-                let letter = we.action.letter();
+                let letter = Letter::from(we.action);
                 let what = "object";
                 let Some(oid) = we.oid else {
                     return Ok(());
@@ -324,8 +342,8 @@ pub fn precheck<S: MetaRead>(s: &S, access: &Access, events: &[WriteEvent]) -> R
                 let Some(cur) = s.current(oid)? else {
                     return Err(hidden(what, oid).at(we.index));
                 };
-                if !has(access.perms(&cur.event, letter, &cur.event), letter) {
-                    return Err(refusal(access, &cur.event, letter, what).at(we.index));
+                if !access.may(s, &cur.event, letter, &cur.event) {
+                    return Err(refusal(s, access, &cur.event, letter, what).at(we.index));
                 }
                 // What follows may depend on this event.
                 return Ok(());
@@ -335,7 +353,7 @@ pub fn precheck<S: MetaRead>(s: &S, access: &Access, events: &[WriteEvent]) -> R
     Ok(())
 }
 
-impl<'a, S: MetaWrite> Planner<'a, S> {
+impl<'a, S: MetaWrite + ?Sized> Planner<'a, S> {
     pub fn new(store: &'a mut S, access: &'a Access, ns: &'a Namespace, max_depth: usize) -> Self {
         Planner {
             store,
@@ -353,11 +371,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
     /// Applies every event or fails at the first one that cannot be applied (the caller
     /// rolls the whole transaction back).
     pub fn apply_all(mut self, events: Vec<WriteEvent>) -> Result<Applied> {
-        for we in events {
-            let i = we.index;
-            let ev = self.apply(we).map_err(|e| e.at(i))?;
-            self.results.push(ev);
-        }
+        self.apply_each(events)?;
         // tstampend of a version superseded later in this same transaction: walk back,
         // remembering the next version seen for each oid.
         let mut next: HashMap<Oid, Tstamp> = HashMap::new();
@@ -372,16 +386,28 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
         }
         let mut events = self.results;
         events.append(&mut self.made_dirs);
-        // The caller's letters on each event are not computed here, on the writer: see
-        // `letters_for_response`.
-        for e in &mut events {
-            crate::read::attach_keys(&*self.store, self.access, e)?;
-        }
+        // The response (the caller's letters, key material) is not made here, on the
+        // writer: see `respond`.
         Ok(Applied {
             events,
             purged: self.purged,
             freed_blobs: self.freed_blobs,
         })
+    }
+
+    /// Applies every event as [`Planner::apply_all`] does, and builds no response: for a
+    /// rehearsal, whose changes are rolled back.
+    pub fn check_all(mut self, events: Vec<WriteEvent>) -> Result<()> {
+        self.apply_each(events)
+    }
+
+    fn apply_each(&mut self, events: Vec<WriteEvent>) -> Result<()> {
+        for we in events {
+            let i = we.index;
+            let ev = self.apply(we).map_err(|e| e.at(i))?;
+            self.results.push(ev);
+        }
+        Ok(())
     }
 
     fn apply(&mut self, mut we: WriteEvent) -> Result<Event> {
@@ -416,15 +442,17 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
                     // Looking a name up is listing: it needs X on the folder, or a caller could
                     // probe which names exist where it may not look.
                     let p = &parent.event;
-                    if !self.access.perms(p, 'X', p).contains(Perms::X) {
-                        return Err(refusal(self.access, p, 'X', "folder"));
+                    if !self.access.may(&*self.store, p, Letter::X, p) {
+                        return Err(refusal(&*self.store, self.access, p, Letter::X, "folder"));
                     }
                     match self.store.child_by_name(p.oid, name)? {
                         Some(oid) => {
                             let child = self.current(oid)?;
-                            let readable = child
-                                .as_ref()
-                                .is_some_and(|c| self.access.letters(&c.event).contains(Perms::R));
+                            let readable = child.as_ref().is_some_and(|c| {
+                                self.access
+                                    .letters(&*self.store, &c.event)
+                                    .contains(Perms::R)
+                            });
                             if !readable {
                                 // Taken by an object the caller may not see: the same answer
                                 // as a create of a taken name, and nothing about the object.
@@ -468,10 +496,17 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
     fn live(&mut self, oid: Oid, what: &str) -> Result<Current> {
         match self.current(oid)? {
             Some(c) if c.live => Ok(c),
-            Some(c) if self.access.letters(&c.event).contains(Perms::R) => Err(Error::not_found(
-                Code::Deleted,
-                format!("{what} {oid} is deleted"),
-            )),
+            Some(c)
+                if self
+                    .access
+                    .letters(&*self.store, &c.event)
+                    .contains(Perms::R) =>
+            {
+                Err(Error::not_found(
+                    Code::Deleted,
+                    format!("{what} {oid} is deleted"),
+                ))
+            }
             _ => Err(hidden(what, oid)),
         }
     }
@@ -479,16 +514,24 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
     /// The live object `oid` for an action needing `letter`, decided permission first: a
     /// caller without the letter learns nothing more (no tstamp, no name) than a 403 if it
     /// may read the object, a plain 404 otherwise.
-    fn target_for(&mut self, oid: Oid, letter: char) -> Result<Current> {
+    fn target_for(&mut self, oid: Oid, letter: Letter) -> Result<Current> {
         let cur = match self.current(oid)? {
             Some(c) => c,
             None => return Err(hidden("object", oid)),
         };
-        let granted = self.access.perms(&cur.event, letter, &cur.event);
-        if !has(granted, letter) {
-            return Err(refusal(self.access, &cur.event, letter, "object"));
+        if !self
+            .access
+            .may(&*self.store, &cur.event, letter, &cur.event)
+        {
+            return Err(refusal(
+                &*self.store,
+                self.access,
+                &cur.event,
+                letter,
+                "object",
+            ));
         }
-        if !cur.live && letter != 'P' {
+        if !cur.live && letter != Letter::P {
             return Err(Error::not_found(
                 Code::Deleted,
                 format!("object {oid} is deleted"),
@@ -515,8 +558,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
             // Walking through a folder needs X on it, as listing it would.
             if !self
                 .access
-                .perms(&cur.event, 'X', &cur.event)
-                .contains(Perms::X)
+                .may(&*self.store, &cur.event, Letter::X, &cur.event)
             {
                 if let Some(e) = self.access.budget_error() {
                     return Err(e);
@@ -612,8 +654,8 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
     fn create(&mut self, parent: Current, we: &WriteEvent) -> Result<Event> {
         let p = &parent.event;
         let mut e = new_child(p, we, self.access, self.ns, true)?;
-        if !self.access.perms(p, 'C', &e).contains(Perms::C) {
-            return Err(refusal(self.access, p, 'C', "parent"));
+        if !self.access.may(&*self.store, p, Letter::C, &e) {
+            return Err(refusal(&*self.store, self.access, p, Letter::C, "parent"));
         }
         self.check_depth(&e.fulldir)?;
         if self.store.child_by_name(p.oid, &e.name)?.is_some() {
@@ -622,7 +664,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
                 format!("{:?} already exists in {}", e.name, p.oid),
             ));
         }
-        check_lockout(self.access, &e, we)?;
+        check_lockout(&*self.store, self.access, &e, we)?;
         e.oid = self.store.next_oid();
         e.tstamp = self.store.next_tstamp();
         if e.isfile {
@@ -679,6 +721,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
             sha256plain: info.sha256plain.clone(),
             inline: info.inline.clone(),
             created: e.tstamp,
+            location: None,
         })?;
         e.rname = Some(json!({ "S3": info.rname }));
         e.size = Some(info.size);
@@ -713,7 +756,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
     }
 
     fn update(&mut self, oid: Oid, we: &WriteEvent) -> Result<Event> {
-        let cur = self.target_for(oid, 'U')?;
+        let cur = self.target_for(oid, Letter::U)?;
         Self::check_precondition(&cur, we)?;
         let old = &cur.event;
         if let Some(f) = we.isfile {
@@ -785,8 +828,14 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
             }
             e.parentoid = np.oid;
             e.fulldir = format!("{}{}/", np.fulldir, np.oid);
-            if !self.access.perms(&np, 'C', &e).contains(Perms::C) {
-                return Err(refusal(self.access, &np, 'C', "new parent"));
+            if !self.access.may(&*self.store, &np, Letter::C, &e) {
+                return Err(refusal(
+                    &*self.store,
+                    self.access,
+                    &np,
+                    Letter::C,
+                    "new parent",
+                ));
             }
             self.check_depth(&e.fulldir)?;
         }
@@ -801,7 +850,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
             }
         }
         if we.policy.is_some() {
-            check_lockout(self.access, &e, we)?;
+            check_lockout(&*self.store, self.access, &e, we)?;
         }
         e.tstamp = self.store.next_tstamp();
         if e.isfile {
@@ -819,7 +868,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
 
     fn delete(&mut self, we: &WriteEvent) -> Result<Event> {
         let oid = self.target(we, "delete")?;
-        let cur = self.target_for(oid, 'D')?;
+        let cur = self.target_for(oid, Letter::D)?;
         Self::check_precondition(&cur, we)?;
         if self.protected(oid) {
             return Err(Error::conflict(
@@ -846,7 +895,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
 
     fn purge(&mut self, we: &WriteEvent) -> Result<Event> {
         let oid = self.target(we, "purge")?;
-        let cur = self.target_for(oid, 'P')?;
+        let cur = self.target_for(oid, Letter::P)?;
         Self::check_precondition(&cur, we)?;
         if self.protected(oid) {
             return Err(Error::conflict(
@@ -891,7 +940,7 @@ impl<'a, S: MetaWrite> Planner<'a, S> {
             if let Some(row) = self.store.blob(&rname)? {
                 self.store.drop_blob(&rname)?;
                 if row.inline.is_none() {
-                    self.freed_blobs.push(rname);
+                    self.freed_blobs.push(row.location().to_string());
                 }
             }
         }

@@ -544,13 +544,11 @@ fn rname(e: &Value) -> String {
 }
 
 fn key_ids(data: &Path) -> Vec<String> {
-    let conn = rusqlite::Connection::open(data.join("vellum.db")).unwrap();
-    let mut st = conn
-        .prepare("SELECT key_id FROM blobs ORDER BY rname")
+    let rows = crate::common::open_store(data)
+        .read_blocking(|s| s.blobs_after(None, 100_000))
         .unwrap();
-    st.query_map([], |r| r.get::<_, String>(0))
-        .unwrap()
-        .map(Result::unwrap)
+    rows.into_iter()
+        .filter_map(|r| r.wrapped.map(|w| w.key_id))
         .collect()
 }
 

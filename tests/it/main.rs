@@ -20,6 +20,7 @@ mod operator_views;
 mod policy_table;
 mod proxy_mtls;
 mod reads;
+mod reencrypt;
 mod request_edges;
 mod seed_walkthrough;
 mod writer_faults;

@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use super::*;
+use crate::crypto::BlobAlgorithm;
+use crate::model::Event;
 use crate::model::SCHEMA_VERSION;
+use crate::store::{BlobRow, MetaRead, MetaWrite};
 
 const ROUNDS: u64 = 2;
 
@@ -85,6 +88,7 @@ fn submit(store: &SqliteStore, kind: Kind, base: u64) -> (Vec<Oid>, Pending<'_>)
                 sha256plain: "00".repeat(32),
                 inline: Some(bytes::Bytes::from(vec![7u8; 3_000])),
                 created: Tstamp(1),
+                location: None,
             })?;
             create(ctx, b, &name(b))
         })),
@@ -180,11 +184,11 @@ async fn workload(store: &SqliteStore) -> Vec<Outcome> {
 /// What the reopened store holds: the oids with events, and whether each has an index
 /// row; the blob rows.
 fn stored(dir: &Path) -> (BTreeSet<Oid>, BTreeSet<Oid>, BTreeSet<String>) {
-    let store = SqliteStore::open(dir, Synchronous::Normal).unwrap();
+    let store = SqliteStore::open(dir, &SqliteConfig::NORMAL).unwrap();
     let q = |sql: &str| -> Vec<i64> {
         let sql = sql.to_string();
         rt().block_on(store.read(move |s| -> Result<Vec<i64>, StoreError> {
-            let mut st = s.conn.prepare(&sql)?;
+            let mut st = s.conn().prepare(&sql)?;
             let rows = st.query_map([], |r| r.get(0))?;
             Ok(rows.collect::<Result<_, _>>()?)
         }))
@@ -227,8 +231,8 @@ struct Tally {
 fn run_and_check(faults: &Arc<FaultInjector>) -> Result<Tally, String> {
     let dir = tempfile::tempdir().unwrap();
     let outcomes = {
-        let store =
-            SqliteStore::open_with(dir.path(), Synchronous::Normal, Some(faults.clone())).unwrap();
+        let store = SqliteStore::open_with(dir.path(), &SqliteConfig::NORMAL, Some(faults.clone()))
+            .unwrap();
         rt().block_on(workload(&store))
     };
     let (events, objects, blobs) = stored(dir.path());
@@ -334,11 +338,11 @@ fn for_every_size_at_which_the_disk_fills_each_job_is_acknowledged_and_kept_or_r
             .unwrap() as u64
     };
     let dir = tempfile::tempdir().unwrap();
-    drop(SqliteStore::open(dir.path(), Synchronous::Normal).unwrap());
+    drop(SqliteStore::open(dir.path(), &SqliteConfig::NORMAL).unwrap());
     let first = pages(dir.path());
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = SqliteStore::open(dir.path(), Synchronous::Normal).unwrap();
+        let store = SqliteStore::open(dir.path(), &SqliteConfig::NORMAL).unwrap();
         rt().block_on(workload(&store));
     }
     let last = pages(dir.path());

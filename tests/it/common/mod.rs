@@ -220,12 +220,10 @@ impl TestApp {
     }
 
     pub fn event_count(&self) -> i64 {
-        let conn = rusqlite::Connection::open_with_flags(
-            self.data_dir.join("vellum.db"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .unwrap();
-        conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        let store = open_store(&self.data_dir);
+        store
+            .read_blocking(|s| s.events_since(vellum::model::Tstamp(0), usize::MAX))
+            .map(|e: Vec<_>| e.len() as i64)
             .unwrap()
     }
 }
@@ -253,33 +251,55 @@ pub fn fingerprint_of(data_dir: &Path) -> String {
 /// while a refused request runs); `""` leaves out nothing.
 pub fn fingerprint_without(data_dir: &Path, label: &str) -> String {
     use sha2::{Digest, Sha256};
-    let conn = rusqlite::Connection::open_with_flags(
-        data_dir.join("vellum.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    let theirs = if label.is_empty() {
-        String::new()
-    } else {
-        serde_json::json!({ "label": label }).to_string()
-    };
+    use std::collections::BTreeSet;
+    let store = open_store(data_dir);
     let mut h = Sha256::new();
-    for sql in [
-        "SELECT oid || ':' || tstamp || ':' || body FROM events
-         WHERE ?1 = '' OR instr(body, '\"userpolicy\":' || ?1) = 0 ORDER BY oid, tstamp",
-        "SELECT oid || ':' || tstamp || ':' || parentoid || ':' || name || ':' || live || ':' || fulldir FROM objects
-         WHERE ?1 = '' OR oid NOT IN (SELECT oid FROM events WHERE instr(body, '\"userpolicy\":' || ?1) > 0)
-         ORDER BY oid",
-        "SELECT tstamp || ':' || oid FROM purges WHERE ?1 = ?1 ORDER BY tstamp",
-    ] {
-        let mut st = conn.prepare(sql).unwrap();
-        let rows = st
-            .query_map([&theirs], |r| r.get::<_, String>(0))
-            .unwrap();
-        for r in rows {
-            h.update(r.unwrap().as_bytes());
-            h.update(b"\n");
-        }
+    let (events, index) = store
+        .read_blocking(|s| -> Result<_, vellum::store::StoreError> {
+            let all = s.events_since(vellum::model::Tstamp(0), usize::MAX)?;
+            let theirs: BTreeSet<_> = all
+                .iter()
+                .filter(|e| !label.is_empty() && e.userpolicy.label == label)
+                .map(|e| e.oid)
+                .collect();
+            let mut events = Vec::new();
+            let mut oids = BTreeSet::new();
+            for e in all {
+                if label.is_empty() || e.userpolicy.label != label {
+                    events.push(format!(
+                        "{}:{}:{}",
+                        e.oid,
+                        e.tstamp,
+                        serde_json::to_string(&e).unwrap()
+                    ));
+                }
+                if !theirs.contains(&e.oid) {
+                    oids.insert(e.oid);
+                }
+            }
+            events.sort();
+            let mut index = Vec::new();
+            for oid in oids {
+                if let Some(c) = s.current(oid)? {
+                    let e = &c.event;
+                    index.push(format!(
+                        "{oid}:{}:{}:{}:{}:{}",
+                        e.tstamp, e.parentoid, e.name, c.live, e.fulldir
+                    ));
+                }
+            }
+            Ok((events, index))
+        })
+        .unwrap();
+    for row in events.iter().chain(&index) {
+        h.update(row.as_bytes());
+        h.update(b"\n");
     }
     hex::encode(h.finalize())
+}
+
+/// The data folder's metadata store, opened through the backend-neutral façade (alongside a
+/// running server, which is fine: this one only reads).
+pub fn open_store(data_dir: &Path) -> vellum::store::Store {
+    vellum::store::Store::open(data_dir, &vellum::config::SqliteConfig::NORMAL).unwrap()
 }

@@ -1,0 +1,344 @@
+use super::*;
+use crate::model::{Action, SCHEMA_VERSION};
+use crate::model::{Event, UserPolicy};
+use crate::store::{MetaRead, MetaWrite};
+use reads::CURRENT_SELECT;
+use rusqlite::OptionalExtension;
+
+fn event(oid: Oid, parent: Oid, name: &str, tstamp: Tstamp) -> Event {
+    serde_json::from_value(serde_json::json!({
+        "tstamp": tstamp, "userpolicy": {"label": "t"}, "jwthash": "", "schemaversion": SCHEMA_VERSION,
+        "name": name, "action": "C", "oid": oid, "parentoid": parent,
+        "expiration": Tstamp::FOREVER, "checkedtstamp": "0000000000000000",
+        "fulldir": format!("/{parent}/"),
+    }))
+    .unwrap()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn count_events(store: &SqliteStore) -> i64 {
+    let conn = Connection::open(store.db_path()).unwrap();
+    conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn a_job_that_panics_is_answered_with_an_error_and_leaves_nothing_while_its_batch_mates_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path(), &SqliteConfig::NORMAL).unwrap());
+    let answers = rt().block_on(async {
+        let mut handles = Vec::new();
+        for i in 0..6u64 {
+            let store = store.clone();
+            handles.push(tokio::spawn(async move {
+                store
+                    .write(move |ctx| -> Result<(), StoreError> {
+                        let t = ctx.next_tstamp();
+                        ctx.append(&event(Oid(100 + i), Oid::ROOT, &format!("n{i}"), t))?;
+                        assert!(i != 3, "job 3 panics after writing, on purpose");
+                        Ok(())
+                    })
+                    .await
+            }));
+        }
+        let mut answers = Vec::new();
+        for h in handles {
+            answers.push(h.await.unwrap());
+        }
+        answers
+    });
+    for (i, a) in answers.iter().enumerate() {
+        match a {
+            Err(StoreError::JobPanicked) => assert_eq!(i, 3),
+            other => assert!(other.is_ok() && i != 3, "job {i}: {other:?}"),
+        }
+    }
+    assert_eq!(count_events(&store), 5);
+    // The writer is still there.
+    rt().block_on(store.write(|ctx| -> Result<(), StoreError> {
+        let t = ctx.next_tstamp();
+        ctx.append(&event(Oid(200), Oid::ROOT, "after", t))
+    }))
+    .unwrap();
+}
+
+#[test]
+fn a_batch_whose_begin_fails_answers_its_jobs_with_an_error_and_the_next_batch_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    // Statement 1 is the first batch's BEGIN IMMEDIATE.
+    let faults = FaultInjector::fail_statement(1);
+    let store =
+        SqliteStore::open_with(dir.path(), &SqliteConfig::NORMAL, Some(faults.clone())).unwrap();
+    let write = |oid: u64| {
+        store.write(move |ctx| -> Result<(), StoreError> {
+            let t = ctx.next_tstamp();
+            ctx.append(&event(Oid(oid), Oid::ROOT, &format!("n{oid}"), t))
+        })
+    };
+    let first = rt().block_on(write(10));
+    assert_eq!(faults.target_sql().as_deref(), Some("BEGIN IMMEDIATE"));
+    assert!(
+        matches!(&first, Err(StoreError::NotCommitted(m)) if m.contains("BEGIN")),
+        "{first:?}"
+    );
+    rt().block_on(write(11)).unwrap();
+    assert_eq!(count_events(&store), 1);
+}
+
+#[test]
+fn a_full_database_is_a_disk_full_error_that_answers_507() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(SqliteStore::open(dir.path(), &SqliteConfig::NORMAL).unwrap());
+    let pages: i64 = Connection::open(dir.path().join("vellum.db"))
+        .unwrap()
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .unwrap();
+    let store = SqliteStore::open_with(
+        dir.path(),
+        &SqliteConfig::NORMAL,
+        Some(FaultInjector::max_page_count(pages as u64)),
+    )
+    .unwrap();
+    let big = "x".repeat(64 << 10);
+    let e = rt()
+        .block_on(store.write(move |ctx| -> Result<(), StoreError> {
+            let t = ctx.next_tstamp();
+            ctx.append(&event(Oid(10), Oid::ROOT, &big, t))
+        }))
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Full(_)), "{e:?}");
+    let e = crate::error::Error::from(e);
+    assert_eq!(
+        (e.kind, e.code.as_str()),
+        (
+            crate::error::Kind::InsufficientStorage,
+            "insufficient_storage"
+        )
+    );
+    assert_eq!(count_events(&store), 0);
+}
+
+#[test]
+fn a_read_snapshot_whose_commit_fails_is_an_error_and_its_connection_is_not_pooled() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), &SqliteConfig::NORMAL).unwrap();
+    let pool = store.readers.clone();
+    // Ending the transaction inside makes the snapshot's own COMMIT fail.
+    let r = pool.with_snapshot(|s| -> Result<i64, StoreError> {
+        let n = s
+            .conn()
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
+        s.conn().execute_batch("COMMIT")?;
+        Ok(n)
+    });
+    assert!(matches!(r, Err(StoreError::Backend(_))), "{r:?}");
+    assert_eq!(pool.idle.lock().unwrap().len(), 0);
+    // A snapshot that ends well gives its connection back.
+    pool.with_snapshot(|s| s.max_tstamp()).unwrap();
+    assert_eq!(pool.idle.lock().unwrap().len(), 1);
+}
+
+#[cfg(unix)]
+#[test]
+fn the_database_and_its_wal_are_created_owner_only_in_an_owner_only_folder() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("new").join("data");
+    let store = SqliteStore::open(&data, &SqliteConfig::NORMAL).unwrap();
+    rt().block_on(store.write(|ctx| -> Result<(), StoreError> {
+        let t = ctx.next_tstamp();
+        ctx.append(&event(Oid(10), Oid::ROOT, "a", t))
+    }))
+    .unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    for f in ["vellum.db", "vellum.db-wal", "vellum.db-shm"] {
+        assert_eq!(mode(&data.join(f)), 0o600, "{f}");
+    }
+    assert_eq!(mode(&data), 0o700);
+}
+
+#[test]
+fn the_log_refuses_update_and_delete_outside_a_purge() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), &SqliteConfig::NORMAL).unwrap();
+    rt().block_on(async {
+        store
+            .write(|ctx| -> Result<(), StoreError> {
+                let t = ctx.next_tstamp();
+                ctx.append(&event(Oid(10), Oid::ROOT, "a", t))
+            })
+            .await
+            .unwrap();
+    });
+    let conn = Connection::open(store.db_path()).unwrap();
+    let upd = conn.execute("UPDATE events SET body = '{}'", []);
+    assert!(upd.unwrap_err().to_string().contains("append-only"));
+    let del = conn.execute("DELETE FROM events", []);
+    assert!(del.unwrap_err().to_string().contains("append-only"));
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+#[test]
+fn a_failed_job_leaves_nothing_while_its_batch_mates_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(SqliteStore::open(dir.path(), &SqliteConfig::NORMAL).unwrap());
+    rt().block_on(async {
+        let mut handles = Vec::new();
+        for i in 0..20u64 {
+            let store = store.clone();
+            handles.push(tokio::spawn(async move {
+                store
+                    .write(move |ctx| -> Result<(), StoreError> {
+                        let t = ctx.next_tstamp();
+                        ctx.append(&event(Oid(100 + i), Oid::ROOT, &format!("n{i}"), t))?;
+                        if i % 2 == 1 {
+                            // Odd jobs fail after writing: their row must vanish.
+                            return Err(StoreError::WriterGone);
+                        }
+                        Ok(())
+                    })
+                    .await
+            }));
+        }
+        for (i, h) in handles.into_iter().enumerate() {
+            assert_eq!(h.await.unwrap().is_ok(), i % 2 == 0);
+        }
+    });
+    let conn = Connection::open(store.db_path()).unwrap();
+    let oids: Vec<i64> = conn
+        .prepare("SELECT oid FROM events ORDER BY oid")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        oids,
+        (0..20)
+            .filter(|i| i % 2 == 0)
+            .map(|i| 100 + i)
+            .collect::<Vec<i64>>()
+    );
+}
+
+#[test]
+fn cached_statements_are_not_prepared_again_when_reused_with_new_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), &SqliteConfig::NORMAL).unwrap();
+    let sql = format!("{CURRENT_SELECT} WHERE o.oid = ?1");
+    let reprepared = store
+        .readers
+        .clone()
+        .with_snapshot(|s| -> Result<i32, StoreError> {
+            for oid in [1i64, 2, 12345, 1] {
+                let mut st = s.conn().prepare_cached(&sql)?;
+                st.query_row([oid], |_| Ok(())).optional()?;
+            }
+            let st = s.conn().prepare_cached(&sql)?;
+            Ok(st.get_status(rusqlite::StatementStatus::RePrepare))
+        })
+        .unwrap();
+    // Without the planner's stability guarantee this was 4: once per use after the first
+    // binding was cleared.
+    assert_eq!(reprepared, 0);
+}
+
+#[test]
+fn live_names_are_unique_per_folder_and_free_again_after_a_delete() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), &SqliteConfig::NORMAL).unwrap();
+    rt().block_on(async {
+        let dup = store
+            .write(|ctx| -> Result<(), StoreError> {
+                let t = ctx.next_tstamp();
+                ctx.append(&event(Oid(10), Oid::ROOT, "same", t))?;
+                let t = ctx.next_tstamp();
+                ctx.append(&event(Oid(11), Oid::ROOT, "same", t))
+            })
+            .await;
+        assert!(matches!(dup, Err(StoreError::UniqueName)));
+        store
+            .write(|ctx| -> Result<(), StoreError> {
+                let t = ctx.next_tstamp();
+                ctx.append(&event(Oid(10), Oid::ROOT, "same", t))?;
+                let mut d = event(Oid(10), Oid::ROOT, "same", ctx.next_tstamp());
+                d.action = Action::D;
+                ctx.append(&d)?;
+                let t = ctx.next_tstamp();
+                ctx.append(&event(Oid(11), Oid::ROOT, "same", t))
+            })
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
+fn a_purge_removes_versions_and_repoints_the_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), &SqliteConfig::NORMAL).unwrap();
+    rt().block_on(async {
+        let (t1, t2) = store
+            .write(|ctx| -> Result<(Tstamp, Tstamp), StoreError> {
+                let t1 = ctx.next_tstamp();
+                ctx.append(&event(Oid(10), Oid::ROOT, "v1", t1))?;
+                let t2 = ctx.next_tstamp();
+                ctx.append(&event(Oid(10), Oid::ROOT, "v2", t2))?;
+                Ok((t1, t2))
+            })
+            .await
+            .unwrap();
+        let who = UserPolicy { label: "p".into() };
+        store
+            .write(move |ctx| -> Result<(), StoreError> {
+                let at = ctx.next_tstamp();
+                let gone = ctx.purge(Oid(10), Some(t2), at, &who, "")?;
+                assert_eq!(gone.len(), 1);
+                let cur = ctx.current(Oid(10))?.unwrap();
+                assert_eq!((cur.event.tstamp, cur.event.name.as_str()), (t1, "v1"));
+                let at = ctx.next_tstamp();
+                ctx.purge(Oid(10), None, at, &who, "")?;
+                assert!(ctx.current(Oid(10))?.is_none());
+                assert!(ctx.history(Oid(10))?.is_empty());
+                Ok(())
+            })
+            .await
+            .unwrap();
+    });
+    // The guard row never outlives the purge's transaction.
+    let conn = Connection::open(store.db_path()).unwrap();
+    let guards: i64 = conn
+        .query_row("SELECT count(*) FROM purge_guard", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(guards, 0);
+    let purges: i64 = conn
+        .query_row("SELECT count(*) FROM purges", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(purges, 2);
+}
+
+#[test]
+fn a_reopened_store_keeps_its_clock_ahead_of_everything_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let future = Tstamp(u64::MAX / 4);
+    {
+        let store = SqliteStore::open(dir.path(), &SqliteConfig::NORMAL).unwrap();
+        rt().block_on(store.write(move |ctx| -> Result<(), StoreError> {
+            ctx.append(&event(Oid(10), Oid::ROOT, "x", future))
+        }))
+        .unwrap();
+    }
+    let store = SqliteStore::open(dir.path(), &SqliteConfig::NORMAL).unwrap();
+    let next = rt()
+        .block_on(store.write(|ctx| -> Result<Tstamp, StoreError> { Ok(ctx.next_tstamp()) }))
+        .unwrap();
+    assert!(next > future);
+}
