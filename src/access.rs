@@ -141,7 +141,7 @@ impl Access {
             }
             out
         });
-        let _ = s;
+        // Grants beside policies (SPEC §9.3) will join here, read from `s` on this thread.
         policy
     }
 

@@ -146,7 +146,6 @@ fn system_event(
 ) -> Event {
     Event {
         tstamp: Tstamp(0),
-        tstampend: None,
         userpolicy: UserPolicy {
             label: "vellum".into(),
         },
@@ -169,10 +168,6 @@ fn system_event(
         extra: Default::default(),
         sha256plain: None,
         fulldir,
-        encrypteddata: None,
-        encryptednonce: None,
-        blobkey: None,
-        policy: None,
     }
 }
 

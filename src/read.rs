@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::access::Access;
 use crate::crypto::MasterKeys;
 use crate::error::{Code, Error, Result};
-use crate::model::{Event, Letter, ObjPath, Oid, Perms, PolicyView, Tstamp};
+use crate::model::{Event, EventView, Letter, ObjPath, Oid, Perms, Tstamp};
 use crate::store::{Current, MetaRead};
 
 fn now_ns() -> u64 {
@@ -57,12 +57,11 @@ pub fn resolve<S: MetaRead + ?Sized>(
     Ok(cur)
 }
 
-/// Adds the read-time fields to a current version.
-pub fn present(access: &Access, mut e: Event, letters: Perms) -> Event {
-    e.tstampend = Some(Tstamp::FOREVER);
-    e.policy = Some(PolicyView { policy: letters });
-    let _ = access;
-    e
+/// A current version as the caller is shown it (its end is FOREVER).
+pub fn present(e: Event, letters: Perms) -> EventView {
+    let mut v = EventView::new(e, Some(Tstamp::FOREVER));
+    v.policy = Some(letters);
+    v
 }
 
 /// Adds the wrapped data key of a file version's blob (`encrypteddata`/`encryptednonce`,
@@ -70,9 +69,9 @@ pub fn present(access: &Access, mut e: Event, letters: Perms) -> Event {
 pub fn attach_keys<S: MetaRead + ?Sized>(
     s: &S,
     keys: Option<&MasterKeys>,
-    e: &mut Event,
+    e: &mut EventView,
 ) -> Result<()> {
-    let Some(rname) = e.rname_str() else {
+    let Some(rname) = e.event.rname_str() else {
         return Ok(());
     };
     let Some(row) = s.blob(rname)? else {
@@ -105,13 +104,13 @@ pub fn props<S: MetaRead + ?Sized>(
     access: &Access,
     keys: Option<&MasterKeys>,
     path: &ObjPath,
-) -> Result<Event> {
+) -> Result<EventView> {
     let cur = resolve(s, access, path, false)?;
     let letters = access.letters(s, &cur.event);
     if !letters.contains(Perms::R) {
         return Err(denied(access, path));
     }
-    let mut e = present(access, cur.event, letters);
+    let mut e = present(cur.event, letters);
     attach_keys(s, keys, &mut e)?;
     Ok(e)
 }
@@ -122,7 +121,7 @@ pub fn history<S: MetaRead + ?Sized>(
     access: &Access,
     keys: Option<&MasterKeys>,
     path: &ObjPath,
-) -> Result<Vec<Event>> {
+) -> Result<Vec<EventView>> {
     let cur = resolve(s, access, path, true)?;
     let versions = s.history(cur.event.oid)?;
     let ends: Vec<Tstamp> = versions
@@ -132,13 +131,13 @@ pub fn history<S: MetaRead + ?Sized>(
         .chain(std::iter::once(Tstamp::FOREVER))
         .collect();
     let mut out = Vec::new();
-    for (mut e, end) in versions.into_iter().zip(ends) {
+    for (e, end) in versions.into_iter().zip(ends) {
         let letters = access.letters(s, &e);
         if letters.contains(Perms::R) {
-            e.tstampend = Some(end);
-            e.policy = Some(PolicyView { policy: letters });
-            attach_keys(s, keys, &mut e)?;
-            out.push(e);
+            let mut v = EventView::new(e, Some(end));
+            v.policy = Some(letters);
+            attach_keys(s, keys, &mut v)?;
+            out.push(v);
         }
     }
     // Versions hidden because the budget ran out would make the history lie.
@@ -176,7 +175,7 @@ pub fn list_page<S: MetaRead + ?Sized>(
     dir: Oid,
     after: Option<Oid>,
     scan: usize,
-) -> Result<(Vec<Event>, Option<Oid>)> {
+) -> Result<(Vec<EventView>, Option<Oid>)> {
     let rows = s.children(dir, after, scan)?;
     let last = if rows.len() == scan {
         rows.last().map(|c| c.event.oid)
@@ -193,7 +192,7 @@ pub fn list_page<S: MetaRead + ?Sized>(
     let mut out = Vec::with_capacity(rows.len());
     for (c, letters) in rows.into_iter().zip(letters) {
         if !expired(&c.event) && letters.contains(Perms::R) {
-            let mut e = present(access, c.event, letters);
+            let mut e = present(c.event, letters);
             attach_keys(s, keys, &mut e)?;
             out.push(e);
         }
@@ -207,7 +206,7 @@ pub fn derived<S: MetaRead + ?Sized>(
     access: &Access,
     keys: Option<&MasterKeys>,
     oid: Oid,
-) -> Result<Vec<Event>> {
+) -> Result<Vec<EventView>> {
     let mut out = Vec::new();
     for c in s.derived_from(oid)? {
         if expired(&c.event) {
@@ -215,7 +214,7 @@ pub fn derived<S: MetaRead + ?Sized>(
         }
         let letters = access.letters(s, &c.event);
         if letters.contains(Perms::R) {
-            let mut e = present(access, c.event, letters);
+            let mut e = present(c.event, letters);
             attach_keys(s, keys, &mut e)?;
             out.push(e);
         }
@@ -298,16 +297,18 @@ pub fn feed_page<S: MetaRead + ?Sized>(
     keys: Option<&MasterKeys>,
     after: Tstamp,
     scan: usize,
-) -> Result<(Vec<Event>, Option<Tstamp>)> {
+) -> Result<(Vec<EventView>, Option<Tstamp>)> {
     let rows = s.events_since(after, scan)?;
     let last = rows.last().map(|e| e.tstamp);
     let mut out = Vec::new();
-    for mut e in rows {
+    for e in rows {
         let letters = access.letters(s, &e);
         if letters.contains(Perms::R) {
-            e.policy = Some(PolicyView { policy: letters });
-            attach_keys(s, keys, &mut e)?;
-            out.push(e);
+            // The feed shows no tstampend: a version's end may not be known yet.
+            let mut v = EventView::new(e, None);
+            v.policy = Some(letters);
+            attach_keys(s, keys, &mut v)?;
+            out.push(v);
         }
     }
     // A feed must not skip events it could not judge: it ends, and the client resumes.

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::access::Access;
 use crate::error::Result;
-use crate::model::{Event, ObjPath, Oid, Perms};
+use crate::model::{Event, EventView, ObjPath, Oid, Perms};
 use crate::read;
 use crate::store::MetaRead;
 
@@ -26,7 +26,7 @@ pub struct Page {
     /// Ancestors from the root: (oid, name if the caller may read it).
     pub crumbs: Vec<(Oid, Option<String>)>,
     /// A folder's readable children (when the caller has X), and the oid to continue after.
-    pub children: Option<(Vec<Event>, Option<Oid>)>,
+    pub children: Option<(Vec<EventView>, Option<Oid>)>,
 }
 
 /// Gathers the page for `path`: 404 unless the caller may R the object.
@@ -36,12 +36,9 @@ pub fn gather<S: MetaRead + ?Sized>(
     path: &ObjPath,
     after: Option<Oid>,
 ) -> Result<Page> {
-    let event = read::props(s, access, None, path)?;
-    let letters = event
-        .policy
-        .as_ref()
-        .map(|p| p.policy)
-        .unwrap_or(Perms::NONE);
+    let view = read::props(s, access, None, path)?;
+    let letters = view.policy.unwrap_or(Perms::NONE);
+    let event = view.event;
     let mut crumbs = Vec::new();
     for part in event.fulldir.split('/').filter(|p| !p.is_empty()) {
         let Ok(oid) = part.parse::<Oid>() else {
@@ -233,11 +230,8 @@ pub fn render(page: &Page, preview: &Preview, base: &str) -> String {
             "<h2>Contents</h2>\n<table id=\"listing\"><tr><th>name</th><th>size</th><th>type</th><th>permissions</th></tr>"
         );
         for c in children {
-            let l: String = c
-                .policy
-                .as_ref()
-                .map(|p| p.policy.letters().collect())
-                .unwrap_or_default();
+            let l: String = c.policy.map(|p| p.letters().collect()).unwrap_or_default();
+            let c = &c.event;
             let _ = writeln!(
                 h,
                 "<tr><td><a href=\"{base}/show/{}\">{}{}</a></td><td>{}</td><td>{}</td><td class=\"perm\">{l}</td></tr>",

@@ -169,8 +169,8 @@ pub async fn notifications(
                     };
                     let frame = format!(
                         "id: {}\nevent: {}\ndata: {json}\n\n",
-                        e.tstamp,
-                        e.action.letter()
+                        e.event.tstamp,
+                        e.event.action.letter()
                     );
                     if tx.send(Ok(Bytes::from(frame))).await.is_err() {
                         return;

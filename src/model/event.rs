@@ -1,8 +1,10 @@
-//! The stored event: one immutable version of one object's metadata.
+//! The stored event (one immutable version of one object's metadata) and [`EventView`],
+//! the event as one caller is shown it.
 //!
 //! Field order follows the gm-data tutorial's responses, so that Vellum's output reads
-//! the same as gm-data's. Fields the server computes at read time (`tstampend`,
-//! `policy`) are never stored.
+//! the same as gm-data's. Fields the server computes at read time (`tstampend`, the key
+//! material, `policy`) are only on the view: an `Event` cannot carry them, so nothing
+//! has to strip them before storing.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -60,9 +62,6 @@ fn is_false(b: &bool) -> bool {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     pub tstamp: Tstamp,
-    /// Computed at read time: the next version's tstamp, or FOREVER.
-    #[serde(default, skip_serializing_if = "Option::is_none", skip_deserializing)]
-    pub tstampend: Option<Tstamp>,
     pub userpolicy: UserPolicy,
     pub jwthash: String,
     pub schemaversion: u32,
@@ -79,7 +78,7 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mimetype: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rname: Option<Value>,
+    pub rname: Option<Rname>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -95,21 +94,146 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256plain: Option<String>,
     pub fulldir: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+}
+
+/// An event as one caller is shown it: the stored version and what each read computes.
+#[derive(Debug, Clone)]
+pub struct EventView {
+    pub event: Event,
+    /// The next version's tstamp, or FOREVER (`None`: not shown, as in the feed).
+    pub tstampend: Option<Tstamp>,
+    /// The blob's wrapped data key (kept beside the log, not in it).
     pub encrypteddata: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub encryptednonce: Option<Value>,
-    /// Computed at read time for callers with the `blobkey` privilege: the blob's data key
-    /// (base64). Never stored.
-    #[serde(default, skip_serializing_if = "Option::is_none", skip_deserializing)]
+    /// For callers with the `blobkey` privilege: the blob's data key (base64).
     pub blobkey: Option<String>,
-    /// Computed at read time: the caller's permissions on this version.
-    #[serde(default, skip_serializing_if = "Option::is_none", skip_deserializing)]
-    pub policy: Option<PolicyView>,
+    /// The caller's permissions on this version (`None`: not evaluated).
+    pub policy: Option<Perms>,
+}
+
+impl EventView {
+    /// A view of `event` with nothing computed yet beyond its end.
+    pub fn new(event: Event, tstampend: Option<Tstamp>) -> EventView {
+        EventView {
+            event,
+            tstampend,
+            encrypteddata: None,
+            encryptednonce: None,
+            blobkey: None,
+            policy: None,
+        }
+    }
+}
+
+/// The wire form of an [`EventView`]: the stored fields in the tutorial's order, with
+/// `tstampend` after `tstamp` and the read-time fields last. Borrows, so a listing of
+/// many events copies nothing to serialise them.
+#[derive(Serialize)]
+struct Wire<'a> {
+    tstamp: Tstamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tstampend: Option<Tstamp>,
+    userpolicy: &'a UserPolicy,
+    jwthash: &'a str,
+    schemaversion: u32,
+    name: &'a str,
+    action: Action,
+    oid: Oid,
+    parentoid: Oid,
+    expiration: Tstamp,
+    checkedtstamp: Tstamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    objectpolicy: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    originalobjectpolicy: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mimetype: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rname: Option<&'a Rname>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    derived: Option<&'a Value>,
+    #[serde(skip_serializing_if = "is_false")]
+    isfile: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    security: Option<&'a Value>,
+    #[serde(flatten)]
+    extra: &'a Map<String, Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha256plain: Option<&'a str>,
+    fulldir: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encrypteddata: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encryptednonce: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    blobkey: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<PolicyView>,
+}
+
+impl Serialize for EventView {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let e = &self.event;
+        Wire {
+            tstamp: e.tstamp,
+            tstampend: self.tstampend,
+            userpolicy: &e.userpolicy,
+            jwthash: &e.jwthash,
+            schemaversion: e.schemaversion,
+            name: &e.name,
+            action: e.action,
+            oid: e.oid,
+            parentoid: e.parentoid,
+            expiration: e.expiration,
+            checkedtstamp: e.checkedtstamp,
+            objectpolicy: e.objectpolicy.as_ref(),
+            originalobjectpolicy: e.originalobjectpolicy.as_deref(),
+            mimetype: e.mimetype.as_deref(),
+            rname: e.rname.as_ref(),
+            size: e.size,
+            derived: e.derived.as_ref(),
+            isfile: e.isfile,
+            security: e.security.as_ref(),
+            extra: &e.extra,
+            sha256plain: e.sha256plain.as_deref(),
+            fulldir: &e.fulldir,
+            encrypteddata: self.encrypteddata.as_ref(),
+            encryptednonce: self.encryptednonce.as_ref(),
+            blobkey: self.blobkey.as_deref(),
+            policy: self.policy.map(|policy| PolicyView { policy }),
+        }
+        .serialize(s)
+    }
+}
+
+/// A version's reference to its blob, kept in the shape it was written in (gm-data's
+/// `{"S3": "558/158340da6ed32558"}`, or a plain string) so that it reads back byte for byte.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Rname(Value);
+
+impl Rname {
+    /// gm-data's shape, `{"S3": name}`, for a blob Vellum stored.
+    pub fn s3(name: &str) -> Rname {
+        Rname(serde_json::json!({ "S3": name }))
+    }
+
+    /// The reference as a client sent it (any JSON value; [`Rname::name`] says whether it
+    /// names a blob).
+    pub fn from_value(v: Value) -> Rname {
+        Rname(v)
+    }
+
+    /// The blob's name, if the reference holds one.
+    pub fn name(&self) -> Option<&str> {
+        rname_of(&self.0)
+    }
 }
 
 /// The blob name inside an `rname` value: `{"S3": "558/158340da6ed32558"}` or a string.
-pub fn rname_of(v: &Value) -> Option<&str> {
+fn rname_of(v: &Value) -> Option<&str> {
     match v {
         Value::String(s) => Some(s.as_str()),
         Value::Object(m) => m.values().find_map(Value::as_str),
@@ -119,27 +243,16 @@ pub fn rname_of(v: &Value) -> Option<&str> {
 }
 
 impl Event {
-    /// The event as policies see it in `input.object`: no key material, no read-time fields.
+    /// The event as policies see it in `input.object`: the stored version (no key
+    /// material, no read-time fields, which an `Event` does not have).
     pub fn policy_view(&self) -> Value {
-        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
-        if let Value::Object(m) = &mut v {
-            for k in [
-                "encrypteddata",
-                "encryptednonce",
-                "blobkey",
-                "policy",
-                "tstampend",
-            ] {
-                m.remove(k);
-            }
-        }
-        v
+        serde_json::to_value(self).unwrap_or(Value::Null)
     }
 
     /// The blob this version's content is in: `rname` as `{"S3": "..."}` (gm-data's shape)
     /// or a plain string.
     pub fn rname_str(&self) -> Option<&str> {
-        rname_of(self.rname.as_ref()?)
+        self.rname.as_ref()?.name()
     }
 
     /// The `derived.oid` this event declares, if any.
@@ -164,7 +277,6 @@ mod tests {
     fn sample() -> Event {
         Event {
             tstamp: Tstamp(0x158340da66e0d624),
-            tstampend: Some(Tstamp::FOREVER),
             userpolicy: UserPolicy {
                 label: "asRoot".into(),
             },
@@ -187,26 +299,34 @@ mod tests {
             extra: Map::new(),
             sha256plain: None,
             fulldir: "/0000000000000001/".into(),
-            encrypteddata: None,
-            encryptednonce: None,
-            blobkey: None,
-            policy: None,
         }
     }
 
     #[test]
     fn events_serialise_in_the_tutorials_field_order() {
-        let s = serde_json::to_string(&sample()).unwrap();
+        let s = serde_json::to_string(&EventView::new(sample(), Some(Tstamp::FOREVER))).unwrap();
         assert!(s.starts_with(r#"{"tstamp":"158340da66e0d624","tstampend":"7fffffffffffffff","userpolicy":{"label":"asRoot"},"jwthash":"ab","schemaversion":6,"name":"jane","action":"C","oid":"158340da66d4a444","parentoid":"0000000000000001","expiration":"7fffffffffffffff","checkedtstamp":"158340d597264594","derived":{},"fulldir""#), "{s}");
     }
 
     #[test]
     fn stored_events_round_trip_without_read_time_fields() {
-        let mut e = sample();
-        e.tstampend = None;
-        let s = serde_json::to_string(&e).unwrap();
+        let s = serde_json::to_string(&sample()).unwrap();
+        assert!(!s.contains("tstampend") && !s.contains("\"policy\""), "{s}");
         let back: Event = serde_json::from_str(&s).unwrap();
-        assert!(back.tstampend.is_none());
         assert!(back.extra.is_empty(), "{:?}", back.extra);
+    }
+
+    #[test]
+    fn a_view_puts_key_material_and_letters_after_the_stored_fields() {
+        let mut v = EventView::new(sample(), Some(Tstamp(5)));
+        v.encrypteddata = Some(serde_json::json!({"k": "d"}));
+        v.encryptednonce = Some(serde_json::json!({"k": "n"}));
+        v.blobkey = Some("b".into());
+        v.policy = Some("RX".parse().unwrap());
+        let s = serde_json::to_string(&v).unwrap();
+        assert!(
+            s.ends_with(r#""fulldir":"/0000000000000001/","encrypteddata":{"k":"d"},"encryptednonce":{"k":"n"},"blobkey":"b","policy":{"policy":["R","X"]}}"#),
+            "{s}"
+        );
     }
 }

@@ -10,7 +10,7 @@ pub mod perms;
 
 pub use bytes::human_bytes;
 pub use claims::{Claims, Privilege};
-pub use event::{Action, Event, PolicyView, UserPolicy, SCHEMA_VERSION};
+pub use event::{Action, Event, EventView, PolicyView, Rname, UserPolicy, SCHEMA_VERSION};
 pub use ids::{BadId, Oid, Tstamp, FOREVER};
 pub use path::{ObjPath, PathError};
 pub use perms::{Letter, Perms};

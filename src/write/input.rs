@@ -112,7 +112,7 @@ pub struct WriteEvent {
     pub security: Patch<Value>,
     pub derived: Patch<Value>,
     /// A client's `rname`: names existing content (SPEC §5's counting rule).
-    pub rname: Option<Value>,
+    pub rname: Option<crate::model::event::Rname>,
     /// A client's `sha256plain`: checked against an uploaded part.
     pub sha256plain: Option<String>,
     /// How new content is stored (`blobalgorithm`; also kept in `extra` as given).
@@ -614,7 +614,11 @@ fn parse_event(index: usize, v: Value) -> Result<WriteEvent> {
         mimetype,
         security,
         derived,
-        rname: m.get("rname").filter(|v| !v.is_null()).cloned(),
+        rname: m
+            .get("rname")
+            .filter(|v| !v.is_null())
+            .cloned()
+            .map(crate::model::event::Rname::from_value),
         sha256plain: string_field(&m, "sha256plain")?,
         algorithm,
         content: Content::None,

@@ -13,6 +13,7 @@ use crate::access::Access;
 use crate::blob::{BlobAlgorithm, BlobInfo};
 use crate::crypto::MasterKeys;
 use crate::error::{Code, Error, Result};
+use crate::model::EventView;
 use crate::model::{
     Action, Event, Letter, ObjPath, Oid, Perms, Tstamp, UserPolicy, SCHEMA_VERSION,
 };
@@ -29,8 +30,8 @@ pub struct Namespace {
 #[derive(Debug, Default)]
 pub struct Applied {
     /// One stored event per request event, in request order, then any folders made on
-    /// the way by path parentoids.
-    pub events: Vec<Event>,
+    /// the way by path parentoids, each with its end.
+    pub events: Vec<EventView>,
     /// Events removed by purges.
     pub purged: Vec<Event>,
     /// Objects in the blob store (locations) that no version uses any more: delete after
@@ -168,7 +169,6 @@ fn new_child(
     let (userpolicy, jwthash) = stamp(access);
     let mut e = Event {
         tstamp: Tstamp(0),
-        tstampend: None,
         userpolicy,
         jwthash,
         schemaversion: SCHEMA_VERSION,
@@ -189,10 +189,6 @@ fn new_child(
         extra: Default::default(),
         sha256plain: None,
         fulldir: format!("{}{}/", p.fulldir, p.oid),
-        encrypteddata: None,
-        encryptednonce: None,
-        blobkey: None,
-        policy: None,
     };
     for (k, v) in &we.extra {
         if let Patch::Set(v) = v {
@@ -276,13 +272,11 @@ pub fn respond<S: MetaRead + ?Sized>(
     s: &S,
     access: &Access,
     keys: Option<&MasterKeys>,
-    mut events: Vec<Event>,
-) -> Result<Vec<Event>> {
-    for e in &mut events {
-        e.policy = Some(crate::model::PolicyView {
-            policy: access.letters(s, e),
-        });
-        crate::read::attach_keys(s, keys, e)?;
+    mut events: Vec<EventView>,
+) -> Result<Vec<EventView>> {
+    for v in &mut events {
+        v.policy = Some(access.letters(s, &v.event));
+        crate::read::attach_keys(s, keys, v)?;
     }
     Ok(events)
 }
@@ -375,17 +369,20 @@ impl<'a, S: MetaWrite + ?Sized> Planner<'a, S> {
         // tstampend of a version superseded later in this same transaction: walk back,
         // remembering the next version seen for each oid.
         let mut next: HashMap<Oid, Tstamp> = HashMap::new();
-        for e in self.results.iter_mut().rev() {
-            e.tstampend = Some(next.get(&e.oid).copied().unwrap_or(Tstamp::FOREVER));
+        let mut events: Vec<EventView> = Vec::with_capacity(self.results.len());
+        for e in self.results.into_iter().rev() {
+            let end = next.get(&e.oid).copied().unwrap_or(Tstamp::FOREVER);
             if e.action != Action::P {
                 next.insert(e.oid, e.tstamp);
             }
+            events.push(EventView::new(e, Some(end)));
         }
-        for d in &mut self.made_dirs {
-            d.tstampend = Some(Tstamp::FOREVER);
-        }
-        let mut events = self.results;
-        events.append(&mut self.made_dirs);
+        events.reverse();
+        events.extend(
+            self.made_dirs
+                .into_iter()
+                .map(|d| EventView::new(d, Some(Tstamp::FOREVER))),
+        );
         // The response (the caller's letters, key material) is not made here, on the
         // writer: see `respond`.
         Ok(Applied {
@@ -685,7 +682,7 @@ impl<'a, S: MetaWrite + ?Sized> Planner<'a, S> {
             // A rehearsal: the part is not uploaded yet.
             Content::Pending => return Ok(()),
             Content::None => {
-                if let Some(given) = we.rname.as_ref().and_then(crate::model::event::rname_of) {
+                if let Some(given) = we.rname.as_ref().and_then(crate::model::event::Rname::name) {
                     if Some(given) != e.rname_str() {
                         return Err(Error::bad_request(
                             Code::RnameMismatch,
@@ -723,7 +720,7 @@ impl<'a, S: MetaWrite + ?Sized> Planner<'a, S> {
             created: e.tstamp,
             location: None,
         })?;
-        e.rname = Some(json!({ "S3": info.rname }));
+        e.rname = Some(crate::model::event::Rname::s3(&info.rname));
         e.size = Some(info.size);
         e.sha256plain = Some(info.sha256plain.clone());
         // `blobalgorithm` describes the content this version points at.
@@ -769,8 +766,6 @@ impl<'a, S: MetaWrite + ?Sized> Planner<'a, S> {
         }
         let (userpolicy, jwthash) = self.stamp();
         let mut e = old.clone();
-        e.tstampend = None;
-        e.policy = None;
         e.action = Action::U;
         e.userpolicy = userpolicy;
         e.jwthash = jwthash;

@@ -26,7 +26,7 @@ use crate::blob::{BlobAlgorithm, BlobError, BlobInfo, BlobStore};
 use crate::config::Limits;
 use crate::error::{Code, Error, Result};
 use crate::metrics::Metrics;
-use crate::model::{Action, Event};
+use crate::model::{Action, EventView};
 use crate::policy::PolicyEngine;
 use crate::store::Store;
 
@@ -50,7 +50,7 @@ pub struct WriteService {
 pub struct Committed {
     /// One event per request event, in request order, then folders made on the way, each
     /// with the caller's letters on it.
-    pub events: Vec<Event>,
+    pub events: Vec<EventView>,
     pub files: usize,
     pub bytes: u64,
 }
@@ -345,9 +345,9 @@ impl Transaction {
             tracing::info!(
                 target: "audit",
                 user = %user,
-                action = %e.action.letter(),
-                oid = %e.oid,
-                tstamp = %e.tstamp,
+                action = %e.event.action.letter(),
+                oid = %e.event.oid,
+                tstamp = %e.event.tstamp,
                 "allowed"
             );
         }

@@ -77,13 +77,6 @@ impl MetaWrite for WriteCtx<'_> {
 
     fn append(&mut self, event: &Event) -> Result<(), StoreError> {
         self.with(|conn| {
-            let mut stored = event.clone();
-            stored.tstampend = None;
-            stored.policy = None;
-            // Key material lives in `blobs`, beside the log (rekey re-wraps it there).
-            stored.encrypteddata = None;
-            stored.encryptednonce = None;
-            stored.blobkey = None;
             if let Some(rname) = event.rname_str() {
                 conn.prepare_cached(
                     "INSERT INTO event_blobs (oid, tstamp, rname) VALUES (?1, ?2, ?3)",
@@ -94,7 +87,7 @@ impl MetaWrite for WriteCtx<'_> {
                     rname
                 ])?;
             }
-            let body = serde_json::to_string(&stored)
+            let body = serde_json::to_string(event)
                 .map_err(|e| StoreError::Corrupt("encode".into(), e))?;
             conn.prepare_cached("INSERT INTO events (oid, tstamp, body) VALUES (?1, ?2, ?3)")?
                 .execute(params![event.oid.as_i64(), event.tstamp.as_i64(), body])?;
