@@ -2,10 +2,11 @@
 //! label as a banner at top and bottom in its own colours, breadcrumbs from the root, the
 //! metadata, the caller's permissions, a folder's listing with links, and for a file a
 //! download link and an inline preview of text and images. It shows only what the caller
-//! may read. Everything user-supplied is escaped; colours must look like colours.
+//! may read. The HTML is a maud template checked at compile time: every value spliced into
+//! it is escaped (text and attribute values alike) unless wrapped in `PreEscaped`, which only
+//! the constant style sheet is. Colours must look like colours.
 
-use std::fmt::Write as _;
-
+use maud::{html, Markup, PreEscaped, DOCTYPE};
 use serde_json::Value;
 
 use crate::access::Access;
@@ -79,22 +80,6 @@ pub fn gather<S: MetaRead + ?Sized>(
     })
 }
 
-/// `& < > " '` escaped, for text and attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// A CSS colour from a security label, or `None`: `#rgb`, `#rrggbb`, `#rrggbbaa` or a
 /// plain colour name. Anything else could break out of the style attribute.
 pub fn colour(v: Option<&Value>) -> Option<String> {
@@ -106,7 +91,7 @@ pub fn colour(v: Option<&Value>) -> Option<String> {
     (hex || name).then(|| s.to_string())
 }
 
-fn banner(e: &Event) -> String {
+fn banner(e: &Event) -> Markup {
     let sec = e.security.as_ref();
     let label = sec
         .and_then(|s| s.get("label"))
@@ -114,10 +99,9 @@ fn banner(e: &Event) -> String {
         .unwrap_or("no security label");
     let fg = colour(sec.and_then(|s| s.get("foreground"))).unwrap_or_else(|| "#000000".into());
     let bg = colour(sec.and_then(|s| s.get("background"))).unwrap_or_else(|| "#dddddd".into());
-    format!(
-        "<div class=\"banner\" style=\"color:{fg};background-color:{bg}\">{}</div>\n",
-        escape(label)
-    )
+    html! {
+        div class="banner" style={ "color:" (fg) ";background-color:" (bg) } { (label) }
+    }
 }
 
 /// What a file preview shows.
@@ -141,151 +125,162 @@ pub fn preview_kind(e: &Event) -> Option<bool> {
     (texty && e.size.unwrap_or(0) <= PREVIEW_BYTES).then_some(true)
 }
 
-/// The document's start up to `<body>`: `title` is escaped here.
-fn head(title: &str) -> String {
-    let title = escape(title);
-    format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width\">\
-         <title>{title} · Vellum</title><style>\
-         body{{font-family:system-ui,sans-serif;margin:0;color:#222}}\
-         .banner{{text-align:center;font-weight:bold;padding:6px;letter-spacing:.05em}}\
-         main{{padding:12px 20px}} table{{border-collapse:collapse}}\
-         td,th{{text-align:left;padding:3px 10px;border-bottom:1px solid #eee;vertical-align:top}}\
-         pre{{background:#f6f6f6;padding:10px;overflow:auto;max-height:40em}}\
-         img.preview{{max-width:100%;max-height:40em}} .perm{{font-family:monospace}}\
-         nav a{{text-decoration:none}}\
-         </style></head><body>\n"
-    )
+/// The page's own style sheet (a constant: nothing user-supplied goes in it).
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0;color:#222}\
+     .banner{text-align:center;font-weight:bold;padding:6px;letter-spacing:.05em}\
+     main{padding:12px 20px} table{border-collapse:collapse}\
+     td,th{text-align:left;padding:3px 10px;border-bottom:1px solid #eee;vertical-align:top}\
+     pre{background:#f6f6f6;padding:10px;overflow:auto;max-height:40em}\
+     img.preview{max-width:100%;max-height:40em} .perm{font-family:monospace}\
+     nav a{text-decoration:none}";
+
+/// The whole document around `body`, titled `title`.
+fn document(title: &str, body: Markup) -> String {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width";
+                title { (title) " · Vellum" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body { (body) }
+        }
+    }
+    .into_string()
 }
 
 /// The page for a /show request that failed (`status` e.g. "404 Not Found"), for a browser:
-/// the message, escaped, and a way back to the root. It names nothing the message does not.
+/// the message and a way back to the root. It names nothing the message does not.
 pub fn render_error(status: &str, message: &str, base: &str) -> String {
-    let mut h = head(status);
-    let _ = write!(
-        h,
-        "<main>\n<h1>{}</h1>\n<p id=\"message\">{}</p>\n\
-         <p><a href=\"{base}/show/{}\">Go to the root folder</a></p>\n</main>\n</body></html>\n",
-        escape(status),
-        escape(message),
-        Oid::ROOT
-    );
-    h
+    document(
+        status,
+        html! {
+            main {
+                h1 { (status) }
+                p id="message" { (message) }
+                p { a href={ (base) "/show/" (Oid::ROOT) } { "Go to the root folder" } }
+            }
+        },
+    )
 }
 
 /// Renders the page. `base` is the mount prefix ("" or `CLIENT_PREFIX`).
 pub fn render(page: &Page, preview: &Preview, base: &str) -> String {
     let e = &page.event;
-    let mut h = head(&e.name);
-    let title = escape(&e.name);
-    h.push_str(&banner(e));
-    h.push_str("<main>\n<nav class=\"crumbs\">");
-    for (oid, name) in &page.crumbs {
-        let label = match name {
-            Some(_) if *oid == Oid::ROOT => "root".to_string(),
-            Some(n) => escape(n),
-            None => oid.to_string(),
-        };
-        let _ = write!(h, "<a href=\"{base}/show/{oid}\">{label}</a> / ");
-    }
-    let _ = writeln!(h, "<strong>{title}</strong></nav>");
-    let _ = writeln!(h, "<h1>{title}</h1>");
     let letters: String = page.letters.letters().collect();
-    let _ = writeln!(
-        h,
-        "<p>Your permissions: <span class=\"perm\" id=\"perms\">{}</span></p>",
-        if letters.is_empty() {
-            "none".into()
-        } else {
-            letters
-        }
-    );
-    if e.isfile && page.letters.contains(Perms::X) {
-        let _ = writeln!(
-            h,
-            "<p><a id=\"download\" href=\"{base}/stream/{}\" download=\"{}\">Download</a> ({})</p>",
-            e.oid,
-            escape(&e.name),
-            crate::model::human_bytes(e.size.unwrap_or(0))
-        );
-        match preview {
-            Preview::Image => {
-                let _ = writeln!(
-                    h,
-                    "<img class=\"preview\" alt=\"{}\" src=\"{base}/stream/{}\">",
-                    escape(&e.name),
-                    e.oid
-                );
+    let body = html! {
+        (banner(e))
+        main {
+            nav class="crumbs" {
+                @for (oid, name) in &page.crumbs {
+                    a href={ (base) "/show/" (oid) } {
+                        @match name {
+                            Some(_) if *oid == Oid::ROOT => "root",
+                            Some(n) => (n),
+                            None => (oid),
+                        }
+                    }
+                    " / "
+                }
+                strong { (e.name) }
             }
-            Preview::Text(t) => {
-                let _ = writeln!(h, "<pre class=\"preview\">{}</pre>", escape(t));
+            h1 { (e.name) }
+            p {
+                "Your permissions: "
+                span class="perm" id="perms" {
+                    @if letters.is_empty() { "none" } @else { (letters) }
+                }
             }
-            Preview::None => {}
+            @if e.isfile && page.letters.contains(Perms::X) {
+                p {
+                    a id="download" href={ (base) "/stream/" (e.oid) } download=(e.name) {
+                        "Download"
+                    }
+                    " (" (crate::model::human_bytes(e.size.unwrap_or(0))) ")"
+                }
+                @match preview {
+                    Preview::Image => {
+                        img class="preview" alt=(e.name) src={ (base) "/stream/" (e.oid) };
+                    }
+                    Preview::Text(t) => pre class="preview" { (t) },
+                    Preview::None => {}
+                }
+            }
+            @if let Some((children, more)) = &page.children {
+                h2 { "Contents" }
+                table id="listing" {
+                    tr { th { "name" } th { "size" } th { "type" } th { "permissions" } }
+                    @for view in children {
+                        @let c = &view.event;
+                        tr {
+                            td {
+                                a href={ (base) "/show/" (c.oid) } {
+                                    (c.name) @if !c.isfile { "/" }
+                                }
+                            }
+                            td { (c.size.map(crate::model::human_bytes).unwrap_or_default()) }
+                            td {
+                                (c.mimetype.as_deref().unwrap_or(if c.isfile { "" } else { "folder" }))
+                            }
+                            td class="perm" {
+                                @if let Some(p) = view.policy {
+                                    (p.letters().collect::<String>())
+                                }
+                            }
+                        }
+                    }
+                }
+                @if children.is_empty() {
+                    p { "Nothing here that you may read." }
+                }
+                @if let Some(next) = more {
+                    p { a href={ (base) "/show/" (e.oid) "?after=" (next) } { "More…" } }
+                }
+            }
+            h2 { "Metadata" }
+            table id="metadata" {
+                @for (k, v) in metadata(e) {
+                    tr { th { (k) } td { (v) } }
+                }
+            }
         }
-    }
-    if let Some((children, more)) = &page.children {
-        let _ = writeln!(
-            h,
-            "<h2>Contents</h2>\n<table id=\"listing\"><tr><th>name</th><th>size</th><th>type</th><th>permissions</th></tr>"
-        );
-        for c in children {
-            let l: String = c.policy.map(|p| p.letters().collect()).unwrap_or_default();
-            let c = &c.event;
-            let _ = writeln!(
-                h,
-                "<tr><td><a href=\"{base}/show/{}\">{}{}</a></td><td>{}</td><td>{}</td><td class=\"perm\">{l}</td></tr>",
-                c.oid,
-                escape(&c.name),
-                if c.isfile { "" } else { "/" },
-                c.size.map(crate::model::human_bytes).unwrap_or_default(),
-                escape(c.mimetype.as_deref().unwrap_or(if c.isfile { "" } else { "folder" })),
-            );
-        }
-        h.push_str("</table>\n");
-        if children.is_empty() {
-            h.push_str("<p>Nothing here that you may read.</p>\n");
-        }
-        if let Some(next) = more {
-            let _ = writeln!(
-                h,
-                "<p><a href=\"{base}/show/{}?after={next}\">More…</a></p>",
-                e.oid
-            );
-        }
-    }
-    h.push_str("<h2>Metadata</h2>\n<table id=\"metadata\">\n");
-    let mut row = |k: &str, v: String| {
-        let _ = writeln!(h, "<tr><th>{k}</th><td>{}</td></tr>", escape(&v));
+        (banner(e))
     };
-    row("oid", e.oid.to_string());
-    row("version (tstamp)", e.tstamp.to_string());
-    row("action", e.action.letter().to_string());
-    row("written by", e.userpolicy.label.clone());
+    document(&e.name, body)
+}
+
+/// The metadata table's rows: the fixed fields, then the client's own fields (whose names
+/// are user-supplied too).
+fn metadata(e: &Event) -> Vec<(&str, String)> {
+    let mut rows = vec![
+        ("oid", e.oid.to_string()),
+        ("version (tstamp)", e.tstamp.to_string()),
+        ("action", e.action.letter().to_string()),
+        ("written by", e.userpolicy.label.clone()),
+    ];
     if e.isfile {
-        row("size", format!("{} bytes", e.size.unwrap_or(0)));
-        row("mimetype", e.mimetype.clone().unwrap_or_default());
-        row("sha256", e.sha256plain.clone().unwrap_or_default());
+        rows.push(("size", format!("{} bytes", e.size.unwrap_or(0))));
+        rows.push(("mimetype", e.mimetype.clone().unwrap_or_default()));
+        rows.push(("sha256", e.sha256plain.clone().unwrap_or_default()));
     }
     if let Some(p) = &e.objectpolicy {
-        row(
+        rows.push((
             "policy",
             e.originalobjectpolicy
                 .clone()
                 .unwrap_or_else(|| serde_json::to_string_pretty(p).unwrap_or_default()),
-        );
+        ));
     }
     for (k, v) in &e.extra {
         let text = match v {
             Value::String(s) => s.clone(),
             other => serde_json::to_string_pretty(other).unwrap_or_default(),
         };
-        row(k, text);
+        rows.push((k, text));
     }
-    h.push_str("</table>\n</main>\n");
-    h.push_str(&banner(e));
-    h.push_str("</body></html>\n");
-    h
+    rows
 }
 
 #[cfg(test)]
@@ -301,13 +296,5 @@ mod tests {
         assert_eq!(colour(Some(&json!("red;background:url(x)"))), None);
         assert_eq!(colour(Some(&json!("\"><script>"))), None);
         assert_eq!(colour(Some(&json!(7))), None);
-    }
-
-    #[test]
-    fn escape_covers_markup_and_quotes() {
-        assert_eq!(
-            escape("<a href=\"x\" title='y'>&</a>"),
-            "&lt;a href=&quot;x&quot; title=&#39;y&#39;&gt;&amp;&lt;/a&gt;"
-        );
     }
 }

@@ -26,8 +26,9 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 pub use body::Body;
@@ -58,13 +59,19 @@ const FULL_WARNING_EVERY: Duration = Duration::from_secs(10);
 /// At most `MAX_CONNECTIONS` are served at once; each must send a request head within
 /// `HEADER_READ_TIMEOUT` (which also closes idle keep-alive connections) and keep its
 /// request body moving (`BODY_IDLE_TIMEOUT`, see `request_body`).
+///
+/// hyper-util's [`GracefulShutdown`] watches every connection: at shutdown it tells each one
+/// to finish its request in flight and close, and waits for them all. It has no deadline, so
+/// the grace period is ours: when it runs out, `serve` drops `hard_stop`, which ends every
+/// connection still open (as it does if `serve` itself is dropped).
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     tokio::pin!(shutdown);
-    let mut conns = tokio::task::JoinSet::new();
+    let graceful = GracefulShutdown::new();
+    let (hard_stop, _) = watch::channel(());
     let slots = Arc::new(Semaphore::new(state.config.http.max_connections));
     // Open reserve connections, oldest first; dropping a sender closes its connection.
     let mut reserve: VecDeque<oneshot::Sender<()>> = VecDeque::new();
@@ -80,20 +87,11 @@ pub async fn serve(
                     continue;
                 }
             },
-            // Reap finished connections so the set does not grow.
-            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        match slots.clone().try_acquire_owned() {
-            Ok(permit) => {
-                conns.spawn(connection(
-                    state.clone(),
-                    stream,
-                    peer,
-                    Slot::Normal(permit),
-                ));
-            }
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(permit) => Slot::Normal(permit),
             Err(_) => {
                 reserve.retain(|tx| !tx.is_closed());
                 if reserve.len() >= RESERVE_CONNECTIONS {
@@ -101,7 +99,6 @@ pub async fn serve(
                 }
                 let (tx, rx) = oneshot::channel();
                 reserve.push_back(tx);
-                conns.spawn(connection(state.clone(), stream, peer, Slot::Reserve(rx)));
                 if warned.is_none_or(|t| t.elapsed() >= FULL_WARNING_EVERY) {
                     warned = Some(Instant::now());
                     tracing::warn!(
@@ -109,27 +106,36 @@ pub async fn serve(
                         "every connection slot is taken: new connections get only /healthz"
                     );
                 }
+                Slot::Reserve(rx)
             }
-        }
+        };
+        // The watcher is made here, before the task runs, so that no connection accepted
+        // before the shutdown signal can miss it.
+        tokio::spawn(connection(
+            state.clone(),
+            stream,
+            peer,
+            slot,
+            graceful.watcher(),
+            hard_stop.subscribe(),
+        ));
     }
     drop(listener);
-    let open = conns.len();
     tracing::info!(
-        connections = open,
+        connections = graceful.count(),
         "shutting down: finishing requests in flight"
     );
     state.shutdown.send_replace(true);
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while conns.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(
-            connections = conns.len(),
+            connections = hard_stop.receiver_count(),
             "requests still running after the shutdown grace period; dropping them"
         );
-        conns.shutdown().await;
     }
+    drop(hard_stop);
     drop(reserve);
     Ok(())
 }
@@ -141,11 +147,17 @@ enum Slot {
     Reserve(oneshot::Receiver<()>),
 }
 
-async fn connection(state: Arc<AppState>, stream: TcpStream, peer: SocketAddr, slot: Slot) {
+async fn connection(
+    state: Arc<AppState>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: Slot,
+    watcher: Watcher,
+    mut hard_stop: watch::Receiver<()>,
+) {
     let _counted = crate::metrics::ConnectionGauge::open(&state.metrics);
     let limits = &state.config.http;
     let reserved = matches!(slot, Slot::Reserve(_));
-    let mut stop = state.shutdown.subscribe();
     let svc = {
         let state = state.clone();
         service_fn(move |req| {
@@ -172,8 +184,9 @@ async fn connection(state: Arc<AppState>, stream: TcpStream, peer: SocketAddr, s
             .keep_alive(true)
             .header_read_timeout(limits.header_read_timeout);
     }
-    let conn = builder.serve_connection(TokioIo::new(stream), svc);
-    tokio::pin!(conn);
+    // At shutdown the watcher starts hyper's graceful shutdown of the connection (finish the
+    // request in flight, then close) and holds `serve` until the connection has ended.
+    let conn = watcher.watch(builder.serve_connection(TokioIo::new(stream), svc));
     // The permit is held until the task ends, the end of a graceful shutdown included.
     let (_permit, evict) = match slot {
         Slot::Normal(permit) => (Some(permit), None),
@@ -188,13 +201,11 @@ async fn connection(state: Arc<AppState>, stream: TcpStream, peer: SocketAddr, s
         }
     };
     let result = tokio::select! {
-        r = conn.as_mut() => r,
+        r = conn => r,
         // Dropping the connection closes it.
         _ = evicted => return,
-        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
+        // The grace period is over (or `serve` is gone).
+        _ = hard_stop.changed() => return,
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");

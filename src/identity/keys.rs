@@ -176,9 +176,14 @@ fn decode_base64(s: &str) -> Option<Zeroizing<Vec<u8>>> {
 /// A PEM block's label and decoded DER.
 type PemBlock = (String, Zeroizing<Vec<u8>>);
 
-/// Every PEM block in `text` as (label, DER), in order. Lines are trimmed first so that
-/// indented or CRLF PEM (from YAML, Windows editors) still parses; text around the blocks
-/// (openssl's "EC PARAMETERS", comments) is skipped.
+/// Every PEM block in `text` as (label, DER), in order, each decoded by RustCrypto's
+/// `pem-rfc7468` (RFC 7468's strict grammar: 64-column base64, no headers).
+///
+/// That crate decodes exactly one block and nothing around it, so the blocks are found
+/// here: lines are trimmed first so that indented or CRLF PEM (from YAML, Windows editors)
+/// still parses, and text around the blocks (openssl's "EC PARAMETERS", comments) is
+/// skipped. Each block's text and its DER live only in zeroized buffers, a block that fails
+/// to decode half-way included.
 fn pem_blocks(text: &str) -> Result<Vec<PemBlock>, String> {
     let mut blocks = Vec::new();
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
@@ -203,14 +208,36 @@ fn pem_blocks(text: &str) -> Result<Vec<PemBlock>, String> {
         if !closed {
             return Err(format!("PEM block \"{label}\" has no END line"));
         }
-        let (_, der) = der::pem::decode_vec(block.as_bytes())
-            .map_err(|e| format!("PEM block \"{label}\" does not decode: {e}"))?;
-        blocks.push((label.to_owned(), Zeroizing::new(der)));
+        let der = pem_decode(&block).map_err(|e| format!("PEM block \"{label}\" {e}"))?;
+        blocks.push((label.to_owned(), der));
     }
     if blocks.is_empty() {
         return Err("no PEM block found".to_owned());
     }
     Ok(blocks)
+}
+
+/// One whole PEM block (BEGIN line to END line) to DER, decoded straight into a zeroized
+/// buffer of the exact size.
+fn pem_decode(block: &str) -> Result<Zeroizing<Vec<u8>>, String> {
+    let does_not_decode = |e: pem_rfc7468::Error| {
+        // RFC 7468 has no headers; OpenSSL's legacy encrypted keys carry "Proc-Type:" and
+        // "DEK-Info:" lines, which would otherwise read as bad base64.
+        if block.lines().any(|l| l.contains(':')) {
+            "has headers (a legacy encrypted key?): decrypt it and give the PKCS#8 form \
+             (openssl pkey -in KEY)"
+                .to_owned()
+        } else {
+            format!("does not decode: {e}")
+        }
+    };
+    let mut decoder = pem_rfc7468::Decoder::new(block.as_bytes()).map_err(does_not_decode)?;
+    let mut der = Zeroizing::new(vec![0u8; decoder.remaining_len()]);
+    decoder.decode(&mut der).map_err(does_not_decode)?;
+    if !decoder.is_finished() {
+        return Err("does not decode: trailing data".to_owned());
+    }
+    Ok(der)
 }
 
 const PRIVATE_LABELS: [&str; 4] = [

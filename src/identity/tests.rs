@@ -1081,6 +1081,61 @@ fn jwt_pub_errors_are_clear_and_do_not_echo_private_keys() {
 }
 
 #[test]
+fn pem_keys_parse_in_the_forms_editors_leave_them_and_bad_blocks_say_what_is_wrong() {
+    // Indented CRLF lines, and openssl's EC PARAMETERS block before the key, are accepted.
+    let indented: String = P521_SEC1.lines().map(|l| format!("  {l}\r\n")).collect();
+    assert_eq!(
+        TokenSigner::from_pem(&indented).unwrap().algorithm(),
+        "ES512"
+    );
+    // A block cut short.
+    let cut: String = RSA1.lines().take(5).map(|l| format!("{l}\n")).collect();
+    let err = TokenSigner::from_pem(&cut).unwrap_err().to_string();
+    assert!(err.contains("\"PRIVATE KEY\" has no END line"), "{err}");
+    // OpenSSL's legacy encrypted form, whose headers RFC 7468 does not have.
+    let body: String = RSA2_PKCS1
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let legacy = format!(
+        "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n\
+         DEK-Info: AES-128-CBC,00112233445566778899AABBCCDDEEFF\n\n{body}\n\
+         -----END RSA PRIVATE KEY-----\n"
+    );
+    let err = TokenSigner::from_pem(&legacy).unwrap_err().to_string();
+    assert!(err.contains("has headers"), "{err}");
+    assert!(!err.contains("MII"), "{err}");
+    // Base64 that is not base64, and lines wrapped at other than 64 columns (RFC 7468's
+    // strict grammar, as before): an error naming the block, never its bytes.
+    let err = TokenSigner::from_pem(&RSA1.replace("MII", "M!I"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("PEM block \"PRIVATE KEY\" does not decode"),
+        "{err}"
+    );
+    assert!(!err.contains("M!I"), "{err}");
+    let rewrapped = {
+        let b: String = RSA2_PKCS1
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        let lines: Vec<&str> = b
+            .as_bytes()
+            .chunks(76)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN RSA PRIVATE KEY-----\n{}\n-----END RSA PRIVATE KEY-----\n",
+            lines.join("\n")
+        )
+    };
+    let err = TokenSigner::from_pem(&rewrapped).unwrap_err().to_string();
+    assert!(err.contains("does not decode"), "{err}");
+}
+
+#[test]
 fn empty_jwt_pub_and_secret_count_as_unset() {
     let dir = tempfile::tempdir().unwrap();
     let auth = Authenticator::from_config(&IdentityConfig {

@@ -351,6 +351,40 @@ async fn feeds_per_identity_are_capped_and_a_closed_feed_frees_its_slot() {
     assert_eq!(before, app.fingerprint());
 }
 
+#[tokio::test]
+async fn at_shutdown_feeds_end_and_idle_keep_alive_connections_close_at_once() {
+    // A long header timeout, so that a close within seconds is the shutdown's doing.
+    let mut app = spawn_app_with(&["--header-read-timeout", "60s"]).await;
+    let jane = app.token_for("jane");
+    let feed = open_feed(&app, Some(&jane)).await;
+    assert_eq!(feed.status(), 200);
+    let mut idle = TcpStream::connect(app.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(read_response(&mut idle).await.0, 200);
+
+    app.stop();
+    let started = Instant::now();
+    let mut body = feed.bytes_stream();
+    tokio::time::timeout(CLOSED_WITHIN, async {
+        while let Some(chunk) = body.next().await {
+            if chunk.is_err() {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the feed ends at shutdown");
+    read_until_closed(&mut idle, CLOSED_WITHIN)
+        .await
+        .expect("an idle keep-alive connection is closed at shutdown");
+    println!(
+        "feed and idle connection closed {:?} after the signal",
+        started.elapsed()
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Multipart part headers
 // ---------------------------------------------------------------------------------------

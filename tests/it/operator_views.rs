@@ -346,6 +346,98 @@ async fn show_renders_banner_breadcrumbs_listing_and_preview_and_hides_what_cann
 }
 
 #[tokio::test]
+async fn markup_in_names_and_fields_is_escaped_wherever_show_prints_it() {
+    let app = spawn_app().await;
+    let jane = app.token_for("jane");
+    let home = oid_of(&extra::home(&app, &jane, JANE).await);
+    // Names may hold anything but '/' and NUL.
+    let evil = "<script src=\"x\"> & 'co'";
+    let shown = "&lt;script src=&quot;x&quot;&gt; &amp; 'co'";
+    let folder = app
+        .write_ok(
+            Some(&jane),
+            &json!([{"action": "C", "parentoid": home, "name": evil,
+                     "objectpolicy": owner_full_ro_all(JANE),
+                     "<b id=\"k\">key</b>": "<i>\"value\" & more</i>"}]),
+        )
+        .await;
+    let folder = oid_of(&folder[0]);
+    let meta = json!([{"action": "C", "parentoid": folder, "name": evil, "isfile": true,
+                       "mimetype": "image/png", "objectpolicy": owner_full_ro_all(JANE)}]);
+    let out = write_parts(&app, Some(&jane), &meta, &[("a", b"not really a png")]).await;
+    assert_eq!(out.status(), 200);
+    let files: Vec<Value> = out.json().await.unwrap();
+    let file = oid_of(&files[0]);
+
+    let page = |path: String| {
+        let app = &app;
+        let jane = &jane;
+        async move {
+            let resp = app
+                .client
+                .get(format!("{}{path}", app.base))
+                .header("userpolicy", jane)
+                .header("accept", "text/html")
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let html = resp.text().await.unwrap();
+            // Nothing of the names or the field became markup.
+            for raw in ["<script", "<b ", "<i>", "\"x\""] {
+                assert!(!html.contains(raw), "{path}: {raw} unescaped: {html}");
+            }
+            (status, html)
+        }
+    };
+    // The listing of the home folder.
+    let (status, html) = page(format!("/show/{home}")).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains(&format!("<a href=\"/show/{folder}\">{shown}/</a>")),
+        "listing: {html}"
+    );
+    // The folder's own page: title, breadcrumb end, heading, and the client's field (its name
+    // and its value).
+    let (status, html) = page(format!("/show/{folder}")).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains(&format!("<title>{shown} · Vellum</title>")),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!("<strong>{shown}</strong>")),
+        "{html}"
+    );
+    assert!(html.contains(&format!("<h1>{shown}</h1>")), "{html}");
+    assert!(
+        html.contains(
+            "<th>&lt;b id=&quot;k&quot;&gt;key&lt;/b&gt;</th>\
+             <td>&lt;i&gt;&quot;value&quot; &amp; more&lt;/i&gt;</td>"
+        ),
+        "field: {html}"
+    );
+    // The file's page: the folder as a breadcrumb, the download name, the image's alt text.
+    let (status, html) = page(format!("/show/{file}")).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains(&format!("<a href=\"/show/{folder}\">{shown}</a> / ")),
+        "breadcrumb: {html}"
+    );
+    assert!(html.contains(&format!("download=\"{shown}\"")), "{html}");
+    assert!(html.contains(&format!("alt=\"{shown}\"")), "{html}");
+    // The error page names the missing name, escaped, in its message.
+    let missing = percent_encoding::utf8_percent_encode(
+        &format!("{evil}2"),
+        percent_encoding::NON_ALPHANUMERIC,
+    )
+    .to_string();
+    let (status, html) = page(format!("/show/{folder}/{missing}")).await;
+    assert_eq!(status, 404, "{html}");
+    assert!(html.contains(&format!("{shown}2 not found")), "{html}");
+}
+
+#[tokio::test]
 async fn shutdown_lets_an_upload_in_flight_finish_and_then_refuses_connections() {
     let mut app = spawn_app().await;
     let jane = app.token_for("jane");
