@@ -31,6 +31,7 @@
 //! returns; the `blobs/` and partition directories made at start-up are fsynced here. S3: a
 //! completed `PUT` or `CompleteMultipartUpload` is durable.
 
+mod open;
 mod pipeline;
 mod reader;
 mod store;
@@ -44,6 +45,9 @@ use crate::crypto::{CryptoError, DEFAULT_CHUNK_SIZE};
 pub use crate::crypto::BlobAlgorithm;
 pub use reader::BlobReader;
 pub use store::BlobStore;
+
+/// Time allowed for the first response of a read (the body then streams without a deadline).
+pub(crate) const FIRST_BYTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Where and how blobs are stored (`USES3`, `FILE_BUCKET`, `FILE_PARTITION`, `AWS_*`,
 /// `DATA_DIR`).

@@ -19,8 +19,8 @@ use object_store::path::Path;
 use object_store::{GetOptions, GetResultPayload, ObjectStore};
 use tokio::sync::mpsc;
 
-use super::store::FIRST_BYTE_TIMEOUT;
 use super::BlobError;
+use super::FIRST_BYTE_TIMEOUT;
 use crate::crypto::{
     BlobAlgorithm, BlobLayout, ChunkOpener, CryptoError, Decryptor, Dek, HEADER_LEN,
 };
@@ -47,7 +47,7 @@ pub struct BlobReader {
     kind: Kind,
     /// Holds the object open in its store's registry until the last clone is dropped, so a
     /// re-encryption deletes the old object only after every download of it has ended.
-    _open: Option<Arc<super::store::OpenGuard>>,
+    _open: Option<Arc<super::open::OpenGuard>>,
 }
 
 #[derive(Clone)]
@@ -115,7 +115,7 @@ impl BlobReader {
     }
 
     /// Registers the reader as reading its object (see [`super::BlobStore::delete_when_unread`]).
-    pub(crate) fn holding(mut self, guard: super::store::OpenGuard) -> Self {
+    pub(crate) fn holding(mut self, guard: super::open::OpenGuard) -> Self {
         self._open = Some(Arc::new(guard));
         self
     }

@@ -18,8 +18,10 @@ use rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 
+use super::open::OpenObjects;
 use super::pipeline::Pipeline;
 use super::reader::BlobReader;
+use super::FIRST_BYTE_TIMEOUT;
 use super::{is_generated_rname, validate_rname, BlobConfig, BlobError, BlobInfo};
 use crate::crypto::{
     BlobAlgorithm, BlobLayout, ChunkSealer, Dek, MasterKeys, Wrapped, HEADER_LEN, TAG_LEN,
@@ -36,8 +38,6 @@ const MAX_PARTS: u64 = 10_000;
 /// Parts being uploaded while the next one is filled: with 8 MiB parts, an upload holds at
 /// most ~24 MiB of its own data, whatever the blob's size.
 const PARTS_IN_FLIGHT: usize = 2;
-/// Time allowed for the first response of a read (the body then streams without a deadline).
-pub(crate) const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Whole-request deadline for writes (an 8 MiB part, a complete, a delete, a list page).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -56,53 +56,6 @@ fn max_stored_len() -> u64 {
 #[derive(Clone)]
 pub struct BlobStore {
     inner: Arc<Inner>,
-}
-
-/// Objects being read, by location, and how many readers hold each open.
-#[derive(Default)]
-pub(crate) struct OpenObjects {
-    readers: std::sync::Mutex<std::collections::HashMap<String, usize>>,
-    /// Told whenever an object's last reader ends.
-    closed: tokio::sync::Notify,
-}
-
-impl OpenObjects {
-    fn hold(self: &Arc<Self>, location: &str) -> OpenGuard {
-        let mut m = self.readers.lock().unwrap_or_else(|p| p.into_inner());
-        *m.entry(location.to_string()).or_insert(0) += 1;
-        OpenGuard {
-            objects: self.clone(),
-            location: location.to_string(),
-        }
-    }
-
-    fn is_open(&self, location: &str) -> bool {
-        let m = self.readers.lock().unwrap_or_else(|p| p.into_inner());
-        m.contains_key(location)
-    }
-}
-
-/// One reader's hold on an object; released when dropped.
-pub(crate) struct OpenGuard {
-    objects: Arc<OpenObjects>,
-    location: String,
-}
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        let mut m = self
-            .objects
-            .readers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = m.get_mut(&self.location) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.location);
-                self.objects.closed.notify_waiters();
-            }
-        }
-    }
 }
 
 struct Inner {

@@ -28,8 +28,7 @@ use crate::store::StoreError;
 /// Most jobs one commit carries. Bounds the latency a batch adds to its first job.
 const MAX_BATCH_JOBS: usize = 512;
 
-/// Most jobs one commit carries. Bounds the latency a batch adds to its first job.
-
+/// A job for the writer.
 pub(super) trait Job: Send {
     /// Runs inside the job's savepoint; returns whether to keep its changes.
     fn run(&mut self, ctx: &mut WriteCtx<'_>) -> bool;
