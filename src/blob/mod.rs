@@ -32,6 +32,7 @@
 //! completed `PUT` or `CompleteMultipartUpload` is durable.
 
 mod open;
+mod part_writer;
 mod pipeline;
 mod reader;
 mod store;

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 
-use super::store::PartWriter;
+use super::part_writer::PartWriter;
 use super::BlobError;
 use crate::crypto::ChunkSealer;
 

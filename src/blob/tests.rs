@@ -6,7 +6,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::{stream, StreamExt};
 
-use super::store::{endpoint_is_plain_http, part_size, PART_SIZE};
+use super::part_writer::{part_size, PART_SIZE};
+use super::store::endpoint_is_plain_http;
 use super::*;
 use crate::crypto::MasterKeys;
 
