@@ -602,3 +602,76 @@ async fn the_wal_is_cut_back_after_a_large_transaction() {
         after_small >> 10
     );
 }
+
+/// Every file under the data folder's blob store (objects and staging files).
+fn blob_files(app: &common::TestApp) -> Vec<String> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&app.data_dir.join("blobs"), &mut out);
+    out
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_mid_transaction_leaves_no_blob_behind() {
+    let app = common::spawn_app().await;
+    let jane = app.token_for("jane");
+    let home = oid_of(&home(&app, &jane, JANE).await);
+    let before = app.fingerprint();
+    let meta = json!([
+        {"action": "C", "parentoid": home, "name": "a.bin", "isfile": true},
+        {"action": "C", "parentoid": home, "name": "b.bin", "isfile": true}
+    ])
+    .to_string();
+    let first = vec![7u8; 1 << 20];
+    let mut body = format!(
+        "--XyZ\r\nContent-Disposition: form-data; name=\"metadata\"\r\n\r\n{meta}\r\n\
+         --XyZ\r\nContent-Disposition: form-data; name=\"a\"; filename=\"a.bin\"\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&first);
+    body.extend_from_slice(
+        b"\r\n--XyZ\r\nContent-Disposition: form-data; name=\"b\"; filename=\"b.bin\"\r\n\r\n",
+    );
+    body.extend_from_slice(&vec![9u8; 2 << 20]);
+    // The head announces 16 MiB more of the second part than is ever sent.
+    let announced = body.len() + (16 << 20) + b"\r\n--XyZ--\r\n".len();
+    let mut s = TcpStream::connect(app.addr).await.unwrap();
+    s.write_all(write_head(&jane, announced).as_bytes())
+        .await
+        .unwrap();
+    s.write_all(&body).await.unwrap();
+    // The first file is stored whole (1 MiB is past the inline size) before the client
+    // goes away in the middle of the second.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !blob_files(&app).iter().any(|f| !f.contains('#')) {
+        assert!(Instant::now() < deadline, "the first part was never stored");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(s);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = blob_files(&app);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "blobs of the abandoned transaction are still there: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    healthz_ok(&app.base).await;
+    assert_eq!(before, app.fingerprint(), "no event was stored");
+}
