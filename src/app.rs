@@ -38,14 +38,14 @@ impl Application {
         let namespace = bootstrap(&store, &policy, &config).await?;
         let listener = TcpListener::bind(config.listen).await?;
         let metrics = Arc::new(crate::metrics::Metrics::default());
-        let writes = crate::write::WriteService {
+        let writes = Arc::new(crate::write::WriteService {
             store: store.clone(),
             blobs: blobs.clone(),
             policy: policy.clone(),
             namespace: namespace.clone(),
             limits: config.limits.clone(),
             metrics: metrics.clone(),
-        };
+        });
         tracing::info!(
             listen = %listener.local_addr()?,
             data_dir = %config.data_dir.display(),

@@ -23,7 +23,7 @@ pub struct AppState {
     pub namespace: Namespace,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// POST /write transactions.
-    pub writes: crate::write::WriteService,
+    pub writes: Arc<crate::write::WriteService>,
     /// Set when the server stops: long-lived responses (feeds) end so connections can close.
     pub shutdown: tokio::sync::watch::Sender<bool>,
     pub feeds: super::FeedCounts,

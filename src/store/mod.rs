@@ -315,10 +315,9 @@ impl Store {
         R: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || store.read_blocking(f))
-            .await
-            .map_err(|_| E::from(StoreError::Backend("a read task failed".into())))?
+        match self {
+            Store::Sqlite(s) => s.read(move |snap| f(snap)).await,
+        }
     }
 
     /// [`Store::read`] from a thread that may block (streamed listings, the write path's

@@ -28,14 +28,14 @@ use crate::error::{Code, Error, Result};
 use crate::metrics::Metrics;
 use crate::model::{Action, EventView};
 use crate::policy::PolicyEngine;
-use crate::store::Store;
+use crate::store::{MetaWrite, Store};
 
 /// Inline file content one transaction may hold in memory until its commit (16 MiB); parts
 /// beyond it go to the blob store whatever their size.
 const INLINE_BYTES_PER_TRANSACTION: usize = 16 << 20;
 
-/// What a write needs from the service around it; cheap to clone (handles).
-#[derive(Clone)]
+/// What a write needs from the service around it; built once at start-up and shared
+/// (`Arc`) by every transaction.
 pub struct WriteService {
     pub store: Store,
     pub blobs: BlobStore,
@@ -135,11 +135,20 @@ impl PartTargets {
 }
 
 impl WriteService {
+    /// The planner for one transaction, in the writer's transaction `ctx`.
+    fn planner<'a>(
+        &'a self,
+        ctx: &'a mut dyn MetaWrite,
+        access: &'a Access,
+    ) -> Planner<'a, dyn MetaWrite + 'a> {
+        Planner::new(ctx, access, &self.namespace, self.limits.max_folder_depth)
+    }
+
     /// Starts a transaction: parses `metadata`, refuses on a read snapshot what can be
     /// refused before any policy it brings is compiled, compiles those policies, and
     /// rehearses the leading creates. CPU work, so on the blocking pool, within the
     /// request's policy budget and at the caller's place at the policy gate.
-    pub async fn begin(&self, access: Access, metadata: Bytes) -> Result<Transaction> {
+    pub async fn begin(self: &Arc<Self>, access: Access, metadata: Bytes) -> Result<Transaction> {
         let started = Instant::now();
         let events = {
             let (svc, access) = (self.clone(), access.clone());
@@ -185,7 +194,7 @@ impl WriteService {
 
 /// A transaction under way: its events, and the parts received so far.
 pub struct Transaction {
-    svc: WriteService,
+    svc: Arc<WriteService>,
     events: Vec<WriteEvent>,
     targets: PartTargets,
     /// The caller, with the request's budget (for the response's letters).
@@ -279,10 +288,10 @@ impl Transaction {
         let access = self
             .writer
             .on_writer(limits.transaction_budget(trial.len()));
-        let (ns, max_depth) = (self.svc.namespace.clone(), limits.max_folder_depth);
+        let svc = self.svc.clone();
         self.svc
             .store
-            .dry_run(move |ctx| Planner::new(ctx, &access, &ns, max_depth).check_all(trial))
+            .dry_run(move |ctx| svc.planner(ctx, &access).check_all(trial))
             .await
     }
 
@@ -309,12 +318,11 @@ impl Transaction {
             events[i].content = Content::Stored(Box::new(info.clone()));
         }
         let received = self.started.elapsed();
-        let (access, ns) = (self.writer.clone(), self.svc.namespace.clone());
-        let max_depth = self.svc.limits.max_folder_depth;
+        let (access, svc) = (self.writer.clone(), self.svc.clone());
         let applied = self
             .svc
             .store
-            .write(move |ctx| Planner::new(ctx, &access, &ns, max_depth).apply_all(events))
+            .write(move |ctx| svc.planner(ctx, &access).apply_all(events))
             .await?;
         // From here the transaction is on disk: its blobs are in use.
         self.finished = true;
