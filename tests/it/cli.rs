@@ -508,26 +508,6 @@ fn bad_flags_and_arguments_exit_non_zero() {
 // The operator's commands: gc, fsck, rekey (SPEC §1, §7)
 // ---------------------------------------------------------------------------------------
 
-async fn upload(base: &str, token: &str, name: &str, bytes: &[u8]) -> Value {
-    let meta = json!([{"action": "C", "parentoid": "1", "name": name, "isfile": true}]);
-    let form = reqwest::multipart::Form::new()
-        .part("metadata", reqwest::multipart::Part::text(meta.to_string()))
-        .part(
-            "data",
-            reqwest::multipart::Part::bytes(bytes.to_vec()).file_name(name.to_string()),
-        );
-    let resp = reqwest::Client::new()
-        .post(format!("{base}/write"))
-        .header("userpolicy", token)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = status_json(resp).await;
-    assert_eq!(status, 200, "upload failed: {body}");
-    body[0].clone()
-}
-
 async fn content(base: &str, token: &str, oid: &str) -> (u16, Option<Vec<u8>>) {
     let resp = reqwest::Client::new()
         .get(format!("{base}/stream/{oid}"))
@@ -592,8 +572,8 @@ async fn gc_fsck_and_rekey_do_what_they_say_on_the_stored_blobs() {
     let small_bytes = b"small and inline".to_vec();
     let mut s1 = serve(&old_keys);
     s1.wait_healthy().await;
-    let big = upload(&s1.base, &token, "big.bin", &big_bytes).await;
-    let small = upload(&s1.base, &token, "small.txt", &small_bytes).await;
+    let big = upload_file(&s1.base, &token, "big.bin", big_bytes.clone()).await;
+    let small = upload_file(&s1.base, &token, "small.txt", small_bytes.clone()).await;
     assert_eq!(
         big["encrypteddata"]
             .as_object()

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, watch};
 use vellum::app::AppState;
@@ -16,6 +15,7 @@ use vellum::identity::TokenSigner;
 use vellum::ops::{ReencryptStep, Reencrypted};
 use vellum::store::BlobRow;
 
+use crate::common::extra::upload_file;
 use crate::common::rng::Rng;
 use crate::common::{claims, es512_keys};
 
@@ -71,26 +71,6 @@ fn config(data_dir: &Path, jwt_pub: &str) -> Config {
 
 fn sha(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
-}
-
-async fn upload(base: &str, token: &str, bytes: Vec<u8>) -> Value {
-    let meta = json!([{"action": "C", "parentoid": "1", "name": "big.bin", "isfile": true}]);
-    let form = reqwest::multipart::Form::new()
-        .part("metadata", reqwest::multipart::Part::text(meta.to_string()))
-        .part(
-            "data",
-            reqwest::multipart::Part::bytes(bytes).file_name("big.bin"),
-        );
-    let resp = reqwest::Client::new()
-        .post(format!("{base}/write"))
-        .header("userpolicy", token)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let body: Value = resp.json().await.unwrap();
-    body[0].clone()
 }
 
 async fn download(base: &str, token: &str, oid: &str) -> Vec<u8> {
@@ -167,7 +147,7 @@ async fn a_version_reencrypted_while_four_downloads_run_serves_each_whole_and_th
     let server = Server::start(&data, &jwt_pub).await;
     let bytes = Rng(11).bytes(SIZE);
     let want = sha(&bytes);
-    let ev = upload(&server.base, &token, bytes).await;
+    let ev = upload_file(&server.base, &token, "big.bin", bytes).await;
     let oid = ev["oid"].as_str().unwrap().to_string();
     let rname = ev["rname"]["S3"].as_str().unwrap().to_string();
     let before = row(&server.state, &rname).await;
@@ -346,7 +326,7 @@ async fn a_reencryption_killed_at_any_step_leaves_the_version_readable_under_one
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let server = Server::start(&data, &jwt_pub).await;
-        let ev = upload(&server.base, &token, bytes.clone()).await;
+        let ev = upload_file(&server.base, &token, "big.bin", bytes.clone()).await;
         let oid = ev["oid"].as_str().unwrap().to_string();
         let rname = ev["rname"]["S3"].as_str().unwrap().to_string();
         let old_key = row(&server.state, &rname).await.wrapped.unwrap();

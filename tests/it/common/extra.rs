@@ -405,3 +405,25 @@ impl KeyedApp {
 }
 
 pub use crate::common::fingerprint_of;
+
+/// Creates file `name` under the root with `bytes` as its content (multipart, as a client
+/// sends it); the stored event. Fails the test unless the answer is 200.
+pub async fn upload_file(base: &str, token: &str, name: &str, bytes: Vec<u8>) -> Value {
+    let meta = json!([{"action": "C", "parentoid": "1", "name": name, "isfile": true}]);
+    let form = reqwest::multipart::Form::new()
+        .part("metadata", reqwest::multipart::Part::text(meta.to_string()))
+        .part(
+            "data",
+            reqwest::multipart::Part::bytes(bytes).file_name(name.to_string()),
+        );
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/write"))
+        .header("userpolicy", token)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = status_json(resp).await;
+    assert_eq!(status, 200, "upload failed: {body}");
+    body[0].clone()
+}
