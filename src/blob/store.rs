@@ -35,7 +35,7 @@ const PARTS_PER_STEP: u64 = 1000;
 const MAX_PARTS: u64 = 10_000;
 /// Parts being uploaded while the next one is filled: with 8 MiB parts, an upload holds at
 /// most ~24 MiB of its own data, whatever the blob's size.
-const PARTS_IN_FLIGHT: usize = 2;
+pub(crate) const PARTS_IN_FLIGHT: usize = 2;
 /// Time allowed for the first response of a read (the body then streams without a deadline).
 pub(crate) const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Whole-request deadline for writes (an 8 MiB part, a complete, a delete, a list page).
@@ -566,7 +566,7 @@ impl PartWriter {
 
     /// Uploads the pending bytes as a part once they fill one (starting the multipart upload
     /// at the first), after waiting until fewer than [`PARTS_IN_FLIGHT`] parts are in flight.
-    async fn send_full_part(&mut self) -> Result<(), BlobError> {
+    pub(crate) async fn send_full_part(&mut self) -> Result<(), BlobError> {
         if self.pending_len >= part_size(self.parts) {
             self.send_part().await?;
         }
