@@ -18,6 +18,7 @@ use rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinSet;
 
+use super::local::LocalUpload;
 use super::pipeline::Pipeline;
 use super::reader::BlobReader;
 use super::{is_generated_rname, validate_rname, BlobConfig, BlobError, BlobInfo};
@@ -220,7 +221,11 @@ impl BlobStore {
         let location = self.location(rname)?;
         let expected = expected_sha256.map(normalize_sha256).transpose()?;
         let (sealer, wrapped) = self.new_sealer(rname, algorithm)?;
-        let mut writer = PartWriter::new(self.inner.store.clone(), location, rname);
+        let local_dest = match &self.inner.backend {
+            Backend::Local { root } => Some(root.join(location.as_ref())),
+            Backend::S3 { .. } => None,
+        };
+        let mut writer = PartWriter::new(self.inner.store.clone(), location, rname, local_dest);
         let result: Result<BlobInfo, BlobError> = async {
             if let Some(sealer) = &sealer {
                 writer.push(Bytes::copy_from_slice(&sealer.header()));
@@ -528,6 +533,8 @@ impl BlobStore {
 pub(crate) struct PartWriter {
     store: Arc<dyn ObjectStore>,
     location: Path,
+    /// The blob's file, for the local backend: its multipart uploads are [`LocalUpload`]s.
+    local_dest: Option<PathBuf>,
     rname: String,
     pending: Vec<Bytes>,
     pending_len: usize,
@@ -539,10 +546,16 @@ pub(crate) struct PartWriter {
 }
 
 impl PartWriter {
-    fn new(store: Arc<dyn ObjectStore>, location: Path, rname: &str) -> Self {
+    fn new(
+        store: Arc<dyn ObjectStore>,
+        location: Path,
+        rname: &str,
+        local_dest: Option<PathBuf>,
+    ) -> Self {
         Self {
             store,
             location,
+            local_dest,
             rname: rname.to_string(),
             pending: Vec::new(),
             pending_len: 0,
@@ -580,11 +593,13 @@ impl PartWriter {
             });
         }
         if self.upload.is_none() {
-            let upload = self
-                .store
-                .put_multipart(&self.location)
-                .await
-                .map_err(|e| self.backend(e))?;
+            let upload = match &self.local_dest {
+                Some(dest) => LocalUpload::start(dest.clone())
+                    .await
+                    .map(|u| Box::new(u) as Box<dyn MultipartUpload>),
+                None => self.store.put_multipart(&self.location).await,
+            }
+            .map_err(|e| self.backend(e))?;
             self.upload = Some(upload);
         }
         while self.in_flight.len() >= PARTS_IN_FLIGHT {
@@ -798,7 +813,7 @@ pub(crate) fn endpoint_is_plain_http(endpoint: &str) -> Result<bool, BlobError> 
 
 /// Creates `dir` and any missing parents, fsyncing each parent whose entries changed, so the
 /// directories blobs are written into survive a crash.
-fn create_dir_durably(dir: &FsPath) -> std::io::Result<()> {
+pub(crate) fn create_dir_durably(dir: &FsPath) -> std::io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
