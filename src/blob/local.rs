@@ -62,6 +62,9 @@ pub(crate) struct LocalUpload {
 struct State {
     /// `None` once the upload completed or was aborted.
     file: Mutex<Option<Arc<File>>>,
+    /// Held while a part is written: two writers of one file would spin on its inode's lock
+    /// in the kernel (burning the CPU the upload needs) rather than wait here.
+    writing: Mutex<()>,
     /// A background `fdatasync` is running.
     syncing: AtomicBool,
     /// The first error of a background `fdatasync`.
@@ -113,6 +116,7 @@ impl LocalUpload {
         Ok(Self {
             state: Arc::new(State {
                 file: Mutex::new(Some(Arc::new(file))),
+                writing: Mutex::new(()),
                 syncing: AtomicBool::new(false),
                 sync_error: Mutex::new(None),
                 staging,
@@ -165,6 +169,7 @@ impl MultipartUpload for LocalUpload {
         let state = Arc::clone(&self.state);
         blocking(move || {
             let file = state.file()?;
+            let _writing = lock(&state.writing);
             let mut at = offset;
             for bytes in data.iter() {
                 file.write_all_at(bytes, at)?;
