@@ -10,9 +10,9 @@
 
 use std::fmt;
 
-use aes_gcm::aead::inout::InOutBuf;
 use aes_gcm::aead::AeadInOut;
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use aws_lc_rs::aead::{self, LessSafeKey};
 use rand_core::{OsRng, RngCore};
 
 use super::envelope::Dek;
@@ -52,7 +52,8 @@ fn chunk_len_allowed(index: u64, plain_len: usize, chunk_size: u32, last: bool) 
 
 /// Seals the chunks of one blob, in order. Build a new one (new random nonce prefix) per blob.
 pub struct Encryptor {
-    cipher: Aes256Gcm,
+    /// AWS-LC's AES-256-GCM: see `aws-lc-rs` in `Cargo.toml`. (Opening stays with aes-gcm.)
+    key: LessSafeKey,
     header: Header,
     aad: Vec<u8>,
     next: u64,
@@ -89,7 +90,7 @@ impl Encryptor {
     ) -> Result<Self> {
         let header = Header::new(chunk_size, prefix)?;
         Ok(Self {
-            cipher: dek.cipher(),
+            key: dek.sealing_key(),
             aad: chunk_aad(&header, blob_id),
             header,
             next: 0,
@@ -131,24 +132,23 @@ impl Encryptor {
     /// encrypted in place, the tag appended (give it `TAG_LEN` spare capacity to avoid a
     /// reallocation). On error `buf` is unchanged.
     pub fn seal_chunk_in_place(&mut self, buf: &mut Vec<u8>, last: bool) -> Result<()> {
-        let tag = self.seal_inout(buf.as_mut_slice().into(), last)?;
+        let tag = self.seal_in_place(buf, last)?;
         buf.extend_from_slice(&tag);
         Ok(())
     }
 
     /// Seals the next chunk, `plaintext`, into `out` (exactly `plaintext.len() + TAG_LEN`
-    /// bytes: ciphertext ‖ tag) without copying the plaintext first.
+    /// bytes: ciphertext ‖ tag).
     fn seal_to(&mut self, plaintext: &[u8], out: &mut [u8], last: bool) -> Result<()> {
         let (body, tag_out) = out.split_at_mut(plaintext.len());
-        let buf = InOutBuf::new(plaintext, body).map_err(|_| CryptoError::Misuse("seal_to"))?;
-        let tag = self.seal_inout(buf, last)?;
+        body.copy_from_slice(plaintext);
+        let tag = self.seal_in_place(body, last)?;
         tag_out.copy_from_slice(&tag);
         Ok(())
     }
 
-    /// Encrypts the next chunk (from `buf`'s input into its output, which may be the same
-    /// bytes) and returns its tag. On error nothing is written.
-    fn seal_inout(&mut self, buf: InOutBuf<'_, '_, u8>, last: bool) -> Result<[u8; TAG_LEN]> {
+    /// Encrypts the next chunk in place and returns its tag. On error `buf` is unchanged.
+    fn seal_in_place(&mut self, buf: &mut [u8], last: bool) -> Result<[u8; TAG_LEN]> {
         if self.finished {
             return Err(CryptoError::Misuse("sealing after the final chunk"));
         }
@@ -167,12 +167,17 @@ impl Encryptor {
         }
         let nonce = chunk_nonce(&self.header.nonce_prefix(), index, last);
         let tag = self
-            .cipher
-            .encrypt_inout_detached(&Nonce::from(nonce), &self.aad, buf)
+            .key
+            .seal_in_place_separate_tag(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::from(&self.aad[..]),
+                buf,
+            )
             .map_err(|_| CryptoError::TooLarge)?;
+        let tag: [u8; TAG_LEN] = tag.as_ref().try_into().expect("a 16-byte tag");
         self.next += 1;
         self.finished = last;
-        Ok(tag.into())
+        Ok(tag)
     }
 }
 
@@ -344,8 +349,8 @@ impl ChunkSealer {
     /// Like [`ChunkSealer::push`], but writes the sealed chunks one after another at the start
     /// of `out`, as many as fit, and returns `(consumed, written)`: how much of `data` it took
     /// (all of it unless `out` ran out of room) and how many bytes of `out` it filled. A whole
-    /// chunk that lies in `data` with more plaintext after it is encrypted from `data` straight
-    /// into `out`, without a copy; only the plaintext left over (at most one chunk) is kept
+    /// chunk that lies in `data` with more plaintext after it is copied once, straight into
+    /// `out`, and sealed there; only the plaintext left over (at most one chunk) is kept
     /// back. `out` of [`ChunkSealer::sealed_len_bound`]`(data.len())` bytes always takes all of
     /// `data`. A sealing error poisons the sealer (`finish` fails).
     pub fn seal_into(&mut self, data: &[u8], out: &mut [u8]) -> Result<(usize, usize)> {
