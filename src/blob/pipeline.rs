@@ -4,35 +4,41 @@
 //!
 //! ```text
 //! caller ──batch──▶ [hash thread] ──batch──▶ [seal thread] ──sealed bytes, spent batch──▶ caller
-//!  (body, writer)     SHA-256                  AES-256-GCM into pooled 1 MiB buffers
+//!  (body, writer)     SHA-256                  AES-256-GCM into pooled buffers
 //! ```
 //!
 //! The plaintext is gathered into batches of about [`BATCH`] bytes (the body's own pieces, not
 //! copies). An upload that ends within its first batch is hashed and sealed on the calling
 //! task: a thread hand-off would cost more than the work. At its first full batch the pipeline
 //! starts its two threads. Each batch goes through both in turn, so the threads work on
-//! different batches at once, and comes back to the caller, which frees it (memory goes back
-//! to the allocator where it was taken). The seal thread encrypts from the batch straight into
-//! buffers of its own that the part writer hands back once written, so no plaintext is copied
-//! and no memory is taken per chunk. `blobalgorithm: "none"` has no seal thread: its pieces go
-//! to the writer as they arrive.
+//! different batches at once, and comes back to the caller, which frees it where it was
+//! allocated. The seal thread seals into buffers of its own (one copy of the plaintext, the
+//! one sealed in place) that come back to it once the part writer has written them, so no
+//! memory is taken per chunk. `blobalgorithm: "none"` has no seal thread: its pieces go to
+//! the writer as they arrive.
 //!
-//! Memory, per upload, beyond what the HTTP layer holds: the batch being gathered (about
-//! [`BATCH`] plus one piece of the body); at most [`QUEUE`] batches waiting for each thread
-//! and one being worked on by each; what the seal thread sent back since the caller last looked
-//! (no more than the batches in the threads, as the caller takes everything back before it
-//! queues another batch); the part writer's part being filled and its [`PARTS_IN_FLIGHT`] parts
-//! being written (8 MiB each). With 1 MiB batches: about 1 + 4 + 4 + 24 = 33 MiB, whatever the
-//! blob's size.
+//! Memory, per upload, beyond what the HTTP layer holds: the batch being gathered ([`BATCH`]
+//! plus one piece of the body); at most [`QUEUE`] batch waiting for each thread and one being
+//! worked on by each; what the threads sent back since the caller last looked (no more than
+//! the batches they held, as the caller takes everything back before it queues another); the
+//! part writer's part being filled and its [`PARTS_IN_FLIGHT`] parts being written (8 MiB
+//! each). With 512 KiB batches: about 1 + 2 + 2.5 + 24 = 30 MiB, whatever the blob's size
+//! (the old pipeline: about 26 MiB).
 //!
 //! Dedicated threads rather than tokio's blocking pool: each waits on its channel for the
 //! whole upload, and a pool whose threads all so waited could never start the partners that
 //! would feed them. A dropped or failed upload drops the channels; the threads then finish
 //! what they hold and end.
 //!
-//! Why: hashing (SHA-NI, ~1.5 GB/s on one core of the development VM) and sealing (aes-gcm
-//! 0.11, ~3.5 GB/s) used to share the calling task with the body, one hashed batch in flight:
-//! 578 MB/s for a 1 GiB upload, 0.27x `dd conv=fdatasync`. Figures for this pipeline: README.
+//! Why, and what it gave (1 GiB upload, 2-core VM, `benches/blobs.sh`): hashing (SHA-NI,
+//! 1.7-1.9 GB/s on one core) and sealing (aes-gcm 0.11, 3.4 GB/s) used to share the calling
+//! task with the body, one hashed batch in flight: 578 MB/s, 0.27x `dd conv=fdatasync` on a
+//! quiet machine. With this pipeline, AWS-LC's sealing and `local.rs`'s background fsync,
+//! alternating with that build in one run (load about 3: other builds on the same cores),
+//! medians of 5: 657 against 454 MB/s (1.45x), 0.44x dd (1,482 MB/s) against 0.31x; GET
+//! 1,401 against 1,291 MB/s; peak RSS after an upload 140.8 against 116.2 MiB. No thread is
+//! the bound any more: the hash thread was busy 0.9 s of a 1.98 s upload; the whole upload's
+//! CPU (2 s and more of the server's, plus curl's) on two shared cores is.
 //!
 //! [`PARTS_IN_FLIGHT`]: super::store::PARTS_IN_FLIGHT
 
@@ -47,7 +53,7 @@ use super::BlobError;
 use crate::crypto::{ChunkSealer, CryptoError, TAG_LEN};
 
 /// Plaintext bytes per batch handed to the threads.
-const BATCH: usize = 1 << 20;
+const BATCH: usize = 512 << 10;
 /// Batches waiting for each thread beyond the one it works on.
 const QUEUE: usize = 1;
 
