@@ -20,7 +20,10 @@
 #
 # Env: SIZE_MB (1024), RUNS (3), WRK_SECS (10), PARTS ("dd nginx s3 vellum small"), VELLUM=0
 # to leave vellum out (baselines only, no build), BUILD=0 to use target/release/vellum as it
-# is. Installs nginx and wrk (Debian) and s3s-fs 0.14.1 (cargo install) when missing. Big
+# is, VELLUM_BIN=path to use that binary instead (no build). OLD_BIN=path: part d compares
+# two builds, alternating (old, new, old, new, ...: both see the same noise), RUNS pairs, each
+# upload and download on a fresh server (peak RSS: the most of the VmHWMs after each upload);
+# the table then has the old build's medians and the ratio of the new upload rate to the old. Installs nginx and wrk (Debian) and s3s-fs 0.14.1 (cargo install) when missing. Big
 # files live under target/bench-blobs (the repository's filesystem, not a tmpfs /tmp) and are
 # removed on exit. The s3s-fs figures for 4 KiB PUTs swing between runs (600 to 3,000 req/s
 # on a 2-core VM: its blocking pool spends most of the time in the kernel); read the runs.
@@ -59,14 +62,18 @@ fi
 for tool in curl python3 sha256sum dd; do
   command -v $tool >/dev/null || { echo "missing: $tool" >&2; exit 1; }
 done
-BIN=$ROOT/target/release/vellum
+BIN=${VELLUM_BIN:-$ROOT/target/release/vellum}
+OLD_BIN=${OLD_BIN:-}
 if [ "$VELLUM" = 1 ]; then
-  [ "${BUILD:-1}" = 0 ] || nice -n 10 cargo build --release --quiet --bin vellum
+  [ "${BUILD:-1}" = 0 ] || [ -n "${VELLUM_BIN:-}" ] || nice -n 10 cargo build --release --quiet --bin vellum
+  for b in "$BIN" $OLD_BIN; do [ -x "$b" ] || { echo "no vellum binary at $b" >&2; exit 1; }; done
   [ -f fixtures/claims/root.json ] || { echo "missing fixtures/claims/root.json" >&2; exit 1; }
 fi
 
 # Versions, taken when the vellum binary is built (the work tree may change during the run).
 VERSIONS="$("$NGINX" -v 2>&1 | sed 's/.*: //'), $("$S3S" --version), $(wrk -v 2>&1 | head -1 | awk '{print "wrk", $2}'), $(curl --version | head -1 | awk '{print "curl", $2}'), vellum $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src 2>/dev/null || echo +changes)"
+[ -z "${VELLUM_BIN:-}" ] || VERSIONS="$VERSIONS (binary $BIN)"
+[ -z "$OLD_BIN" ] || VERSIONS="$VERSIONS; old build: $OLD_BIN"
 
 # ---- scratch space and processes ---------------------------------------------------------
 WORK=$ROOT/target/bench-blobs
@@ -243,21 +250,71 @@ fi
 
 # ---- d. vellum ---------------------------------------------------------------------------
 VURL=http://127.0.0.1:$VPORT
-start_vellum() { # -> VPID, TOKEN; an empty store
+start_vellum() { # [binary] -> VPID, TOKEN; an empty store
+  local bin=${1:-$BIN}
   rm -rf "$RUN/vellum"
-  RUST_LOG=warn SYNCHRONOUS=full "$BIN" serve --listen "127.0.0.1:$VPORT" --data-dir "$RUN/vellum" \
+  RUST_LOG=warn SYNCHRONOUS=full "$bin" serve --listen "127.0.0.1:$VPORT" --data-dir "$RUN/vellum" \
     >>"$RUN/vellum.log" 2>&1 &
   VPID=$!
   PIDS+=("$VPID")
   for _ in $(seq 100); do curl -sf "$VURL/healthz" >/dev/null && break; sleep 0.1; done
   curl -sf "$VURL/healthz" >/dev/null || { echo "vellum did not start:" >&2; tail "$RUN/vellum.log" >&2; return 1; }
-  TOKEN=$("$BIN" token --claims fixtures/claims/root.json --ttl 2h --data-dir "$RUN/vellum")
+  TOKEN=$("$bin" token --claims fixtures/claims/root.json --ttl 2h --data-dir "$RUN/vellum")
 }
 hwm() { awk '/VmHWM/ {printf "%.1f", $2/1024}' "/proc/$VPID/status"; }
 json_field() { # file index field
   python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[int(sys.argv[2])].get(sys.argv[3], ""))' "$@"
 }
-if want vellum && [ "$VELLUM" = 1 ]; then
+upload_once() { # run-number -> prints MB/s or ERR; the response is in $RUN/up.json
+  local r=$1 v meta sha
+  meta="[{\"action\":\"C\",\"parentoid\":\"1\",\"name\":\"big-$r\",\"isfile\":true}]"
+  if v=$(timed "$RUN/up.json" up -H "userpolicy: $TOKEN" -F "metadata=$meta;type=application/json" \
+    -F "data=@$SRC" "$VURL/write"); then
+    OID=$(json_field "$RUN/up.json" 0 oid)
+    sha=$(json_field "$RUN/up.json" 0 sha256plain)
+    [ "$sha" = "$SRC_SHA" ] || echo "  upload $r: sha256plain '$sha' is not the file's $SRC_SHA" >&2
+    echo "$v"
+  else
+    echo ERR
+  fi
+}
+max_of() { printf '%s\n' "$@" | grep -E '^[0-9.]+$' | sort -g | tail -1; }
+if want vellum && [ "$VELLUM" = 1 ] && [ -n "$OLD_BIN" ]; then
+  echo "== d. vellum, old and new build alternating: multipart POST /write, then GET /stream, on a fresh server each ($RUNS pairs)"
+  UP=() GET=() OUP=() OGET=() RSS=() ORSS=()
+  for r in $(seq "$RUNS"); do
+    for which in old new; do
+      if [ $which = old ]; then start_vellum "$OLD_BIN"; else start_vellum "$BIN"; fi
+      OID=
+      rm -f "$RUN/up.json"
+      up=$(upload_once "$r")
+      h=$(hwm) # the uploads' peak, as in the single-build runs
+      OID=$(json_field "$RUN/up.json" 0 oid 2>/dev/null || true)
+      get=ERR
+      [ "$up" = ERR ] || [ -z "$OID" ] ||
+        get=$(timed /dev/null down -H "userpolicy: $TOKEN" "$VURL/stream/$OID" || echo ERR)
+      if [ $which = old ]; then OUP+=("$up") OGET+=("$get") ORSS+=("$h"); else UP+=("$up") GET+=("$get") RSS+=("$h"); fi
+      echo "  pair $r, $which: upload $up MB/s (VmHWM $h MiB), GET $get MB/s (VmHWM $(hwm) MiB)"
+      if [ $which = new ] && [ "$r" = 1 ] && [ -n "$OID" ]; then
+        got=$(curl -s -H "userpolicy: $TOKEN" "$VURL/stream/$OID" | sha256sum | cut -c1-64)
+        if [ "$got" = "$SRC_SHA" ]; then R[v_sha]=ok; else R[v_sha]="MISMATCH ($got)"; fi
+      fi
+      stop "$VPID"
+      rm -rf "$RUN/vellum"
+    done
+  done
+  show_runs "upload, new" "${UP[@]}"
+  show_runs "upload, old" "${OUP[@]}"
+  show_runs "GET, new" "${GET[@]}"
+  show_runs "GET, old" "${OGET[@]}"
+  record v_up "${UP[@]}"
+  record v_get "${GET[@]}"
+  record v_up_old "${OUP[@]}"
+  record v_get_old "${OGET[@]}"
+  R[v_rss]=$(max_of "${RSS[@]}")
+  R[v_rss_old]=$(max_of "${ORSS[@]}")
+  echo "  VmHWM after an upload, the most over the runs: new ${R[v_rss]} MiB, old ${R[v_rss_old]} MiB"
+elif want vellum && [ "$VELLUM" = 1 ]; then
   echo "== d. vellum: multipart POST /write of the file, GET /stream ($RUNS runs each)"
   start_vellum
   echo "  VmHWM after start: $(hwm) MiB"
@@ -345,7 +402,7 @@ if want small; then
 fi
 
 # ---- table -------------------------------------------------------------------------------
-for k in dd nginx_put nginx_get s3_put_unsigned s3_put_sha s3_get v_up v_get v_rss v_sha v_4k v_rss4k s3_4k_sig s3_4k_open; do
+for k in dd nginx_put nginx_get s3_put_unsigned s3_put_sha s3_get v_up v_get v_rss v_sha v_4k v_rss4k s3_4k_sig s3_4k_open v_up_old v_get_old v_rss_old; do
   export "B_$k=${R[$k]:-n/a}" "B_${k}_runs=${R[${k}_runs]:-}"
 done
 SIZE_MB=$SIZE_MB RUNS=$RUNS WRK_SECS=$WRK_SECS VERSIONS=$VERSIONS LOAD0=$LOAD0 python3 - <<'PY' | tee "$OUT/blobs.txt"
@@ -374,12 +431,16 @@ rows = [  # (name, figure, key of the runs)
     ("vellum multipart upload, SYNCHRONOUS=full", fig("v_up", "MB/s"), "v_up"),
     ("vellum GET /stream", fig("v_get", "MB/s"), "v_get"),
     ("vellum peak RSS (VmHWM) over the uploads", fig("v_rss", "MiB"), None),
+    ("old build: vellum multipart upload (alternating)", fig("v_up_old", "MB/s"), "v_up_old"),
+    ("old build: vellum GET /stream", fig("v_get_old", "MB/s"), "v_get_old"),
+    ("old build: vellum peak RSS (VmHWM)", fig("v_rss_old", "MiB"), None),
     ("vellum streamed bytes' sha256 = file's", g("v_sha"), None),
     ("4 KiB: vellum POST /write, one file each", fig("v_4k", "req/s", "{:,.0f}"), "v_4k"),
     ("vellum peak RSS (VmHWM) at the end of a 4 KiB run", fig("v_rss4k", "MiB"), None),
     ("4 KiB: s3s-fs PUT, SigV4 + sha256 verified", fig("s3_4k_sig", "req/s", "{:,.0f}"), "s3_4k_sig"),
     ("4 KiB: s3s-fs PUT, no auth", fig("s3_4k_open", "req/s", "{:,.0f}"), "s3_4k_open"),
 ]
+rows = [row for row in rows if not (row[0].startswith("old build") and g(row[2] or "v_rss_old") == "n/a")]
 for name, v, k in rows:
     print(f"| {name} | {v} | {g(k + '_runs') if k else ''} |")
 print()
@@ -394,6 +455,9 @@ def ratio(name, a, b, goal, op=">="):
     print(f"| {name} | {r:.2f} | {op} {goal} | {'yes' if ok else 'NO'} |")
 ratio("vellum upload / s3s-fs sha256-verified PUT", "v_up", "s3_put_sha", 1.5)
 ratio("vellum upload / dd", "v_up", "dd", 0.75)
+if g("v_up_old") != "n/a":
+    ratio("vellum upload / old build's (issue 11, item 8)", "v_up", "v_up_old", 1.5)
+    ratio("vellum upload / dd (issue 11, item 8)", "v_up", "dd", 0.5)
 ratio("vellum GET / s3s-fs GET", "v_get", "s3_get", 4)
 ratio("vellum GET / nginx GET", "v_get", "nginx_get", 0.3)
 rss = num("v_rss")

@@ -28,9 +28,12 @@
 //! Local files: `object_store`'s `LocalFileSystem` is built with `with_fsync(true)` (available
 //! since object_store 0.13), which writes to a staging file, `fsync`s it, renames it into place
 //! and `fsync`s the parent directory (and every directory it had to create) before the write
-//! returns; the `blobs/` and partition directories made at start-up are fsynced here. S3: a
-//! completed `PUT` or `CompleteMultipartUpload` is durable.
+//! returns; the `blobs/` and partition directories made at start-up are fsynced here. A local
+//! multipart upload (a blob of 8 MiB or more, stored) goes through `local.rs`, which writes the
+//! same staging file and gives the same guarantees, but starts putting the parts on disk
+//! while the upload goes on. S3: a completed `PUT` or `CompleteMultipartUpload` is durable.
 
+mod local;
 mod open;
 mod part_writer;
 mod pipeline;

@@ -8,6 +8,7 @@ use object_store::path::Path;
 use object_store::{MultipartUpload, ObjectStore, ObjectStoreExt, PutPayload};
 use tokio::task::JoinSet;
 
+use super::local::StagingFile;
 use super::BlobError;
 
 /// Stored bytes per multipart part (S3 wants at least 5 MiB for every part but the last).
@@ -43,6 +44,8 @@ pub(crate) struct PartWriter {
     parts: u64,
     /// A final request (the single `PUT`, or the completion) was made: the object may exist.
     maybe_visible: bool,
+    /// A local blob the upload pipeline wrote itself, synced, to move into place.
+    staged: Option<StagingFile>,
 }
 
 impl PartWriter {
@@ -50,6 +53,7 @@ impl PartWriter {
         Self {
             store,
             location,
+            staged: None,
             rname: rname.to_string(),
             pending: Vec::new(),
             pending_len: 0,
@@ -65,6 +69,19 @@ impl PartWriter {
             self.pending_len += bytes.len();
             self.pending.push(bytes);
         }
+    }
+
+    /// The bytes pushed so far, for a writer of the whole blob (before any part was sent).
+    pub(crate) fn take_pending(&mut self) -> Vec<Bytes> {
+        debug_assert!(self.upload.is_none() && self.staged.is_none());
+        self.pending_len = 0;
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Takes a local blob written whole and synced by someone else (instead of any bytes
+    /// pushed here): [`PartWriter::finish`] moves it into place.
+    pub(crate) fn adopt(&mut self, file: StagingFile) {
+        self.staged = Some(file);
     }
 
     fn backend(&self, e: object_store::Error) -> BlobError {
@@ -119,6 +136,17 @@ impl PartWriter {
 
     /// Writes what is pending and makes the object visible (and durable).
     pub(super) async fn finish(&mut self) -> Result<(), BlobError> {
+        if let Some(file) = self.staged.take() {
+            self.maybe_visible = true;
+            return match tokio::task::spawn_blocking(move || file.commit()).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(self.backend(object_store::Error::Generic {
+                    store: "LocalFileSystem",
+                    source: Box::new(e),
+                })),
+                Err(e) => Err(BlobError::Io(std::io::Error::other(e))),
+            };
+        }
         if self.upload.is_none() {
             let payload: PutPayload = std::mem::take(&mut self.pending).into_iter().collect();
             self.pending_len = 0;
@@ -150,6 +178,8 @@ impl PartWriter {
     /// object if a final request may have created it. Best effort; failures are logged.
     pub(super) async fn clean_up(&mut self) {
         self.in_flight.shutdown().await;
+        // An uncommitted staging file removes itself.
+        self.staged = None;
         self.pending.clear();
         self.pending_len = 0;
         if let Some(mut upload) = self.upload.take() {

@@ -14,6 +14,7 @@ use object_store::{ClientOptions, GetOptions, ObjectStore, ObjectStoreExt, Retry
 use rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
 
+use super::local::create_dir_durably;
 use super::open::OpenObjects;
 use super::part_writer::PartWriter;
 use super::pipeline::Pipeline;
@@ -218,12 +219,16 @@ impl BlobStore {
         let location = self.location(location)?;
         let expected = expected_sha256.map(normalize_sha256).transpose()?;
         let (sealer, wrapped) = self.new_sealer(rname, algorithm)?;
+        let local_dest = match &self.inner.backend {
+            Backend::Local { root } => Some(root.join(location.as_ref())),
+            Backend::S3 { .. } => None,
+        };
         let mut writer = PartWriter::new(self.inner.store.clone(), location, rname);
         let result: Result<BlobInfo, BlobError> = async {
             if let Some(sealer) = &sealer {
                 writer.push(Bytes::copy_from_slice(&sealer.header()));
             }
-            let mut pipeline = Pipeline::new(sealer);
+            let mut pipeline = Pipeline::new(sealer, local_dest);
             let mut size = 0u64;
             while let Some(piece) = body.next().await {
                 let piece = piece.map_err(BlobError::Upload)?;
@@ -684,25 +689,6 @@ pub(crate) fn endpoint_is_plain_http(endpoint: &str) -> Result<bool, BlobError> 
             "AWS_ENDPOINT {endpoint:?}: plain http is only allowed for a loopback host; use https"
         )))
     }
-}
-
-/// Creates `dir` and any missing parents, fsyncing each parent whose entries changed, so the
-/// directories blobs are written into survive a crash.
-fn create_dir_durably(dir: &FsPath) -> std::io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => FsPath::new("."),
-    };
-    create_dir_durably(parent)?;
-    match std::fs::create_dir(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => return Ok(()),
-        Err(e) => return Err(e),
-    }
-    std::fs::File::open(parent)?.sync_all()
 }
 
 /// Removes `object_store` staging files (names containing `#`) older than `cutoff` under

@@ -326,3 +326,115 @@ fn a_full_disk_under_the_blob_store_is_its_own_error_and_answers_507() {
     );
     assert!(matches!(other, BlobError::Backend(_)), "{other:?}");
 }
+
+/// Files under `dir` whose names hold a `#`: staging files of unfinished local uploads.
+fn staging_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if entry.file_name().to_string_lossy().contains('#') {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// Bytes 0..n of a fixed pattern, in pieces of uneven sizes (as a body arrives).
+fn uneven_body(n: usize) -> (Vec<u8>, Vec<Result<Bytes, std::io::Error>>) {
+    let data: Vec<u8> = (0..n as u64)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let (mut pieces, mut at, mut k) = (Vec::new(), 0, 0u64);
+    while at < n {
+        k = k.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let len = (1 + (k >> 40) as usize % 300_000).min(n - at);
+        pieces.push(Ok(Bytes::copy_from_slice(&data[at..at + len])));
+        at += len;
+    }
+    (data, pieces)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multipart_local_upload_goes_through_the_threads_and_round_trips() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::from_config(&BlobConfig::local(dir.path()), keys()).unwrap();
+    // Three parts and more, many batches, the last one partial.
+    let (data, pieces) = uneven_body(2 * PART_SIZE + 3 * 65_536 + 12_345);
+    let sha = hex::encode(Sha256::digest(&data));
+    for algorithm in [BlobAlgorithm::Chunked, BlobAlgorithm::None] {
+        let rname = BlobStore::new_rname();
+        let body = stream::iter(pieces.iter().map(|p| Ok(p.as_ref().unwrap().clone())));
+        let info = store
+            .put(&rname, algorithm, body, Some(&sha), None)
+            .await
+            .unwrap();
+        assert_eq!((info.size, &info.sha256plain), (data.len() as u64, &sha));
+        let reader = store
+            .open(&rname, algorithm, info.wrapped.as_ref())
+            .await
+            .unwrap();
+        let got: Vec<Bytes> = reader
+            .read_range(0..data.len() as u64)
+            .map(|r| r.unwrap())
+            .collect()
+            .await;
+        assert!(got.concat() == data, "{algorithm:?}");
+        assert_eq!(staging_files(dir.path()), Vec::<std::path::PathBuf>::new());
+    }
+    // A wrong expected hash stores nothing, and leaves no staging file.
+    let rname = BlobStore::new_rname();
+    let body = stream::iter(pieces.iter().map(|p| Ok(p.as_ref().unwrap().clone())));
+    let wrong = "0".repeat(64);
+    let r = store
+        .put(&rname, BlobAlgorithm::Chunked, body, Some(&wrong), None)
+        .await;
+    assert!(matches!(r, Err(BlobError::HashMismatch { .. })), "{r:?}");
+    assert!(store
+        .open(&rname, BlobAlgorithm::None, None)
+        .await
+        .unwrap_err()
+        .is_not_found());
+    assert_eq!(staging_files(dir.path()), Vec::<std::path::PathBuf>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_multipart_local_upload_leaves_no_staging_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::from_config(&BlobConfig::local(dir.path()), keys()).unwrap();
+    let (_, pieces) = uneven_body(3 * PART_SIZE);
+    // The body sends a few parts, then stalls: the upload is dropped midway.
+    let body = stream::iter(pieces).chain(stream::pending());
+    let rname = BlobStore::new_rname();
+    let mut put = Box::pin(store.put(&rname, BlobAlgorithm::Chunked, body, None, None));
+    // Until its first part is being written (the staging file exists).
+    for _ in 0..600 {
+        tokio::select! {
+            r = &mut put => panic!("the body never ends, yet: {r:?}"),
+            _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+        }
+        if !staging_files(dir.path()).is_empty() {
+            break;
+        }
+    }
+    assert_eq!(staging_files(dir.path()).len(), 1);
+    drop(put);
+    // The staging file is removed in the background.
+    for _ in 0..100 {
+        if staging_files(dir.path()).is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(staging_files(dir.path()), Vec::<std::path::PathBuf>::new());
+    assert!(store
+        .open(&rname, BlobAlgorithm::None, None)
+        .await
+        .unwrap_err()
+        .is_not_found());
+}

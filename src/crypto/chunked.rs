@@ -12,6 +12,7 @@ use std::fmt;
 
 use aes_gcm::aead::AeadInOut;
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use aws_lc_rs::aead::{self, LessSafeKey};
 use rand_core::{OsRng, RngCore};
 
 use super::envelope::Dek;
@@ -51,7 +52,8 @@ fn chunk_len_allowed(index: u64, plain_len: usize, chunk_size: u32, last: bool) 
 
 /// Seals the chunks of one blob, in order. Build a new one (new random nonce prefix) per blob.
 pub struct Encryptor {
-    cipher: Aes256Gcm,
+    /// AWS-LC's AES-256-GCM: see `aws-lc-rs` in `Cargo.toml`. (Opening stays with aes-gcm.)
+    key: LessSafeKey,
     header: Header,
     aad: Vec<u8>,
     next: u64,
@@ -88,7 +90,7 @@ impl Encryptor {
     ) -> Result<Self> {
         let header = Header::new(chunk_size, prefix)?;
         Ok(Self {
-            cipher: dek.cipher(),
+            key: dek.sealing_key(),
             aad: chunk_aad(&header, blob_id),
             header,
             next: 0,
@@ -130,6 +132,23 @@ impl Encryptor {
     /// encrypted in place, the tag appended (give it `TAG_LEN` spare capacity to avoid a
     /// reallocation). On error `buf` is unchanged.
     pub fn seal_chunk_in_place(&mut self, buf: &mut Vec<u8>, last: bool) -> Result<()> {
+        let tag = self.seal_in_place(buf, last)?;
+        buf.extend_from_slice(&tag);
+        Ok(())
+    }
+
+    /// Seals the next chunk, `plaintext`, into `out` (exactly `plaintext.len() + TAG_LEN`
+    /// bytes: ciphertext ‖ tag).
+    fn seal_to(&mut self, plaintext: &[u8], out: &mut [u8], last: bool) -> Result<()> {
+        let (body, tag_out) = out.split_at_mut(plaintext.len());
+        body.copy_from_slice(plaintext);
+        let tag = self.seal_in_place(body, last)?;
+        tag_out.copy_from_slice(&tag);
+        Ok(())
+    }
+
+    /// Encrypts the next chunk in place and returns its tag. On error `buf` is unchanged.
+    fn seal_in_place(&mut self, buf: &mut [u8], last: bool) -> Result<[u8; TAG_LEN]> {
         if self.finished {
             return Err(CryptoError::Misuse("sealing after the final chunk"));
         }
@@ -148,13 +167,17 @@ impl Encryptor {
         }
         let nonce = chunk_nonce(&self.header.nonce_prefix(), index, last);
         let tag = self
-            .cipher
-            .encrypt_inout_detached(&Nonce::from(nonce), &self.aad, buf.as_mut_slice().into())
+            .key
+            .seal_in_place_separate_tag(
+                aead::Nonce::assume_unique_for_key(nonce),
+                aead::Aad::from(&self.aad[..]),
+                buf,
+            )
             .map_err(|_| CryptoError::TooLarge)?;
-        buf.extend_from_slice(&tag);
+        let tag: [u8; TAG_LEN] = tag.as_ref().try_into().expect("a 16-byte tag");
         self.next += 1;
         self.finished = last;
-        Ok(())
+        Ok(tag)
     }
 }
 
@@ -308,6 +331,11 @@ impl ChunkSealer {
         self.enc.chunks_sealed()
     }
 
+    /// Plaintext bytes per chunk.
+    pub fn chunk_size(&self) -> u32 {
+        self.enc.chunk_size()
+    }
+
     /// Adds plaintext; the iterator yields each chunk that becomes complete (and is known not to
     /// be the last), sealed. The iterator must be drained: dropping it with input left makes
     /// `finish` fail rather than silently lose data.
@@ -316,6 +344,65 @@ impl ChunkSealer {
             sealer: self,
             input: data,
         }
+    }
+
+    /// Like [`ChunkSealer::push`], but writes the sealed chunks one after another at the start
+    /// of `out`, as many as fit, and returns `(consumed, written)`: how much of `data` it took
+    /// (all of it unless `out` ran out of room) and how many bytes of `out` it filled. A whole
+    /// chunk that lies in `data` with more plaintext after it is copied once, straight into
+    /// `out`, and sealed there; only the plaintext left over (at most one chunk) is kept
+    /// back. `out` of [`ChunkSealer::sealed_len_bound`]`(data.len())` bytes always takes all of
+    /// `data`. A sealing error poisons the sealer (`finish` fails).
+    pub fn seal_into(&mut self, data: &[u8], out: &mut [u8]) -> Result<(usize, usize)> {
+        if self.poisoned {
+            return Err(CryptoError::Misuse(
+                "a push() iterator was dropped before it was drained, or sealing failed",
+            ));
+        }
+        let cs = self.enc.chunk_size() as usize;
+        let (mut consumed, mut written) = (0, 0);
+        loop {
+            let rest = &data[consumed..];
+            let full = self.buf.len() == cs;
+            // A chunk is sealed once plaintext follows it: the held-back one, or a whole one
+            // in `rest` with more after it.
+            let seal_next = !rest.is_empty() && (full || (self.buf.is_empty() && rest.len() > cs));
+            if !seal_next {
+                // Nothing to seal yet: keep what fits in the held-back chunk.
+                let take = (cs - self.buf.len()).min(rest.len());
+                if take == 0 {
+                    return Ok((consumed, written));
+                }
+                self.buf.extend_from_slice(&rest[..take]);
+                self.plain_len += take as u64;
+                consumed += take;
+                continue;
+            }
+            // Not the final chunk, then: seal it, if it fits.
+            let Some(dst) = out.get_mut(written..written + cs + TAG_LEN) else {
+                return Ok((consumed, written));
+            };
+            let sealed = if full {
+                let r = self.enc.seal_to(&self.buf, dst, false);
+                self.buf.clear();
+                r
+            } else {
+                self.plain_len += cs as u64;
+                consumed += cs;
+                self.enc.seal_to(&rest[..cs], dst, false)
+            };
+            if let Err(e) = sealed {
+                self.poisoned = true;
+                return Err(e);
+            }
+            written += cs + TAG_LEN;
+        }
+    }
+
+    /// The most bytes [`ChunkSealer::seal_into`] writes for `more` bytes of plaintext.
+    pub fn sealed_len_bound(&self, more: usize) -> usize {
+        let cs = self.enc.chunk_size() as usize;
+        (self.buf.len() + more) / cs * (cs + TAG_LEN)
     }
 
     /// Seals the final chunk (the rest of the plaintext; empty only for an empty blob).

@@ -9,6 +9,7 @@ use std::fmt;
 
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use aws_lc_rs::aead::{LessSafeKey, UnboundKey, AES_256_GCM};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use rand_core::{OsRng, RngCore};
@@ -43,6 +44,12 @@ impl Dek {
         let key = Self(Box::new(bytes));
         bytes.zeroize();
         key
+    }
+
+    /// The key for sealing chunks (AWS-LC's AES-256-GCM, see `Cargo.toml`).
+    pub(crate) fn sealing_key(&self) -> LessSafeKey {
+        let key = UnboundKey::new(&AES_256_GCM, &self.0[..]).expect("a 32-byte AES-256 key");
+        LessSafeKey::new(key)
     }
 
     pub(crate) fn cipher(&self) -> Aes256Gcm {

@@ -281,6 +281,93 @@ fn known_answer_v1() {
     assert_eq!(&stored[48..], &c1[..]);
 }
 
+/// `seal_into` stores exactly the bytes `push` yields, for any way the plaintext is sliced, and
+/// stays within `sealed_len_bound`; the known answer holds through it too.
+#[test]
+fn seal_into_stores_what_push_yields() {
+    let dek = Dek::generate();
+    let mut lcg = Lcg(11);
+    for cs in [SMALL, 1000] {
+        let c = cs as usize;
+        for n in [0, 1, c - 1, c, c + 1, 2 * c, 5 * c + 3, 40 * c + 1] {
+            let plain = random_bytes(n);
+            for round in 0..12u8 {
+                let sizes: Vec<usize> = match round {
+                    0 => vec![usize::MAX],
+                    1 => vec![1],
+                    2 => vec![0, c],
+                    3 => vec![c + 1],
+                    4 => vec![2 * c, c - 1],
+                    _ => (0..5).map(|_| 1 + lcg.next(3 * c)).collect(),
+                };
+                let fresh = || {
+                    let enc = Encryptor::with_nonce_prefix(&dek, BLOB, cs, [round; 7]).unwrap();
+                    ChunkSealer::from_encryptor(enc).unwrap()
+                };
+                let (mut a, mut b) = (fresh(), fresh());
+                let mut via_push = a.header().to_vec();
+                let mut via_into = b.header().to_vec();
+                let mut rest = &plain[..];
+                let mut i = 0;
+                while !rest.is_empty() {
+                    let k = sizes[i % sizes.len()].min(rest.len());
+                    i += 1;
+                    for sealed in a.push(&rest[..k]) {
+                        via_push.extend(sealed.unwrap());
+                    }
+                    if round % 2 == 0 {
+                        // Room for the bound exactly, after bytes that must stay untouched.
+                        let mut out = vec![0xa5; 3 + b.sealed_len_bound(k)];
+                        let (took, wrote) = b.seal_into(&rest[..k], &mut out[3..]).unwrap();
+                        assert_eq!((took, &out[..3]), (k, &[0xa5; 3][..]));
+                        via_into.extend_from_slice(&out[3..3 + wrote]);
+                    } else {
+                        // Room for one sealed chunk (or none) at a time.
+                        let mut out = vec![0; (c + TAG_LEN) * (round as usize % 4 / 2) + 7];
+                        let mut piece = &rest[..k];
+                        loop {
+                            let (took, wrote) = b.seal_into(piece, &mut out).unwrap();
+                            via_into.extend_from_slice(&out[..wrote]);
+                            piece = &piece[took..];
+                            if piece.is_empty() {
+                                break;
+                            }
+                            if out.len() < c + TAG_LEN {
+                                out = vec![0; c + TAG_LEN];
+                            }
+                        }
+                    }
+                    rest = &rest[k..];
+                }
+                assert_eq!(b.plaintext_len(), n as u64);
+                via_push.extend(a.finish().unwrap());
+                via_into.extend(b.finish().unwrap());
+                assert_eq!(via_into, via_push, "cs={cs} n={n} round={round}");
+                assert_eq!(open(&dek, &via_into).unwrap(), plain);
+            }
+        }
+    }
+
+    let dek = Dek::from_bytes(std::array::from_fn(|i| i as u8));
+    let enc =
+        Encryptor::with_nonce_prefix(&dek, b"558/158340da6ed32558", SMALL, *b"prefix7").unwrap();
+    let mut sealer = ChunkSealer::from_encryptor(enc).unwrap();
+    let mut stored = sealer.header().to_vec();
+    let mut out = [0u8; 32];
+    for piece in [&b"hello, vellum "[..], b"blobs!"] {
+        let (took, wrote) = sealer.seal_into(piece, &mut out).unwrap();
+        assert_eq!(took, piece.len());
+        stored.extend_from_slice(&out[..wrote]);
+    }
+    stored.extend(sealer.finish().unwrap());
+    assert_eq!(
+        hex(&stored),
+        "564c4d42010000001070726566697837\
+         59550b65468c7f39d01c299f3337d7b2d84a70857fcb5b4a19a38d81f6125bae\
+         aae206c2c4edf70986107d57742c8b949ee36099"
+    );
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
