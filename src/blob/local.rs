@@ -139,6 +139,18 @@ impl StagingFile {
     }
 }
 
+impl StagingFile {
+    /// Removes the uncommitted file now (dropping it removes it in the background).
+    /// Blocking.
+    pub(crate) fn discard(mut self) -> std::io::Result<()> {
+        self.committed = true; // Nothing left for `drop`.
+        match std::fs::remove_file(&self.staging) {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl Drop for StagingFile {
     fn drop(&mut self) {
         if self.committed {

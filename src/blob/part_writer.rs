@@ -178,8 +178,12 @@ impl PartWriter {
     /// object if a final request may have created it. Best effort; failures are logged.
     pub(super) async fn clean_up(&mut self) {
         self.in_flight.shutdown().await;
-        // An uncommitted staging file removes itself.
-        self.staged = None;
+        if let Some(file) = self.staged.take() {
+            let discarded = tokio::task::spawn_blocking(move || file.discard()).await;
+            if let Ok(Err(e)) = discarded {
+                tracing::warn!(rname = %self.rname, error = %e, "removing a failed upload's file failed; `vellum gc` will remove it");
+            }
+        }
         self.pending.clear();
         self.pending_len = 0;
         if let Some(mut upload) = self.upload.take() {

@@ -173,9 +173,11 @@ impl BlobStore {
     /// [`BlobAlgorithm::Chunked`], the chunked AES-256-GCM envelope under a fresh data key,
     /// into `FILE_PARTITION/<rname>`.
     ///
-    /// * Memory does not grow with the size: a blob under 8 MiB (stored) is one `PUT`; a larger
-    ///   one is a multipart upload of 8 MiB parts (growing after 1,000 parts), at most two in
-    ///   flight while the next is filled; reading `body` waits while they are.
+    /// * Memory does not grow with the size: past its first 512 KiB a local blob is written
+    ///   to its file by the pipeline's seal thread as it is sealed; on S3 a blob under 8 MiB
+    ///   (stored) is one `PUT`, a larger one a multipart upload of 8 MiB parts (growing after
+    ///   1,000 parts), at most two in flight while the next is filled. Reading `body` waits
+    ///   while they are.
     /// * The blob is durable when this returns `Ok` (see the module docs).
     /// * `expected_sha256` (hex, any case): on a mismatch nothing becomes visible (the single
     ///   `PUT` is never made / the multipart upload is aborted) and

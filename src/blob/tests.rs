@@ -438,3 +438,36 @@ async fn a_dropped_multipart_local_upload_leaves_no_staging_file() {
         .unwrap_err()
         .is_not_found());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_upload_whose_file_cannot_be_written_fails_as_the_servers_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::from_config(&BlobConfig::local(dir.path()), keys()).unwrap();
+    let rname = BlobStore::new_rname();
+    // The blob's directory is taken by a file: the seal thread cannot create its staging file.
+    // Local blobs live under <data dir>/blobs.
+    let location = dir
+        .path()
+        .join("blobs")
+        .join(store.location(&rname).unwrap().as_ref());
+    let partition = location.parent().unwrap();
+    std::fs::create_dir_all(partition.parent().unwrap()).unwrap();
+    let _ = std::fs::remove_dir(partition);
+    std::fs::write(partition, b"not a directory").unwrap();
+    let (_, pieces) = uneven_body(3 << 20);
+    let r = store
+        .put(
+            &rname,
+            BlobAlgorithm::Chunked,
+            stream::iter(pieces),
+            None,
+            None,
+        )
+        .await;
+    let e = r.unwrap_err();
+    assert!(matches!(e, BlobError::Backend(_)), "{e:?}");
+    let e = crate::error::Error::from(e);
+    assert_eq!(e.kind, crate::error::Kind::Unavailable, "{e:?}");
+    assert_eq!(std::fs::read(partition).unwrap(), b"not a directory");
+    assert_eq!(staging_files(dir.path()), Vec::<std::path::PathBuf>::new());
+}
