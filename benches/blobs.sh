@@ -151,6 +151,14 @@ show_runs() { # name values...
 
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "== load average at start: $LOAD0 (anything else running skews every figure)"
+# A filesystem mounted with `discard` on a thin-provisioned virtual disk gives freed blocks
+# back to the host, and writing them again is slow: on the development VM, 1 GiB writes with
+# fdatasync ran at 330 MB/s into such blocks and 1.6 GB/s otherwise, alternating from one run
+# to the next as ext4 reused what the run before freed, which skews an old/new alternation.
+# `mount -o remount,nodiscard <mountpoint>` for the run (and back after) avoids it.
+if findmnt -no OPTIONS -T "$ROOT/target" 2>/dev/null | tr ',' '\n' | grep -qx discard; then
+  echo "== WARNING: $(findmnt -no TARGET -T "$ROOT/target") is mounted with discard: write figures alternate between fast and slow runs (see the comment above)"
+fi
 echo "== files: $SIZE_MB MiB random in $WORK ($(df --output=fstype,source "$WORK" | tail -1 | xargs))"
 SRC=$RUN/src.bin
 head -c "$SIZE" /dev/urandom >"$SRC"
