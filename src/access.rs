@@ -141,21 +141,55 @@ impl Access {
             }
             out
         });
-        // Grants beside policies (SPEC §9.3) will join here, read from `s` on this thread.
-        policy
+        if self.is_root() {
+            return policy;
+        }
+        let incoming = self.incoming(s);
+        events
+            .iter()
+            .zip(policy)
+            .map(|(e, p)| self.mask(p | shared_letters(&incoming, e)))
+            .collect()
     }
 
-    /// Every letter `target`'s policy grants when asked for `letter`. The snapshot is
-    /// where grants beside the policy are to be read (SPEC §9.3), so a revocation
-    /// committed before it is seen; today the policy is the only source.
+    /// Every letter the caller holds on `target` when asking for `letter`: what its policy
+    /// grants, united with the letters of every share on it or on a folder above it that
+    /// grants now and whose audience the caller is in (SPEC §9.3), read in the snapshot `s`
+    /// (so a revocation committed before it is seen); privileges last.
     fn granted<S: MetaRead + ?Sized>(
         &self,
-        _s: &S,
+        s: &S,
         target: &Event,
         letter: Letter,
         object: &Event,
     ) -> Perms {
-        self.by_policy(target, letter, object)
+        let policy = self.by_policy(target, letter, object);
+        if self.is_root() {
+            return policy;
+        }
+        self.mask(policy | shared_letters(&self.incoming(s), target))
+    }
+
+    /// The letters `target`'s policy alone grants the caller (privileges applied): what
+    /// "holding U by its policy" means for who may share (SPEC §9.2).
+    pub fn by_policy_only(&self, target: &Event, letter: Letter) -> Perms {
+        self.by_policy(target, letter, target)
+    }
+
+    /// Every share whose audience the caller is in and that grants now, in `s`. A store
+    /// failure grants nothing (default-deny), and is logged.
+    pub fn incoming<S: MetaRead + ?Sized>(&self, s: &S) -> Vec<crate::model::Share> {
+        let pairs = self.identity.claims.pairs();
+        if pairs.is_empty() {
+            return Vec::new();
+        }
+        match s.shares_to(&pairs) {
+            Ok(shares) => shares.into_iter().filter(|sh| sh.grants()).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading shares failed: they grant nothing");
+                Vec::new()
+            }
+        }
     }
 
     /// The letters `target`'s own policy grants, privileges applied.
@@ -179,11 +213,32 @@ impl Access {
         self.mask(granted)
     }
 
-    fn mask(&self, p: Perms) -> Perms {
+    pub(crate) fn mask(&self, p: Perms) -> Perms {
         if self.is_readonly() {
             p.minus(Perms::WRITES)
         } else {
             p
         }
     }
+}
+
+/// The letters `shares` grant on `target`: those of each share on it or on a folder above it
+/// (by `target`'s `fulldir`).
+pub fn shared_letters(shares: &[crate::model::Share], target: &Event) -> Perms {
+    if shares.is_empty() {
+        return Perms::NONE;
+    }
+    shares
+        .iter()
+        .filter(|sh| sh.oid == target.oid || is_ancestor(sh.oid, target))
+        .fold(Perms::NONE, |acc, sh| acc | sh.letters)
+}
+
+/// Whether `oid` is a folder above `target` (named in its `fulldir`).
+pub fn is_ancestor(oid: crate::model::Oid, target: &Event) -> bool {
+    target
+        .fulldir
+        .split('/')
+        .filter(|seg| !seg.is_empty())
+        .any(|seg| seg.parse::<crate::model::Oid>() == Ok(oid))
 }

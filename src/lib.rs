@@ -22,6 +22,7 @@ pub mod model;
 pub mod ops;
 pub mod policy;
 pub mod read;
+pub mod share;
 pub mod show;
 pub mod store;
 pub mod write;

@@ -293,6 +293,7 @@ async fn run(
         (Endpoint::List(p, q), Some(a)) => list(state, a, p, q).await,
         (Endpoint::Stream(p, t), Some(a)) => super::stream::stream(state, a, p, t, &req).await,
         (Endpoint::Show(p, q), Some(a)) => show(state, a, p, q.after, &base).await,
+        (Endpoint::Shares(r), Some(a)) => super::shares::handle(state, a, r, req).await,
         (_, None) => Err(Error::internal(Code::Route, "route without identity")),
     }
 }

@@ -5,7 +5,8 @@ use http::Method;
 use percent_encoding::percent_decode_str;
 
 use crate::error::{Code, Error, Result};
-use crate::model::{ObjPath, Oid, Tstamp};
+use crate::model::share::ShareState;
+use crate::model::{ObjPath, Oid, ShareId, Tstamp};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListQuery {
@@ -31,6 +32,38 @@ pub enum Endpoint {
     Metrics,
     /// Server-Sent Events: new events the caller may read, after `?since=`.
     Notifications(Option<Tstamp>),
+    /// SPEC §9.4: the share endpoints.
+    Shares(ShareRoute),
+}
+
+/// The share endpoints (SPEC §9.4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShareRoute {
+    /// `POST /shares`
+    Create,
+    /// `GET /shares/incoming?state=`
+    Incoming(Option<ShareState>),
+    /// `GET /shares/outgoing?state=`
+    Outgoing(Option<ShareState>),
+    /// `GET /shares?oid=`
+    OnObject(Oid),
+    /// `GET /shares/{id}`
+    One(ShareId),
+    /// `GET /shares/{id}/log`
+    Log(ShareId),
+    /// `POST /shares/{id}/accept`
+    Accept(ShareId),
+    /// `POST /shares/{id}/decline`
+    Decline(ShareId),
+    /// `DELETE /shares/{id}[?tstamp=]`
+    Revoke(ShareId, Option<Tstamp>),
+}
+
+impl ShareRoute {
+    /// Whether it changes the store (a readonly identity may still answer an offer).
+    fn writes(&self) -> bool {
+        matches!(self, ShareRoute::Create | ShareRoute::Revoke(..))
+    }
 }
 
 /// What an endpoint requires before it runs.
@@ -50,6 +83,8 @@ impl Endpoint {
         match self {
             Endpoint::Healthz | Endpoint::Config | Endpoint::Metrics => Requirement::Nothing,
             Endpoint::Write => Requirement::Writer,
+            Endpoint::Shares(r) if r.writes() => Requirement::Writer,
+            Endpoint::Shares(_) => Requirement::Identity,
             Endpoint::Props(_)
             | Endpoint::List(..)
             | Endpoint::History(_)
@@ -83,6 +118,14 @@ impl Endpoint {
             | Endpoint::List(p, _)
             | Endpoint::Stream(p, _) => p.to_string(),
             Endpoint::Derived(oid) => oid.to_string(),
+            Endpoint::Shares(
+                ShareRoute::One(id)
+                | ShareRoute::Log(id)
+                | ShareRoute::Accept(id)
+                | ShareRoute::Decline(id)
+                | ShareRoute::Revoke(id, _),
+            ) => format!("share {id}"),
+            Endpoint::Shares(ShareRoute::OnObject(oid)) => oid.to_string(),
             _ => String::new(),
         }
     }
@@ -102,6 +145,7 @@ impl Endpoint {
             Endpoint::Healthz => "healthz",
             Endpoint::Metrics => "metrics",
             Endpoint::Notifications(_) => "notifications",
+            Endpoint::Shares(_) => "shares",
         }
     }
 }
@@ -176,12 +220,78 @@ fn parse_since(q: Option<&str>) -> Result<Option<Tstamp>> {
     query_tstamp(q, "since")
 }
 
+fn parse_state_query(q: Option<&str>) -> Result<Option<ShareState>> {
+    match query_pairs(q).find(|(k, v)| k == "state" && !v.is_empty()) {
+        Some((_, v)) => crate::share::parse_state(&v).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Routes `/shares...` (`rest` after `shares/`).
+fn share_route(method: &Method, path: &str, rest: &str, query: Option<&str>) -> Result<Endpoint> {
+    let segs = decode_segments(rest)?;
+    let get = *method == Method::GET || *method == Method::HEAD;
+    let post = *method == Method::POST;
+    let id = |s: &str| -> Result<ShareId> {
+        s.parse()
+            .map_err(|_| Error::not_found(Code::NotFound, format!("no share {s:?}")))
+    };
+    let r = match (segs.as_slice(), method) {
+        ([], _) if post => ShareRoute::Create,
+        ([], _) if get => {
+            let oid = query_pairs(query)
+                .find(|(k, v)| k == "oid" && !v.is_empty())
+                .ok_or_else(|| {
+                    Error::bad_request(
+                        Code::BadQuery,
+                        "GET /shares needs ?oid= (or use /shares/incoming, /shares/outgoing)",
+                    )
+                })?
+                .1;
+            ShareRoute::OnObject(oid.parse().map_err(|_| {
+                Error::bad_request(Code::BadQuery, format!("oid {oid:?} is not an oid"))
+            })?)
+        }
+        ([], _) => return Err(method_not_allowed("GET or POST /shares")),
+        ([s], _) if s == "incoming" && get => ShareRoute::Incoming(parse_state_query(query)?),
+        ([s], _) if s == "outgoing" && get => ShareRoute::Outgoing(parse_state_query(query)?),
+        ([s], _) if s == "incoming" || s == "outgoing" => return Err(method_not_allowed("GET")),
+        ([s], _) if s == "redeem" => {
+            return Err(Error::not_implemented(
+                Code::BadShare,
+                "link shares, and so redeeming them, are not supported yet",
+            ))
+        }
+        ([s], _) if get => ShareRoute::One(id(s)?),
+        ([s], m) if *m == Method::DELETE => ShareRoute::Revoke(id(s)?, parse_tstamp(query)?),
+        ([s], m) if *m == Method::PATCH => {
+            id(s)?;
+            return Err(Error::not_implemented(
+                Code::BadShare,
+                "changing a share is not supported yet; revoke it and share again",
+            ));
+        }
+        ([_], _) => return Err(method_not_allowed("GET or DELETE /shares/{id}")),
+        ([s, what], _) => match what.as_str() {
+            "log" if get => ShareRoute::Log(id(s)?),
+            "accept" if post => ShareRoute::Accept(id(s)?),
+            "decline" if post => ShareRoute::Decline(id(s)?),
+            "log" => return Err(method_not_allowed("GET")),
+            "accept" | "decline" => return Err(method_not_allowed("POST")),
+            _ => return Err(not_found(path)),
+        },
+        _ => return Err(not_found(path)),
+    };
+    Ok(Endpoint::Shares(r))
+}
+
 /// Routes `path` (with `CLIENT_PREFIX` already removed).
 pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Endpoint> {
     let trimmed = path.trim_start_matches('/');
     let (head, rest) = trimmed.split_once('/').unwrap_or((trimmed, ""));
     let is_read = *method == Method::GET || *method == Method::HEAD;
     let ep = match head {
+        "shares" => return share_route(method, path, rest, query),
         "write" => {
             if *method != Method::POST {
                 return Err(method_not_allowed("POST /write"));

@@ -67,6 +67,16 @@ impl Claims {
         }
     }
 
+    /// Every (claim, value) pair in `values`, as [`Claims::values`] reads them.
+    pub fn pairs(&self) -> Vec<(String, String)> {
+        let Some(map) = self.values_map() else {
+            return Vec::new();
+        };
+        map.keys()
+            .flat_map(|k| self.values(k).into_iter().map(move |v| (k.clone(), v)))
+            .collect()
+    }
+
     /// True if claim `field` holds `value`.
     pub fn contains(&self, field: &str, value: &str) -> bool {
         self.values(field).iter().any(|v| v == value)

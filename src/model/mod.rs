@@ -7,6 +7,7 @@ pub mod event;
 pub mod ids;
 pub mod path;
 pub mod perms;
+pub mod share;
 
 pub use bytes::human_bytes;
 pub use claims::{Claims, Privilege};
@@ -14,3 +15,4 @@ pub use event::{Action, Event, EventView, PolicyView, Rname, UserPolicy, SCHEMA_
 pub use ids::{BadId, Oid, Tstamp, FOREVER};
 pub use path::{ObjPath, PathError};
 pub use perms::{Letter, Perms};
+pub use share::{Share, ShareEntry, ShareId};

@@ -139,6 +139,22 @@ impl Serialize for Perms {
     }
 }
 
+/// Reads a list of one-letter strings from CRUDXP (`["R","X"]`); anything else is an error.
+impl<'de> serde::Deserialize<'de> for Perms {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Perms, D::Error> {
+        let letters = Vec::<String>::deserialize(d)?;
+        letters.iter().try_fold(Perms::NONE, |acc, l| {
+            let mut chars = l.chars();
+            match (chars.next().and_then(Perms::from_letter), chars.next()) {
+                (Some(p), None) => Ok(acc | p),
+                _ => Err(serde::de::Error::custom(format!(
+                    "{l:?} is not one of the letters C, R, U, D, X, P"
+                ))),
+            }
+        })
+    }
+}
+
 impl std::str::FromStr for Perms {
     type Err = char;
     /// Parses a string of letters such as `"CRUDXP"` or `"RX"`.

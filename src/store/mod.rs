@@ -12,7 +12,7 @@ use std::future::Future;
 use std::path::Path;
 
 use crate::crypto::{BlobAlgorithm, Wrapped};
-use crate::model::{Event, Oid, Tstamp, UserPolicy};
+use crate::model::{Event, Oid, Share, ShareEntry, ShareId, Tstamp, UserPolicy};
 
 pub use sqlite::SqliteStore;
 
@@ -159,6 +159,19 @@ pub trait MetaRead {
     fn blobs_after(&self, after: Option<&str>, limit: usize) -> Result<Vec<BlobRow>, StoreError>;
     /// Whether some blob row's bytes lie in the object `location` (for gc).
     fn location_in_use(&self, location: &str) -> Result<bool, StoreError>;
+    /// The share `id` (its latest state), if any.
+    fn share(&self, id: ShareId) -> Result<Option<Share>, StoreError>;
+    /// Every share on one of `oids`, in any state.
+    fn shares_on(&self, oids: &[Oid]) -> Result<Vec<Share>, StoreError>;
+    /// Every share whose audience is one of the (claim, value) `pairs`, in any state: a
+    /// caller's incoming shares, read in one go for every decision about them.
+    fn shares_to(&self, pairs: &[(String, String)]) -> Result<Vec<Share>, StoreError>;
+    /// Every share made by the identity labelled `label`, in any state.
+    fn shares_by(&self, label: &str) -> Result<Vec<Share>, StoreError>;
+    /// The shares made through share `id`.
+    fn shares_through(&self, id: ShareId) -> Result<Vec<Share>, StoreError>;
+    /// Share `id`'s log, oldest first.
+    fn share_log(&self, id: ShareId) -> Result<Vec<ShareEntry>, StoreError>;
 }
 
 /// Changes; only available inside the writer's transaction.
@@ -181,6 +194,9 @@ pub trait MetaWrite: MetaRead {
     fn meta_set(&mut self, key: &str, value: &str) -> Result<(), StoreError>;
     /// Records a newly stored blob (before the events that use it are appended).
     fn put_blob(&mut self, row: &BlobRow) -> Result<(), StoreError>;
+    /// Records a change to a share: appends `entry` to the share log and makes its
+    /// `state` the share's latest.
+    fn log_share(&mut self, entry: &ShareEntry) -> Result<(), StoreError>;
     /// Forgets a blob no version uses any more (its object is deleted after commit).
     fn drop_blob(&mut self, rname: &str) -> Result<(), StoreError>;
     /// Replaces a blob's wrapped data key (`vellum rekey`) if it is still `was`; the blob

@@ -23,4 +23,5 @@ mod reads;
 mod reencrypt;
 mod request_edges;
 mod seed_walkthrough;
+mod shares;
 mod writer_faults;

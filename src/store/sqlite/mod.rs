@@ -11,6 +11,7 @@
 mod faults;
 mod readers;
 mod reads;
+mod shares;
 mod writer;
 mod writes;
 
@@ -39,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../schema/0001_init.sql"),
     include_str!("../../../schema/0002_blobs.sql"),
     include_str!("../../../schema/0003_blob_locations.sql"),
+    include_str!("../../../schema/0004_shares.sql"),
 ];
 
 /// Bytes the WAL file is cut back to when SQLite restarts it after a checkpoint.

@@ -3,9 +3,10 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::readers::ReadSnapshot;
+use super::shares;
 use super::writer::WriteCtx;
 use crate::crypto::{BlobAlgorithm, Wrapped};
-use crate::model::{Event, Oid, Tstamp};
+use crate::model::{Event, Oid, Share, ShareEntry, ShareId, Tstamp};
 use crate::store::{BlobRow, Current, MetaRead, StoreError};
 
 /// One store operation on a snapshot's connection.
@@ -275,5 +276,29 @@ impl<T: HasConn> MetaRead for T {
             )?;
             Ok(rows.collect::<Result<_, _>>()?)
         })
+    }
+
+    fn share(&self, id: ShareId) -> Result<Option<Share>, StoreError> {
+        self.with(|conn| shares::share(conn, id))
+    }
+
+    fn shares_on(&self, oids: &[Oid]) -> Result<Vec<Share>, StoreError> {
+        self.with(|conn| shares::shares_on(conn, oids))
+    }
+
+    fn shares_to(&self, pairs: &[(String, String)]) -> Result<Vec<Share>, StoreError> {
+        self.with(|conn| shares::shares_to(conn, pairs))
+    }
+
+    fn shares_by(&self, label: &str) -> Result<Vec<Share>, StoreError> {
+        self.with(|conn| shares::shares_by(conn, label))
+    }
+
+    fn shares_through(&self, id: ShareId) -> Result<Vec<Share>, StoreError> {
+        self.with(|conn| shares::shares_through(conn, id))
+    }
+
+    fn share_log(&self, id: ShareId) -> Result<Vec<ShareEntry>, StoreError> {
+        self.with(|conn| shares::share_log(conn, id))
     }
 }

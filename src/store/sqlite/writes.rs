@@ -5,7 +5,7 @@ use rusqlite::{params, OptionalExtension};
 use super::reads::{decode, HasConn};
 use super::writer::WriteCtx;
 use crate::crypto::{BlobAlgorithm, Wrapped};
-use crate::model::{Event, Oid, Tstamp, UserPolicy};
+use crate::model::{Event, Oid, ShareEntry, Tstamp, UserPolicy};
 use crate::store::{BlobRow, BlobSwitch, MetaRead, MetaWrite, StoreError};
 
 /// The objects upsert resolves a clash on its primary key itself, so the one unique
@@ -173,6 +173,10 @@ impl MetaWrite for WriteCtx<'_> {
             )?;
             Ok(())
         })
+    }
+
+    fn log_share(&mut self, entry: &ShareEntry) -> Result<(), StoreError> {
+        self.with(|conn| super::shares::log_share(conn, entry))
     }
 
     fn put_blob(&mut self, row: &BlobRow) -> Result<(), StoreError> {

@@ -1,0 +1,434 @@
+//! Sharing (SPEC §9): who may make, see, accept, decline and revoke a share, the caps on
+//! what a share may grant, and the cascade of a revocation. Every decision is made in the
+//! snapshot or write transaction it is asked in (writes re-check on the writer), through
+//! [`Access`]; nothing here knows about HTTP.
+
+use serde::Deserialize;
+
+use crate::access::{is_ancestor, Access};
+use crate::error::{Code, Error, Result};
+use crate::model::share::{
+    Acceptance, Audience, Expiry, Role, ShareChange, ShareState, Sharer, SharingMode,
+};
+use crate::model::{Event, Letter, Oid, Perms, Share, ShareEntry, ShareId, Tstamp};
+use crate::store::{MetaRead, MetaWrite};
+
+/// Longest `terms` and `message` (bytes): a share's text is read by people.
+pub const MAX_TEXT_BYTES: usize = 16 << 10;
+/// Longest audience claim name or value (bytes).
+pub const MAX_AUDIENCE_BYTES: usize = 1024;
+
+/// `POST /shares`'s body. Unknown fields are refused: a misspelt `expires` must not make
+/// a share that never expires.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewShare {
+    #[serde(default)]
+    pub oid: Option<Oid>,
+    pub audience: Audience,
+    #[serde(default)]
+    pub role: Option<Role>,
+    #[serde(default)]
+    pub letters: Option<Perms>,
+    #[serde(default)]
+    pub terms: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub acceptance: Option<Acceptance>,
+    #[serde(default)]
+    pub sharing_mode: Option<SharingMode>,
+    #[serde(default)]
+    pub expires: Option<Expiry>,
+    #[serde(default)]
+    pub max_redemptions: Option<u64>,
+}
+
+fn bad(message: impl Into<String>) -> Error {
+    Error::bad_request(Code::BadShare, message)
+}
+
+fn no_share(id: ShareId) -> Error {
+    Error::not_found(Code::NotFound, format!("no share {id}"))
+}
+
+fn no_object(oid: Oid) -> Error {
+    Error::not_found(Code::NotFound, format!("no object {oid}"))
+}
+
+fn denied(message: impl Into<String>) -> Error {
+    Error::forbidden(Code::PermissionDenied, message)
+}
+
+fn closed(share: &Share) -> Error {
+    Error::conflict(
+        Code::ShareClosed,
+        format!("share {} is {}", share.id, state_name(share.state_now())),
+    )
+}
+
+fn state_name(s: ShareState) -> &'static str {
+    match s {
+        ShareState::Pending => "pending",
+        ShareState::Accepted => "accepted",
+        ShareState::Declined => "declined",
+        ShareState::Revoked => "revoked",
+        ShareState::Expired => "expired",
+    }
+}
+
+/// Parses a `?state=` filter.
+pub fn parse_state(s: &str) -> Result<ShareState> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|_| {
+        Error::bad_request(
+            Code::BadQuery,
+            format!("state {s:?} is not one of pending, accepted, declined, revoked, expired"),
+        )
+    })
+}
+
+impl NewShare {
+    /// Checks what needs no store: the requested letters, and the fields' shapes.
+    fn letters(&self) -> Result<(Option<Role>, Perms)> {
+        let letters = match (self.role, self.letters) {
+            (Some(_), Some(_)) => return Err(bad("give either role or letters, not both")),
+            (None, None) => {
+                return Err(bad(
+                    "a share needs a role (reader, writer, full) or letters",
+                ))
+            }
+            (Some(role), None) => role.letters(),
+            (None, Some(l)) => l,
+        };
+        if letters.is_empty() {
+            return Err(bad("a share must grant at least one letter"));
+        }
+        match &self.audience {
+            Audience::Claim { claim, value } => {
+                if claim.trim().is_empty() || value.is_empty() {
+                    return Err(bad("an audience needs a claim and a value, neither empty"));
+                }
+                if claim.len() > MAX_AUDIENCE_BYTES || value.len() > MAX_AUDIENCE_BYTES {
+                    return Err(bad(format!(
+                        "an audience's claim and value are at most {MAX_AUDIENCE_BYTES} bytes"
+                    )));
+                }
+            }
+            Audience::Link { .. } => {
+                return Err(Error::not_implemented(
+                    Code::BadShare,
+                    "link shares are not supported yet",
+                ))
+            }
+        }
+        for (name, text) in [("terms", &self.terms), ("message", &self.message)] {
+            if text.as_ref().is_some_and(|t| t.len() > MAX_TEXT_BYTES) {
+                return Err(bad(format!("{name} is over {MAX_TEXT_BYTES} bytes")));
+            }
+        }
+        if self.expires.is_some_and(Expiry::has_passed) {
+            return Err(bad("expires is in the past"));
+        }
+        if self.max_redemptions.is_some() {
+            return Err(bad("max_redemptions is for link shares"));
+        }
+        Ok((self.role, letters))
+    }
+}
+
+/// The live object `oid`, if the caller may read it; otherwise the same 404 as for no object.
+fn readable<S: MetaRead + ?Sized>(s: &S, access: &Access, oid: Oid) -> Result<Event> {
+    let cur = s.current(oid)?.ok_or_else(|| no_object(oid))?;
+    if !cur.live
+        || crate::read::expired(&cur.event)
+        || !access.may(s, &cur.event, Letter::R, &cur.event)
+    {
+        return Err(no_object(oid));
+    }
+    Ok(cur.event)
+}
+
+/// Whether the caller owns `event` in the sense of SPEC §9.2: U by its policy.
+fn owns(access: &Access, event: &Event) -> bool {
+    access.by_policy_only(event, Letter::U).contains(Perms::U)
+}
+
+fn is_sharer(access: &Access, share: &Share) -> bool {
+    share.sharer.label == access.identity.claims.label()
+}
+
+fn is_recipient(access: &Access, share: &Share) -> bool {
+    share.audience.matches(&access.identity.claims)
+}
+
+/// Whether the caller may see `share`: its sharer, a recipient, or an owner of its object.
+fn may_see<S: MetaRead + ?Sized>(s: &S, access: &Access, share: &Share) -> Result<bool> {
+    if access.is_root() || is_sharer(access, share) || is_recipient(access, share) {
+        return Ok(true);
+    }
+    Ok(match s.current(share.oid)? {
+        Some(cur) => owns(access, &cur.event),
+        None => false,
+    })
+}
+
+/// Creates a share (`POST /shares`), deciding in the writer's transaction `t`.
+pub fn create(t: &mut dyn MetaWrite, access: &Access, req: NewShare) -> Result<Share> {
+    if access.identity.kind == crate::identity::IdentityKind::Anonymous {
+        return Err(Error::unauthorized(
+            Code::Unauthorized,
+            "sharing needs an identity",
+        ));
+    }
+    let (role, letters) = req.letters()?;
+    let oid = req
+        .oid
+        .ok_or_else(|| bad("a share needs the oid of the object to share"))?;
+    let object = readable(&*t, access, oid)?;
+    let mut expires = req.expires;
+    let mut sharing_mode = req.sharing_mode.unwrap_or(SharingMode::Owner);
+    let parent = if owns(access, &object) || access.is_root() {
+        let held = access.letters(&*t, &object);
+        if !held.contains(letters) {
+            return Err(denied(format!(
+                "a share may grant only letters you hold: you hold {held} on {oid}, asked for {letters}"
+            )));
+        }
+        None
+    } else {
+        // Through a share: a live, accepted one with sharing_mode anyone, on the object or
+        // a folder above it, whose caps the new share keeps.
+        let through: Vec<Share> = access
+            .incoming(&*t)
+            .into_iter()
+            .filter(|sh| {
+                sh.state_now() == ShareState::Accepted
+                    && sh.sharing_mode == SharingMode::Anyone
+                    && (sh.oid == object.oid || is_ancestor(sh.oid, &object))
+            })
+            .collect();
+        if through.is_empty() {
+            return Err(denied(format!(
+                "you may not share {oid}: you neither own it nor hold a share on it that may be shared on"
+            )));
+        }
+        let fits = |p: &Share| {
+            p.letters.contains(letters)
+                && match (expires, p.expires) {
+                    (_, None) => true,
+                    (None, Some(_)) => true, // takes the parent's
+                    (Some(e), Some(pe)) => e <= pe,
+                }
+                && sharing_mode <= p.sharing_mode
+        };
+        let Some(p) = through.into_iter().find(fits) else {
+            return Err(denied(
+                "a share made through a share may not grant more letters, last longer or be \
+                 shared on more widely than it",
+            ));
+        };
+        if expires.is_none() {
+            expires = p.expires;
+        }
+        sharing_mode = sharing_mode.min(p.sharing_mode);
+        Some(p.id)
+    };
+    let acceptance = req.acceptance.unwrap_or(if req.terms.is_some() {
+        Acceptance::Required
+    } else {
+        Acceptance::NotRequired
+    });
+    let tstamp = t.next_tstamp();
+    let share = Share {
+        id: t.next_oid(),
+        oid,
+        name: object.name.clone(),
+        audience: req.audience,
+        role,
+        letters,
+        terms: req.terms,
+        message: req.message,
+        acceptance,
+        sharing_mode,
+        expires,
+        state: match acceptance {
+            Acceptance::Required => ShareState::Pending,
+            Acceptance::NotRequired => ShareState::Accepted,
+        },
+        sharer: Sharer {
+            label: access.identity.claims.label().to_string(),
+        },
+        parent,
+        tstamp,
+    };
+    record(t, access, &share, ShareChange::Offered)?;
+    Ok(share)
+}
+
+fn record(t: &mut dyn MetaWrite, access: &Access, share: &Share, kind: ShareChange) -> Result<()> {
+    t.log_share(&ShareEntry {
+        share: share.id,
+        tstamp: share.tstamp,
+        kind,
+        by: Sharer {
+            label: access.identity.claims.label().to_string(),
+        },
+        state: share.clone(),
+    })?;
+    Ok(())
+}
+
+/// One share, if the caller may see it (else 404: a stranger learns nothing).
+pub fn get<S: MetaRead + ?Sized>(s: &S, access: &Access, id: ShareId) -> Result<Share> {
+    let share = s.share(id)?.ok_or_else(|| no_share(id))?;
+    if !may_see(s, access, &share)? {
+        return Err(no_share(id));
+    }
+    Ok(share.shown())
+}
+
+/// A share's log, if the caller may see the share.
+pub fn log<S: MetaRead + ?Sized>(s: &S, access: &Access, id: ShareId) -> Result<Vec<ShareEntry>> {
+    get(s, access, id)?;
+    Ok(s.share_log(id)?)
+}
+
+fn filtered(shares: Vec<Share>, state: Option<ShareState>) -> Vec<Share> {
+    let mut out: Vec<Share> = shares
+        .into_iter()
+        .map(|sh| sh.shown())
+        .filter(|sh| state.is_none_or(|st| sh.state == st))
+        .collect();
+    out.sort_by_key(|sh| sh.id);
+    out.dedup_by_key(|sh| sh.id);
+    out
+}
+
+/// Shares whose audience the caller is in (`GET /shares/incoming`).
+pub fn incoming<S: MetaRead + ?Sized>(
+    s: &S,
+    access: &Access,
+    state: Option<ShareState>,
+) -> Result<Vec<Share>> {
+    let all = s.shares_to(&access.identity.claims.pairs())?;
+    Ok(filtered(all, state))
+}
+
+/// Shares the caller made (`GET /shares/outgoing`).
+pub fn outgoing<S: MetaRead + ?Sized>(
+    s: &S,
+    access: &Access,
+    state: Option<ShareState>,
+) -> Result<Vec<Share>> {
+    Ok(filtered(
+        s.shares_by(access.identity.claims.label())?,
+        state,
+    ))
+}
+
+/// Every share on `oid` and on the folders above it (`GET /shares?oid=`), for a caller
+/// holding U on it.
+pub fn on_object<S: MetaRead + ?Sized>(s: &S, access: &Access, oid: Oid) -> Result<Vec<Share>> {
+    let object = readable(s, access, oid)?;
+    if !access.may(s, &object, Letter::U, &object) {
+        return Err(denied(format!("listing the shares on {oid} needs U on it")));
+    }
+    let mut oids: Vec<Oid> = object
+        .fulldir
+        .split('/')
+        .filter_map(|seg| seg.parse().ok())
+        .collect();
+    oids.push(oid);
+    Ok(filtered(s.shares_on(&oids)?, None))
+}
+
+/// The recipient accepts a pending share.
+pub fn accept(t: &mut dyn MetaWrite, access: &Access, id: ShareId) -> Result<Share> {
+    respond(t, access, id, ShareState::Accepted, ShareChange::Accepted)
+}
+
+/// The recipient declines a pending share.
+pub fn decline(t: &mut dyn MetaWrite, access: &Access, id: ShareId) -> Result<Share> {
+    respond(t, access, id, ShareState::Declined, ShareChange::Declined)
+}
+
+fn respond(
+    t: &mut dyn MetaWrite,
+    access: &Access,
+    id: ShareId,
+    to: ShareState,
+    kind: ShareChange,
+) -> Result<Share> {
+    let share = t.share(id)?.ok_or_else(|| no_share(id))?;
+    if !is_recipient(access, &share) {
+        return Err(if may_see(&*t, access, &share)? {
+            denied("only a recipient may accept or decline a share")
+        } else {
+            no_share(id)
+        });
+    }
+    match share.state_now() {
+        ShareState::Pending => {}
+        // Accepting twice, or declining twice, changes nothing.
+        s if s == to => return Ok(share.shown()),
+        _ => return Err(closed(&share)),
+    }
+    let changed = Share {
+        state: to,
+        tstamp: t.next_tstamp(),
+        ..share
+    };
+    record(t, access, &changed, kind)?;
+    Ok(changed)
+}
+
+/// Revokes a share and every share made through it (`DELETE /shares/{id}`): its sharer, an
+/// owner of its object, or a recipient leaving. `precondition`: the share's `tstamp` the
+/// caller last saw (409 when it changed since).
+pub fn revoke(
+    t: &mut dyn MetaWrite,
+    access: &Access,
+    id: ShareId,
+    precondition: Option<Tstamp>,
+) -> Result<Share> {
+    let share = t.share(id)?.ok_or_else(|| no_share(id))?;
+    if !may_see(&*t, access, &share)? {
+        return Err(no_share(id));
+    }
+    if let Some(seen) = precondition {
+        if seen != share.tstamp {
+            return Err(Error::conflict(
+                Code::StaleTstamp,
+                format!(
+                    "share {id} changed at {} after the tstamp {seen} given",
+                    share.tstamp
+                ),
+            ));
+        }
+    }
+    if !share.is_open() {
+        return Err(closed(&share));
+    }
+    let revoked = close(t, access, share)?;
+    // Everything made through it, however deep, goes with it.
+    let mut todo = vec![revoked.id];
+    while let Some(parent) = todo.pop() {
+        for child in t.shares_through(parent)? {
+            todo.push(child.id);
+            if child.is_open() {
+                close(t, access, child)?;
+            }
+        }
+    }
+    Ok(revoked)
+}
+
+fn close(t: &mut dyn MetaWrite, access: &Access, share: Share) -> Result<Share> {
+    let revoked = Share {
+        state: ShareState::Revoked,
+        tstamp: t.next_tstamp(),
+        ..share
+    };
+    record(t, access, &revoked, ShareChange::Revoked)?;
+    Ok(revoked)
+}

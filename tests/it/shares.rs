@@ -1,0 +1,576 @@
+//! Sharing (SPEC §9.1–9.4), over HTTP against the real server: offers with terms and
+//! acceptance, what a share grants on every read endpoint, caps on shares made through
+//! shares, the cascade of a revocation, who sees what, and bad input.
+
+use serde_json::{json, Value};
+
+use crate::common::extra::*;
+use crate::common::{assert_hex16, spawn_app, TestApp};
+
+const ROB: &str = "rob.jonhson@email.com";
+
+/// Sends `method path` with a JSON body (or none) as `token`; returns status and JSON.
+async fn call(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let mut req = app
+        .client
+        .request(method.parse().unwrap(), format!("{}{}", app.base, path));
+    if let Some(t) = token {
+        req = req.header("userpolicy", t);
+    }
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    status_json(req.send().await.unwrap()).await
+}
+
+async fn share(app: &TestApp, token: &str, body: Value) -> Value {
+    let (status, v) = call(app, "POST", "/shares", Some(token), Some(&body)).await;
+    assert_eq!(status, 201, "{v}");
+    v
+}
+
+/// Jane's private folder `docs` (owner-only) holding a file `note.txt`; returns the
+/// folder's and the file's oids.
+async fn janes_docs(app: &TestApp) -> (String, String) {
+    let root = app.token_for("root");
+    let jane = app.token_for("jane");
+    let folder = mkdir(app, &root, "1", "docs", Some(owner_only(JANE))).await;
+    let folder = oid_of(&folder);
+    let meta = json!([{"action": "C", "parentoid": folder, "name": "note.txt", "isfile": true,
+                       "objectpolicy": owner_only(JANE)}]);
+    let resp = write_parts(app, Some(&jane), &meta, &[("note.txt", b"for your eyes")]).await;
+    let (status, v) = status_json(resp).await;
+    assert_eq!(status, 200, "{v}");
+    (folder, oid_of(&v[0]))
+}
+
+async fn status(app: &TestApp, path: &str, token: &str) -> u16 {
+    app.get(path, Some(token)).await.status().as_u16()
+}
+
+fn email(who: &str) -> Value {
+    json!({"claim": "email", "value": who})
+}
+
+#[tokio::test]
+async fn an_offer_with_terms_grants_nothing_until_accepted_and_a_revocation_ends_it_at_once() {
+    let app = spawn_app().await;
+    let (jane, bob) = (app.token_for("jane"), app.token_for("bob"));
+    let (folder, file) = janes_docs(&app).await;
+    assert_eq!(status(&app, &format!("/props/{file}"), &bob).await, 404);
+
+    let offer = share(
+        &app,
+        &jane,
+        json!({"oid": folder, "audience": email(BOB), "role": "reader",
+               "terms": "no copies", "message": "the notes, as promised"}),
+    )
+    .await;
+    assert_hex16(&offer["id"], "id");
+    assert_eq!(offer["state"], "pending");
+    assert_eq!(offer["acceptance"], "required");
+    assert_eq!(offer["letters"], json!(["R", "X"]));
+    assert_eq!(offer["sharer"]["label"], "asjane");
+    assert_eq!(offer["name"], "docs");
+    let id = offer["id"].as_str().unwrap().to_string();
+
+    // Pending: Bob sees the offer (terms, message, sharer, name), never the object.
+    for path in [
+        format!("/props/{file}"),
+        format!("/props/{folder}"),
+        format!("/stream/{file}"),
+        format!("/list/{folder}"),
+        format!("/history/{file}"),
+    ] {
+        assert_eq!(
+            status(&app, &path, &bob).await,
+            404,
+            "{path} before accepting"
+        );
+    }
+    let (s, inbox) = call(
+        &app,
+        "GET",
+        "/shares/incoming?state=pending",
+        Some(&bob),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(inbox.as_array().unwrap().len(), 1, "{inbox}");
+    assert_eq!(inbox[0]["terms"], "no copies");
+    assert_eq!(inbox[0]["message"], "the notes, as promised");
+
+    // The sharer may not accept for him.
+    let (s, v) = call(
+        &app,
+        "POST",
+        &format!("/shares/{id}/accept"),
+        Some(&jane),
+        None,
+    )
+    .await;
+    assert_eq!(s, 403, "{v}");
+
+    let (s, accepted) = call(
+        &app,
+        "POST",
+        &format!("/shares/{id}/accept"),
+        Some(&bob),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{accepted}");
+    assert_eq!(accepted["state"], "accepted");
+
+    // Everything beneath the folder, on every read endpoint.
+    let (s, props) = app.get_json(&format!("/props/{file}"), Some(&bob)).await;
+    assert_eq!(s, 200, "{props}");
+    assert_eq!(letters(&props), ["R", "X"]);
+    let body = app.get(&format!("/stream/{file}"), Some(&bob)).await;
+    assert_eq!(body.status(), 200);
+    assert_eq!(body.bytes().await.unwrap().as_ref(), b"for your eyes");
+    let (s, listing) = app.get_json(&format!("/list/{folder}"), Some(&bob)).await;
+    assert_eq!(s, 200, "{listing}");
+    assert_eq!(listing.as_array().unwrap().len(), 1);
+    assert_eq!(status(&app, &format!("/history/{file}"), &bob).await, 200);
+    assert_eq!(status(&app, &format!("/show/{file}"), &bob).await, 200);
+    // A reader share does not let him write.
+    let resp = app
+        .write(
+            Some(&bob),
+            &json!([{"action": "U", "oid": file, "description": "mine now"}]),
+        )
+        .await;
+    assert_eq!(resp.status(), 403);
+
+    // Revoked: the very next request is refused, on every endpoint.
+    let (s, revoked) = call(&app, "DELETE", &format!("/shares/{id}"), Some(&jane), None).await;
+    assert_eq!(s, 200, "{revoked}");
+    assert_eq!(revoked["state"], "revoked");
+    for path in [
+        format!("/props/{file}"),
+        format!("/stream/{file}"),
+        format!("/list/{folder}"),
+        format!("/history/{file}"),
+        format!("/show/{file}"),
+    ] {
+        assert_eq!(
+            status(&app, &path, &bob).await,
+            404,
+            "{path} after revoking"
+        );
+    }
+    // Accepting a revoked share is a conflict; the log has every step.
+    let (s, v) = call(
+        &app,
+        "POST",
+        &format!("/shares/{id}/accept"),
+        Some(&bob),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("share_closed"))
+    );
+    let (s, log) = call(&app, "GET", &format!("/shares/{id}/log"), Some(&bob), None).await;
+    assert_eq!(s, 200, "{log}");
+    let kinds: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["offered", "accepted", "revoked"]);
+    assert_eq!(log[1]["by"]["label"], "asBob");
+    assert_eq!(log[2]["state"]["state"], "revoked");
+    let stamps: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["tstamp"].as_str().unwrap())
+        .collect();
+    assert!(stamps.windows(2).all(|w| w[0] < w[1]), "{stamps:?}");
+}
+
+#[tokio::test]
+async fn a_share_through_a_share_is_capped_by_it_and_revoked_with_it() {
+    let app = spawn_app().await;
+    let (jane, bob, rob) = (
+        app.token_for("jane"),
+        app.token_for("bob"),
+        app.token_for("rob"),
+    );
+    let (folder, file) = janes_docs(&app).await;
+    // No terms: accepted when made.
+    let bobs = share(
+        &app,
+        &jane,
+        json!({"oid": folder, "audience": email(BOB), "role": "writer",
+               "sharing_mode": "anyone", "expires": "2099-01-01T00:00:00Z"}),
+    )
+    .await;
+    assert_eq!(bobs["state"], "accepted");
+    assert_eq!(status(&app, &format!("/props/{file}"), &bob).await, 200);
+
+    // More letters, a later expiry, or a wider mode than his own share: refused, not trimmed.
+    for (what, body) in [
+        (
+            "letters",
+            json!({"oid": file, "audience": email(ROB), "letters": ["R", "X", "D"]}),
+        ),
+        (
+            "role",
+            json!({"oid": file, "audience": email(ROB), "role": "full"}),
+        ),
+        (
+            "expiry",
+            json!({"oid": file, "audience": email(ROB), "role": "reader",
+                          "expires": "2100-01-01T00:00:00Z"}),
+        ),
+    ] {
+        let (s, v) = call(&app, "POST", "/shares", Some(&bob), Some(&body)).await;
+        assert_eq!(s, 403, "{what}: {v}");
+        assert_eq!(v["error"]["code"], "permission_denied", "{what}");
+    }
+    let robs = share(
+        &app,
+        &bob,
+        json!({"oid": file, "audience": email(ROB), "letters": ["R", "X"]}),
+    )
+    .await;
+    assert_eq!(robs["parent"], bobs["id"]);
+    assert_eq!(
+        robs["expires"], "2099-01-01T00:00:00Z",
+        "takes the parent's expiry"
+    );
+    assert_eq!(robs["sharing_mode"], "owner");
+    assert_eq!(status(&app, &format!("/stream/{file}"), &rob).await, 200);
+    // Rob's share is `owner` mode: he may not share on.
+    let (s, _) = call(
+        &app,
+        "POST",
+        "/shares",
+        Some(&rob),
+        Some(&json!({"oid": file, "audience": email(JANE), "role": "reader"})),
+    )
+    .await;
+    assert_eq!(s, 403);
+
+    // Jane sees both on her folder, with their parents.
+    let (s, all) = call(
+        &app,
+        "GET",
+        &format!("/shares?oid={file}"),
+        Some(&jane),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{all}");
+    assert_eq!(all.as_array().unwrap().len(), 2, "{all}");
+    // Rob holds R and X through his share, not U: he may not list them.
+    let (s, _) = call(
+        &app,
+        "GET",
+        &format!("/shares?oid={file}"),
+        Some(&rob),
+        None,
+    )
+    .await;
+    assert_eq!(s, 403);
+
+    // Revoking Bob's share revokes Rob's, in the same transaction.
+    let bid = bobs["id"].as_str().unwrap();
+    let rid = robs["id"].as_str().unwrap();
+    let (s, _) = call(&app, "DELETE", &format!("/shares/{bid}"), Some(&jane), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(status(&app, &format!("/stream/{file}"), &rob).await, 404);
+    assert_eq!(status(&app, &format!("/props/{file}"), &bob).await, 404);
+    let (s, r) = call(&app, "GET", &format!("/shares/{rid}"), Some(&jane), None).await;
+    assert_eq!((s, r["state"].as_str()), (200, Some("revoked")), "{r}");
+    let (_, rlog) = call(&app, "GET", &format!("/shares/{rid}/log"), Some(&rob), None).await;
+    assert_eq!(
+        rlog.as_array().unwrap().last().unwrap()["by"]["label"],
+        "asjane"
+    );
+}
+
+#[tokio::test]
+async fn an_org_share_reaches_everyone_carrying_the_claim_and_a_writer_share_lets_them_write() {
+    let app = spawn_app().await;
+    let (jane, bob, rob) = (
+        app.token_for("jane"),
+        app.token_for("bob"),
+        app.token_for("rob"),
+    );
+    let (folder, file) = janes_docs(&app).await;
+    // Only Bob's claims carry org "ieee" among the fixtures.
+    share(
+        &app,
+        &jane,
+        json!({"oid": folder, "audience": {"claim": "org", "value": "ieee"}, "role": "writer"}),
+    )
+    .await;
+    assert_eq!(status(&app, &format!("/props/{file}"), &bob).await, 200);
+    assert_eq!(status(&app, &format!("/props/{file}"), &rob).await, 404);
+    // C and U under a writer share, decided on the writer.
+    let out = app
+        .write_ok(
+            Some(&bob),
+            &json!([
+                {"action": "U", "oid": file, "description": "reviewed"},
+                // Jane's policy leaves Bob only what the share gives (no P): he says so.
+                {"action": "C", "parentoid": folder, "name": "reply.txt",
+                 "objectpolicy": owner_only(JANE), "allowpartialpermissions": true}
+            ]),
+        )
+        .await;
+    assert_eq!(out.len(), 2);
+    // No D under a writer share.
+    let resp = app
+        .write(Some(&bob), &json!([{"action": "D", "oid": file}]))
+        .await;
+    assert_eq!(resp.status(), 403);
+}
+
+#[tokio::test]
+async fn strangers_learn_nothing_about_shares_and_recipients_may_decline_or_leave() {
+    let app = spawn_app().await;
+    let (jane, bob, rob) = (
+        app.token_for("jane"),
+        app.token_for("bob"),
+        app.token_for("rob"),
+    );
+    let (folder, _file) = janes_docs(&app).await;
+    let offer = share(
+        &app,
+        &jane,
+        json!({"oid": folder, "audience": email(BOB), "role": "reader", "terms": "t"}),
+    )
+    .await;
+    let id = offer["id"].as_str().unwrap().to_string();
+    for (method, path) in [
+        ("GET", format!("/shares/{id}")),
+        ("GET", format!("/shares/{id}/log")),
+        ("POST", format!("/shares/{id}/accept")),
+        ("POST", format!("/shares/{id}/decline")),
+        ("DELETE", format!("/shares/{id}")),
+        ("GET", "/shares/00000000000000ff".to_string()),
+    ] {
+        let (s, v) = call(&app, method, &path, Some(&rob), None).await;
+        assert_eq!(s, 404, "{method} {path}: {v}");
+        assert_error_shape(&v, 404, None);
+    }
+    // Nor about objects they cannot read.
+    let (s, _) = call(
+        &app,
+        "POST",
+        "/shares",
+        Some(&rob),
+        Some(&json!({"oid": folder, "audience": email(ROB), "role": "reader"})),
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (s, v) = call(&app, "GET", "/shares/outgoing", Some(&rob), None).await;
+    assert_eq!((s, v), (200, json!([])));
+    // Anonymous callers have no shares.
+    let (s, v) = call(&app, "GET", "/shares/incoming", None, None).await;
+    assert_eq!(s, 401, "{v}");
+
+    let (s, declined) = call(
+        &app,
+        "POST",
+        &format!("/shares/{id}/decline"),
+        Some(&bob),
+        None,
+    )
+    .await;
+    assert_eq!((s, declined["state"].as_str()), (200, Some("declined")));
+    let (s, _) = call(
+        &app,
+        "POST",
+        &format!("/shares/{id}/accept"),
+        Some(&bob),
+        None,
+    )
+    .await;
+    assert_eq!(s, 409);
+    let (s, out) = call(
+        &app,
+        "GET",
+        "/shares/outgoing?state=declined",
+        Some(&jane),
+        None,
+    )
+    .await;
+    assert_eq!((s, out.as_array().map(Vec::len)), (200, Some(1)));
+
+    // A recipient leaving is a revocation by them; a stale tstamp is a conflict.
+    let second = share(
+        &app,
+        &jane,
+        json!({"oid": folder, "audience": email(BOB), "role": "reader"}),
+    )
+    .await;
+    let id2 = second["id"].as_str().unwrap();
+    let (s, v) = call(
+        &app,
+        "DELETE",
+        &format!("/shares/{id2}?tstamp=0000000000000001"),
+        Some(&bob),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("stale_tstamp"))
+    );
+    let t = second["tstamp"].as_str().unwrap();
+    let (s, left) = call(
+        &app,
+        "DELETE",
+        &format!("/shares/{id2}?tstamp={t}"),
+        Some(&bob),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, left["state"].as_str()),
+        (200, Some("revoked")),
+        "{left}"
+    );
+    let (_, log) = call(
+        &app,
+        "GET",
+        &format!("/shares/{id2}/log"),
+        Some(&jane),
+        None,
+    )
+    .await;
+    assert_eq!(log[1]["by"]["label"], "asBob");
+}
+
+#[tokio::test]
+async fn malformed_shares_are_refused_with_their_reason_and_change_nothing() {
+    let app = spawn_app().await;
+    let jane = app.token_for("jane");
+    let (folder, _) = janes_docs(&app).await;
+    let before = app.fingerprint();
+    let ok = json!({"oid": folder, "audience": email(BOB), "role": "reader"});
+    let with = |k: &str, v: Value| {
+        let mut b = ok.clone();
+        b[k] = v;
+        b
+    };
+    let without = |k: &str| {
+        let mut b = ok.clone();
+        b.as_object_mut().unwrap().remove(k);
+        b
+    };
+    let cases: Vec<(&str, Value, u16)> = vec![
+        ("not JSON", Value::String("{".into()), 400),
+        ("an array", json!([1]), 400),
+        ("no oid", without("oid"), 400),
+        ("oid not hex", with("oid", json!("xyz")), 400),
+        ("oid a number", with("oid", json!(12)), 400),
+        ("no audience", without("audience"), 400),
+        ("audience a string", with("audience", json!("bob")), 400),
+        (
+            "empty claim value",
+            with("audience", json!({"claim": "email", "value": ""})),
+            400,
+        ),
+        (
+            "empty claim",
+            with("audience", json!({"claim": " ", "value": "x"})),
+            400,
+        ),
+        ("no role or letters", without("role"), 400),
+        ("unknown role", with("role", json!("admin")), 400),
+        ("role and letters", with("letters", json!(["R"])), 400),
+        (
+            "letters outside CRUDXP",
+            json!({"oid": folder, "audience": email(BOB), "letters": ["R", "Z"]}),
+            400,
+        ),
+        (
+            "letters as a string",
+            json!({"oid": folder, "audience": email(BOB), "letters": "RX"}),
+            400,
+        ),
+        (
+            "no letters",
+            json!({"oid": folder, "audience": email(BOB), "letters": []}),
+            400,
+        ),
+        (
+            "expiry in the past",
+            with("expires", json!("2001-01-01T00:00:00Z")),
+            400,
+        ),
+        ("expiry unparsable", with("expires", json!("tomorrow")), 400),
+        (
+            "unknown field",
+            with("expiry", json!("2099-01-01T00:00:00Z")),
+            400,
+        ),
+        (
+            "unknown acceptance",
+            with("acceptance", json!("maybe")),
+            400,
+        ),
+        (
+            "unknown sharing mode",
+            with("sharing_mode", json!("everyone")),
+            400,
+        ),
+        (
+            "terms too long",
+            with("terms", json!("x".repeat(17 << 10))),
+            400,
+        ),
+        (
+            "an object that is not there",
+            with("oid", json!("00000000000fffff")),
+            404,
+        ),
+    ];
+    for (what, body, want) in cases {
+        let (s, v) = call(&app, "POST", "/shares", Some(&jane), Some(&body)).await;
+        assert_eq!(s, want, "{what}: {v}");
+        assert_error_shape(&v, want, None);
+        if want == 400 {
+            assert_eq!(v["error"]["code"], "bad_share", "{what}");
+        }
+    }
+    let (s, v) = call(
+        &app,
+        "GET",
+        "/shares/incoming?state=lost",
+        Some(&jane),
+        None,
+    )
+    .await;
+    assert_eq!((s, v["error"]["code"].as_str()), (400, Some("bad_query")));
+    let (s, _) = call(&app, "GET", "/shares", Some(&jane), None).await;
+    assert_eq!(s, 400);
+    let (s, _) = call(&app, "PUT", "/shares/0000000000000001", Some(&jane), None).await;
+    assert_eq!(s, 405);
+    let (s, _) = call(&app, "POST", "/shares", None, Some(&ok)).await;
+    assert_eq!(s, 401);
+    let readonly = app.token_for("readonly");
+    let (s, _) = call(&app, "POST", "/shares", Some(&readonly), Some(&ok)).await;
+    assert_eq!(s, 403);
+    assert_eq!(app.fingerprint(), before, "a refused share changes nothing");
+    let (s, v) = call(&app, "GET", "/shares/outgoing", Some(&jane), None).await;
+    assert_eq!((s, v), (200, json!([])), "and makes no share");
+}
