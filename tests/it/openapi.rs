@@ -17,14 +17,40 @@ fn document() -> Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
-/// The documented path template a concrete path falls under (`/props/1/a/b` → `/props/{ref}`).
+/// The documented path template a concrete path falls under (`/props/1/a/b` → `/props/{ref}`,
+/// `/shares/00ab/log` → `/shares/{id}/log`; literal segments win over placeholders).
 fn template<'d>(doc: &'d Value, path: &str) -> &'d str {
-    let head = path.trim_start_matches('/').split('/').next().unwrap();
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let score = |k: &str| -> Option<usize> {
+        let ks: Vec<&str> = k.trim_start_matches('/').split('/').collect();
+        if ks.first() != segs.first() {
+            return None;
+        }
+        if ks.last() == Some(&"{ref}") {
+            return Some(0); // an oid and any names after it
+        }
+        if ks.len() != segs.len() {
+            return None;
+        }
+        let mut literal = 0;
+        for (k, s) in ks.iter().zip(&segs) {
+            if k.starts_with('{') {
+                continue;
+            }
+            if k != s {
+                return None;
+            }
+            literal += 1;
+        }
+        Some(literal)
+    };
     doc["paths"]
         .as_object()
         .unwrap()
         .keys()
-        .find(|k| k.trim_start_matches('/').split('/').next() == Some(head))
+        .filter_map(|k| score(k).map(|sc| (sc, k)))
+        .max_by_key(|(sc, _)| *sc)
+        .map(|(_, k)| k.as_str())
         .unwrap_or_else(|| panic!("{path} is not documented"))
 }
 
@@ -41,6 +67,7 @@ struct Case {
     token: Option<String>,
     headers: Vec<(&'static str, String)>,
     body: Option<reqwest::multipart::Form>,
+    json: Option<String>,
     want: u16,
 }
 
@@ -51,6 +78,7 @@ fn req(method: Method, path: impl Into<String>, token: Option<&str>, want: u16) 
         token: token.map(str::to_string),
         headers: Vec::new(),
         body: None,
+        json: None,
         want,
     }
 }
@@ -58,6 +86,12 @@ fn req(method: Method, path: impl Into<String>, token: Option<&str>, want: u16) 
 impl Case {
     fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.headers.push((name, value.into()));
+        self
+    }
+
+    /// A JSON body (the share endpoints).
+    fn json(mut self, body: impl Into<String>) -> Self {
+        self.json = Some(body.into());
         self
     }
 
@@ -85,6 +119,7 @@ impl Check<'_> {
             token,
             headers,
             body,
+            json,
             want,
         } = case;
         let path = path.as_str();
@@ -100,6 +135,9 @@ impl Check<'_> {
         }
         if let Some(f) = body {
             req = req.multipart(f);
+        }
+        if let Some(j) = json {
+            req = req.header("content-type", "application/json").body(j);
         }
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
@@ -232,6 +270,115 @@ async fn the_openapi_document_matches_what_the_server_answers() {
         req(post, "/props/1", jane, 405),
     ]);
     for case in cases {
+        c.send(case).await;
+    }
+
+    // Shares (SPEC §9.4), in order: offers, then their answers.
+    let offer = |who: &str, oid: &str, extra: &str| {
+        format!(
+            r#"{{"oid": "{oid}", "audience": {{"claim": "email", "value": "{who}"}}, "role": "reader"{extra}}}"#
+        )
+    };
+    let to_bob = offer("bob.smith@deciphernow.com", &home, r#", "terms": "t""#);
+    let rob = app.token_for("rob");
+    let rob = Some(rob.as_str());
+    for case in [
+        req(Method::POST, "/shares", bob, 403).json(offer(JANE, "1", "")),
+        req(Method::POST, "/shares", bob, 404).json(to_bob.clone()),
+        req(Method::POST, "/shares", jane, 400).json("{"),
+        req(Method::POST, "/shares", None, 401).json(to_bob.clone()),
+        req(Method::POST, "/shares", Some("bad"), 401).json(to_bob.clone()),
+        req(Method::POST, "/shares", jane, 413).json(" ".repeat(70_000)),
+        req(Method::POST, "/shares", jane, 501).json(format!(
+            r#"{{"oid": "{home}", "audience": {{"link": true}}, "role": "reader"}}"#
+        )),
+        req(Method::GET, "/shares", jane, 400),
+        req(Method::GET, "/shares?oid=xyz", jane, 400),
+        req(Method::GET, "/shares/incoming?state=lost", bob, 400),
+        req(Method::GET, "/shares/incoming", None, 401),
+        req(Method::GET, "/shares/outgoing", None, 401),
+        req(Method::PUT, "/shares", jane, 405),
+    ] {
+        c.send(case).await;
+    }
+    let created = app
+        .client
+        .post(format!("{}/shares", app.base))
+        .header("userpolicy", jane.unwrap())
+        .header("content-type", "application/json")
+        .body(to_bob.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let id = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let declined_one = app
+        .client
+        .post(format!("{}/shares", app.base))
+        .header("userpolicy", jane.unwrap())
+        .header("content-type", "application/json")
+        .body(to_bob.clone())
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for case in [
+        req(Method::POST, "/shares", jane, 201).json(to_bob.clone()),
+        req(Method::GET, format!("/shares?oid={home}"), jane, 200),
+        req(Method::GET, format!("/shares?oid={home}"), bob, 404),
+        req(Method::GET, "/shares/incoming?state=pending", bob, 200),
+        req(Method::GET, "/shares/outgoing", jane, 200),
+        req(Method::GET, format!("/shares/{id}"), jane, 200),
+        req(Method::GET, format!("/shares/{id}"), rob, 404),
+        req(Method::GET, format!("/shares/{id}"), None, 401),
+        req(Method::GET, format!("/shares/{id}/log"), bob, 200),
+        req(Method::GET, format!("/shares/{id}/log"), rob, 404),
+        req(Method::GET, format!("/shares/{id}/log"), None, 401),
+        req(Method::POST, format!("/shares/{id}/accept"), jane, 403),
+        req(Method::POST, format!("/shares/{id}/accept"), rob, 404),
+        req(Method::POST, format!("/shares/{id}/accept"), None, 401),
+        req(Method::POST, format!("/shares/{id}/accept"), bob, 200),
+        req(Method::GET, format!("/shares?oid={home}"), bob, 403),
+        req(Method::GET, format!("/shares?oid={home}"), None, 401),
+        req(Method::POST, format!("/shares/{id}/decline"), bob, 409),
+        req(Method::POST, format!("/shares/{id}/decline"), jane, 403),
+        req(Method::POST, format!("/shares/{id}/decline"), rob, 404),
+        req(Method::POST, format!("/shares/{id}/decline"), None, 401),
+        req(
+            Method::POST,
+            format!("/shares/{declined_one}/decline"),
+            bob,
+            200,
+        ),
+        req(
+            Method::POST,
+            format!("/shares/{declined_one}/accept"),
+            bob,
+            409,
+        ),
+        req(
+            Method::DELETE,
+            format!("/shares/{id}?tstamp=xyz"),
+            jane,
+            400,
+        ),
+        req(Method::DELETE, format!("/shares/{id}"), rob, 404),
+        req(Method::DELETE, format!("/shares/{id}"), None, 401),
+        req(Method::DELETE, format!("/shares/{id}"), jane, 200),
+        req(Method::DELETE, format!("/shares/{id}"), jane, 409),
+        req(Method::GET, format!("/shares/{id}/accept"), bob, 405),
+        req(Method::POST, format!("/shares/{id}/log"), bob, 405),
+        req(Method::POST, "/shares/incoming", bob, 405),
+        req(Method::POST, "/shares/outgoing", bob, 405),
+    ] {
         c.send(case).await;
     }
 
