@@ -574,3 +574,53 @@ async fn malformed_shares_are_refused_with_their_reason_and_change_nothing() {
     let (s, v) = call(&app, "GET", "/shares/outgoing", Some(&jane), None).await;
     assert_eq!((s, v), (200, json!([])), "and makes no share");
 }
+
+#[tokio::test]
+async fn the_share_endpoints_answer_under_the_client_prefix_too() {
+    let prefix = "/services/gm-data/0.1";
+    let app = crate::common::spawn_app_with(&["--client-prefix", prefix]).await;
+    let (jane, bob) = (app.token_for("jane"), app.token_for("bob"));
+    let (folder, file) = janes_docs(&app).await;
+    let body = json!({"oid": folder, "audience": email(BOB), "role": "reader"});
+    let (s, made) = call(
+        &app,
+        "POST",
+        &format!("{prefix}/shares"),
+        Some(&jane),
+        Some(&body),
+    )
+    .await;
+    assert_eq!(s, 201, "{made}");
+    let id = made["id"].as_str().unwrap();
+    for p in ["", prefix] {
+        let (s, inbox) = call(
+            &app,
+            "GET",
+            &format!("{p}/shares/incoming"),
+            Some(&bob),
+            None,
+        )
+        .await;
+        assert_eq!((s, inbox[0]["id"].as_str()), (200, Some(id)), "{p}");
+        let (s, one) = call(&app, "GET", &format!("{p}/shares/{id}"), Some(&jane), None).await;
+        assert_eq!((s, one["state"].as_str()), (200, Some("accepted")), "{p}");
+        assert_eq!(
+            status(&app, &format!("{p}/props/{file}"), &bob).await,
+            200,
+            "{p}"
+        );
+    }
+    let (s, _) = call(
+        &app,
+        "DELETE",
+        &format!("{prefix}/shares/{id}"),
+        Some(&jane),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        status(&app, &format!("{prefix}/props/{file}"), &bob).await,
+        404
+    );
+}
