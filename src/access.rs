@@ -183,8 +183,17 @@ impl Access {
         if pairs.is_empty() {
             return Vec::new();
         }
-        match s.shares_to(&pairs) {
-            Ok(shares) => shares.into_iter().filter(|sh| sh.grants()).collect(),
+        let found = s.shares_to(&pairs).and_then(|shares| {
+            let mut live = Vec::new();
+            for sh in shares.into_iter().filter(|sh| sh.grants()) {
+                if chain_grants(s, &sh)? {
+                    live.push(sh);
+                }
+            }
+            Ok(live)
+        });
+        match found {
+            Ok(live) => live,
             Err(e) => {
                 tracing::warn!(error = %e, "reading shares failed: they grant nothing");
                 Vec::new()
@@ -241,4 +250,27 @@ pub fn is_ancestor(oid: crate::model::Oid, target: &Event) -> bool {
         .split('/')
         .filter(|seg| !seg.is_empty())
         .any(|seg| seg.parse::<crate::model::Oid>() == Ok(oid))
+}
+
+/// Longest chain of shares made through shares that is followed; a longer one grants
+/// nothing (the chain is walked on every decision).
+const MAX_SHARE_CHAIN: usize = 32;
+
+/// Whether every share `share` was made through grants too: a share through a share that
+/// was revoked, declined, expired or is pending again grants nothing.
+fn chain_grants<S: MetaRead + ?Sized>(
+    s: &S,
+    share: &crate::model::Share,
+) -> Result<bool, crate::store::StoreError> {
+    let mut next = share.parent;
+    for _ in 0..MAX_SHARE_CHAIN {
+        let Some(id) = next else {
+            return Ok(true);
+        };
+        match s.share(id)? {
+            Some(p) if p.grants() => next = p.parent,
+            _ => return Ok(false),
+        }
+    }
+    Ok(false)
 }

@@ -382,6 +382,186 @@ fn respond(
     Ok(changed)
 }
 
+/// `PATCH /shares/{id}`'s body: what to change, and the `tstamp` last seen.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShareChangeRequest {
+    #[serde(default)]
+    pub role: Option<Role>,
+    #[serde(default)]
+    pub letters: Option<Perms>,
+    #[serde(default)]
+    pub expires: Option<Expiry>,
+    #[serde(default)]
+    pub terms: Option<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub tstamp: Option<Tstamp>,
+}
+
+fn check_precondition(share: &Share, seen: Option<Tstamp>) -> Result<()> {
+    match seen {
+        Some(seen) if seen != share.tstamp => Err(Error::conflict(
+            Code::StaleTstamp,
+            format!(
+                "share {} changed at {} after the tstamp {seen} given",
+                share.id, share.tstamp
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Changes a share's letters, expiry or terms (`PATCH /shares/{id}`): its sharer or an
+/// owner of its object, within the same caps as a new share. Narrowing (fewer letters, an
+/// earlier expiry) narrows every share made through it, in the same transaction; one left
+/// with no letter is revoked. Changed terms ask for acceptance again.
+pub fn change(
+    t: &mut dyn MetaWrite,
+    access: &Access,
+    id: ShareId,
+    req: ShareChangeRequest,
+) -> Result<Share> {
+    let share = t.share(id)?.ok_or_else(|| no_share(id))?;
+    if !may_see(&*t, access, &share)? {
+        return Err(no_share(id));
+    }
+    let object = t.current(share.oid)?.map(|c| c.event);
+    let owner = access.is_root() || object.as_ref().is_some_and(|o| owns(access, o));
+    if !is_sharer(access, &share) && !owner {
+        return Err(denied(
+            "only the sharer or an owner of the object may change a share",
+        ));
+    }
+    check_precondition(&share, req.tstamp)?;
+    if !share.is_open() {
+        return Err(closed(&share));
+    }
+    let (role, letters) = match (req.role, req.letters) {
+        (Some(_), Some(_)) => return Err(bad("give either role or letters, not both")),
+        (Some(r), None) => (Some(r), r.letters()),
+        (None, Some(l)) => (None, l),
+        (None, None) => (share.role, share.letters),
+    };
+    if letters.is_empty() {
+        return Err(bad(
+            "a share must grant at least one letter; revoke it instead",
+        ));
+    }
+    for (name, text) in [("terms", &req.terms), ("message", &req.message)] {
+        if text.as_ref().is_some_and(|t| t.len() > MAX_TEXT_BYTES) {
+            return Err(bad(format!("{name} is over {MAX_TEXT_BYTES} bytes")));
+        }
+    }
+    if req.expires.is_some_and(Expiry::has_passed) {
+        return Err(bad("expires is in the past"));
+    }
+    if req.role.is_none()
+        && req.letters.is_none()
+        && req.expires.is_none()
+        && req.terms.is_none()
+        && req.message.is_none()
+    {
+        return Err(bad(
+            "nothing to change: give role or letters, expires, terms or message",
+        ));
+    }
+    let expires = req.expires.or(share.expires);
+    // The caps: what the share is made through, or what its maker holds.
+    match share.parent.map(|p| t.share(p)).transpose()?.flatten() {
+        Some(parent) => {
+            let later = match (expires, parent.expires) {
+                (Some(e), Some(pe)) => e > pe,
+                (None, Some(_)) => true,
+                _ => false,
+            };
+            if !parent.letters.contains(letters) || later {
+                return Err(denied(
+                    "a share made through a share may not grant more letters or last longer than it",
+                ));
+            }
+        }
+        None => {
+            let held = match &object {
+                Some(o) => access.letters(&*t, o),
+                None => Perms::NONE,
+            };
+            if !held.contains(letters) && !access.is_root() {
+                return Err(denied(format!(
+                    "a share may grant only letters you hold: you hold {held}, asked for {letters}"
+                )));
+            }
+        }
+    }
+    let terms_changed = req.terms.is_some() && req.terms != share.terms;
+    let (acceptance, state) = if terms_changed {
+        (Acceptance::Required, ShareState::Pending)
+    } else {
+        (share.acceptance, share.state)
+    };
+    let narrowed = !letters.contains(share.letters)
+        || matches!((expires, share.expires), (Some(e), Some(old)) if e < old)
+        || (expires.is_some() && share.expires.is_none());
+    let changed = Share {
+        role,
+        letters,
+        expires,
+        terms: req.terms.or(share.terms.clone()),
+        message: req.message.or(share.message.clone()),
+        acceptance,
+        state,
+        tstamp: t.next_tstamp(),
+        ..share
+    };
+    record(t, access, &changed, ShareChange::Changed)?;
+    if narrowed {
+        narrow_through(t, access, &changed)?;
+    }
+    Ok(changed)
+}
+
+/// Narrows every open share made through `parent` (and through those) to its letters and
+/// expiry; one left with no letter is revoked.
+fn narrow_through(t: &mut dyn MetaWrite, access: &Access, parent: &Share) -> Result<()> {
+    let mut todo = vec![(parent.id, parent.letters, parent.expires)];
+    while let Some((id, letters, expires)) = todo.pop() {
+        for child in t.shares_through(id)? {
+            if !child.is_open() {
+                continue;
+            }
+            let keep = Perms::from_bits(child.letters.bits() & letters.bits());
+            let until = match (child.expires, expires) {
+                (Some(c), Some(p)) => Some(c.min(p)),
+                (c, p) => c.or(p),
+            };
+            if keep == child.letters && until == child.expires {
+                continue;
+            }
+            if keep.is_empty() {
+                let revoked = close(t, access, child)?;
+                // Its own children go with it.
+                todo.push((revoked.id, Perms::NONE, until));
+                continue;
+            }
+            let narrowed = Share {
+                letters: keep,
+                role: if keep == child.letters {
+                    child.role
+                } else {
+                    None
+                },
+                expires: until,
+                tstamp: t.next_tstamp(),
+                ..child
+            };
+            record(t, access, &narrowed, ShareChange::Changed)?;
+            todo.push((narrowed.id, keep, until));
+        }
+    }
+    Ok(())
+}
+
 /// Revokes a share and every share made through it (`DELETE /shares/{id}`): its sharer, an
 /// owner of its object, or a recipient leaving. `precondition`: the share's `tstamp` the
 /// caller last saw (409 when it changed since).
@@ -395,17 +575,7 @@ pub fn revoke(
     if !may_see(&*t, access, &share)? {
         return Err(no_share(id));
     }
-    if let Some(seen) = precondition {
-        if seen != share.tstamp {
-            return Err(Error::conflict(
-                Code::StaleTstamp,
-                format!(
-                    "share {id} changed at {} after the tstamp {seen} given",
-                    share.tstamp
-                ),
-            ));
-        }
-    }
+    check_precondition(&share, precondition)?;
     if !share.is_open() {
         return Err(closed(&share));
     }

@@ -57,12 +57,17 @@ pub enum ShareRoute {
     Decline(ShareId),
     /// `DELETE /shares/{id}[?tstamp=]`
     Revoke(ShareId, Option<Tstamp>),
+    /// `PATCH /shares/{id}`
+    Change(ShareId),
 }
 
 impl ShareRoute {
     /// Whether it changes the store (a readonly identity may still answer an offer).
     fn writes(&self) -> bool {
-        matches!(self, ShareRoute::Create | ShareRoute::Revoke(..))
+        matches!(
+            self,
+            ShareRoute::Create | ShareRoute::Revoke(..) | ShareRoute::Change(_)
+        )
     }
 }
 
@@ -123,7 +128,8 @@ impl Endpoint {
                 | ShareRoute::Log(id)
                 | ShareRoute::Accept(id)
                 | ShareRoute::Decline(id)
-                | ShareRoute::Revoke(id, _),
+                | ShareRoute::Revoke(id, _)
+                | ShareRoute::Change(id),
             ) => format!("share {id}"),
             Endpoint::Shares(ShareRoute::OnObject(oid)) => oid.to_string(),
             _ => String::new(),
@@ -264,14 +270,8 @@ fn share_route(method: &Method, path: &str, rest: &str, query: Option<&str>) -> 
         }
         ([s], _) if get => ShareRoute::One(id(s)?),
         ([s], m) if *m == Method::DELETE => ShareRoute::Revoke(id(s)?, parse_tstamp(query)?),
-        ([s], m) if *m == Method::PATCH => {
-            id(s)?;
-            return Err(Error::not_implemented(
-                Code::BadShare,
-                "changing a share is not supported yet; revoke it and share again",
-            ));
-        }
-        ([_], _) => return Err(method_not_allowed("GET or DELETE /shares/{id}")),
+        ([s], m) if *m == Method::PATCH => ShareRoute::Change(id(s)?),
+        ([_], _) => return Err(method_not_allowed("GET, PATCH or DELETE /shares/{id}")),
         ([s, what], _) => match what.as_str() {
             "log" if get => ShareRoute::Log(id(s)?),
             "accept" if post => ShareRoute::Accept(id(s)?),

@@ -13,7 +13,7 @@ use super::RequestBody;
 use crate::access::Access;
 use crate::error::{Code, Error, Result};
 use crate::identity::IdentityKind;
-use crate::share::{self, NewShare};
+use crate::share::{self, NewShare, ShareChangeRequest};
 
 /// Largest `POST /shares` body: two texts of `share::MAX_TEXT_BYTES` and the rest.
 const MAX_BODY_BYTES: usize = 64 << 10;
@@ -33,24 +33,22 @@ pub(super) async fn handle(
     let budget = state.config.limits.transaction_budget(1);
     match route {
         ShareRoute::Create => {
-            let headers = req.headers().clone();
-            let bytes = collect_limited(&headers, req.into_body(), MAX_BODY_BYTES)
-                .await
-                .map_err(|e| match e.code {
-                    Code::MetadataTooLarge => Error::too_large(
-                        Code::BadShare,
-                        format!("a share's JSON is at most {MAX_BODY_BYTES} bytes"),
-                    ),
-                    _ => e,
-                })?;
-            let new: NewShare = serde_json::from_slice(&bytes)
-                .map_err(|e| Error::bad_request(Code::BadShare, format!("a share's JSON: {e}")))?;
+            let new: NewShare = json_body(req).await?;
             let writer = access.on_writer(budget);
             let created = state
                 .store
                 .write(move |t| share::create(t, &writer, new))
                 .await?;
             Ok(body::json(StatusCode::CREATED, &created))
+        }
+        ShareRoute::Change(id) => {
+            let change: ShareChangeRequest = json_body(req).await?;
+            let writer = access.on_writer(budget);
+            let s = state
+                .store
+                .write(move |t| share::change(t, &writer, id, change))
+                .await?;
+            Ok(body::json(StatusCode::OK, &s))
         }
         ShareRoute::Accept(id) => {
             let writer = access.on_writer(budget);
@@ -112,4 +110,20 @@ pub(super) async fn handle(
             Ok(body::json(StatusCode::OK, &l))
         }
     }
+}
+
+/// A share request's JSON body, at most [`MAX_BODY_BYTES`].
+async fn json_body<T: serde::de::DeserializeOwned>(req: Request<RequestBody>) -> Result<T> {
+    let headers = req.headers().clone();
+    let bytes = collect_limited(&headers, req.into_body(), MAX_BODY_BYTES)
+        .await
+        .map_err(|e| match e.code {
+            Code::MetadataTooLarge => Error::too_large(
+                Code::BadShare,
+                format!("a share's JSON is at most {MAX_BODY_BYTES} bytes"),
+            ),
+            _ => e,
+        })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::bad_request(Code::BadShare, format!("a share's JSON: {e}")))
 }

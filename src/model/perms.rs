@@ -39,6 +39,11 @@ impl Perms {
     pub const fn is_empty(self) -> bool {
         self.0 == 0
     }
+    /// The letters of `bits` (only the six known ones are kept).
+    pub const fn from_bits(bits: u8) -> Perms {
+        Perms(bits & Perms::ALL.0)
+    }
+
     pub const fn bits(self) -> u8 {
         self.0
     }

@@ -364,6 +364,13 @@ async fn the_openapi_document_matches_what_the_server_answers() {
             bob,
             409,
         ),
+        req(Method::PATCH, format!("/shares/{id}"), jane, 400).json("{}"),
+        req(Method::PATCH, format!("/shares/{id}"), bob, 403).json(r#"{"role": "full"}"#),
+        req(Method::PATCH, format!("/shares/{id}"), rob, 404).json(r#"{"role": "full"}"#),
+        req(Method::PATCH, format!("/shares/{id}"), None, 401).json(r#"{"role": "full"}"#),
+        req(Method::PATCH, format!("/shares/{id}"), jane, 409)
+            .json(r#"{"message": "m", "tstamp": "0000000000000001"}"#),
+        req(Method::PATCH, format!("/shares/{id}"), jane, 200).json(r#"{"message": "m"}"#),
         req(
             Method::DELETE,
             format!("/shares/{id}?tstamp=xyz"),

@@ -624,3 +624,143 @@ async fn the_share_endpoints_answer_under_the_client_prefix_too() {
         404
     );
 }
+
+#[tokio::test]
+async fn narrowing_a_share_narrows_those_made_through_it_and_new_terms_ask_for_acceptance_again() {
+    let app = spawn_app().await;
+    let (jane, bob, rob) = (
+        app.token_for("jane"),
+        app.token_for("bob"),
+        app.token_for("rob"),
+    );
+    let (folder, file) = janes_docs(&app).await;
+    let bobs = share(
+        &app,
+        &jane,
+        json!({"oid": folder, "audience": email(BOB), "role": "writer", "sharing_mode": "anyone"}),
+    )
+    .await;
+    let robs = share(
+        &app,
+        &bob,
+        json!({"oid": folder, "audience": email(ROB), "letters": ["C", "R", "U", "X"]}),
+    )
+    .await;
+    let (bid, rid) = (bobs["id"].as_str().unwrap(), robs["id"].as_str().unwrap());
+    let update = json!([{"action": "U", "oid": file, "description": "edited"}]);
+    assert_eq!(app.write(Some(&rob), &update).await.status(), 200);
+
+    // Who may change it: the sharer or an owner; a recipient may not, a stranger sees nothing.
+    let narrow = json!({"role": "reader", "tstamp": bobs["tstamp"]});
+    let (s, _) = call(
+        &app,
+        "PATCH",
+        &format!("/shares/{bid}"),
+        Some(&bob),
+        Some(&json!({"role": "reader"})),
+    )
+    .await;
+    assert_eq!(s, 403, "a recipient changing a share");
+    let (s, _) = call(
+        &app,
+        "PATCH",
+        &format!("/shares/{rid}"),
+        Some(&rob),
+        Some(&json!({"role": "reader"})),
+    )
+    .await;
+    assert_eq!(s, 403);
+    let stranger = app.token(&json!({"label": "eve", "values": {"email": ["eve@x"]}}));
+    let (s, _) = call(
+        &app,
+        "PATCH",
+        &format!("/shares/{bid}"),
+        Some(&stranger),
+        Some(&narrow),
+    )
+    .await;
+    assert_eq!(s, 404);
+    for (what, body) in [
+        ("nothing", json!({})),
+        ("no letters", json!({"letters": []})),
+        ("both", json!({"role": "reader", "letters": ["R"]})),
+        ("unknown field", json!({"rol": "reader"})),
+        ("past expiry", json!({"expires": "2000-01-01T00:00:00Z"})),
+    ] {
+        let (s, v) = call(
+            &app,
+            "PATCH",
+            &format!("/shares/{bid}"),
+            Some(&jane),
+            Some(&body),
+        )
+        .await;
+        assert_eq!(s, 400, "{what}: {v}");
+    }
+    let (s, v) = call(
+        &app,
+        "PATCH",
+        &format!("/shares/{bid}"),
+        Some(&jane),
+        Some(&json!({"role": "reader", "tstamp": "0000000000000001"})),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("stale_tstamp"))
+    );
+
+    // Narrowed to reader: Rob's share loses C and U with it, in the same transaction.
+    let (s, b) = call(
+        &app,
+        "PATCH",
+        &format!("/shares/{bid}"),
+        Some(&jane),
+        Some(&narrow),
+    )
+    .await;
+    assert_eq!((s, b["letters"].clone()), (200, json!(["R", "X"])), "{b}");
+    let (_, r) = call(&app, "GET", &format!("/shares/{rid}"), Some(&rob), None).await;
+    assert_eq!(r["letters"], json!(["R", "X"]));
+    assert_eq!(app.write(Some(&rob), &update).await.status(), 403);
+    assert_eq!(status(&app, &format!("/props/{file}"), &rob).await, 200);
+    let (_, log) = call(&app, "GET", &format!("/shares/{rid}/log"), Some(&rob), None).await;
+    assert_eq!(log.as_array().unwrap().last().unwrap()["kind"], "changed");
+    // Bob may not give Rob more than his own share now has.
+    let (s, _) = call(
+        &app,
+        "PATCH",
+        &format!("/shares/{rid}"),
+        Some(&bob),
+        Some(&json!({"role": "writer"})),
+    )
+    .await;
+    assert_eq!(s, 403);
+
+    // New terms: Bob's share is pending again, and grants nothing, nor does Rob's through it.
+    let (s, b) = call(
+        &app,
+        "PATCH",
+        &format!("/shares/{bid}"),
+        Some(&jane),
+        Some(&json!({"terms": "new terms"})),
+    )
+    .await;
+    assert_eq!(
+        (s, b["state"].as_str(), b["acceptance"].as_str()),
+        (200, Some("pending"), Some("required"))
+    );
+    assert_eq!(status(&app, &format!("/props/{file}"), &bob).await, 404);
+    assert_eq!(status(&app, &format!("/props/{file}"), &rob).await, 404);
+    let (s, _) = call(
+        &app,
+        "POST",
+        &format!("/shares/{bid}/accept"),
+        Some(&bob),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(status(&app, &format!("/props/{file}"), &bob).await, 200);
+    assert_eq!(status(&app, &format!("/props/{file}"), &rob).await, 200);
+}
