@@ -238,6 +238,14 @@ pub fn create(t: &mut dyn MetaWrite, access: &Access, req: NewShare) -> Result<S
     } else {
         Acceptance::NotRequired
     });
+    let shape = ShareShape {
+        audience: &req.audience,
+        letters,
+        terms: req.terms.as_deref(),
+        sharing_mode,
+        expires,
+    };
+    check_share_rule(access, &object, &shape)?;
     let tstamp = t.next_tstamp();
     let share = Share {
         id: t.next_oid(),
@@ -263,6 +271,47 @@ pub fn create(t: &mut dyn MetaWrite, access: &Access, req: NewShare) -> Result<S
     };
     record(t, access, &share, ShareChange::Offered)?;
     Ok(share)
+}
+
+/// What an object's `share` rule sees as `input.share`.
+#[derive(serde::Serialize)]
+struct ShareShape<'a> {
+    audience: &'a Audience,
+    letters: Perms,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    terms: Option<&'a str>,
+    sharing_mode: SharingMode,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires: Option<Expiry>,
+}
+
+/// SPEC §9.2: where the object's Rego policy defines `share`, a share is made (or changed)
+/// only where it is literally `true` for `input.share`, the sharer's `input.claims` and
+/// `input.object`.
+fn check_share_rule(access: &Access, object: &Event, shape: &ShareShape) -> Result<()> {
+    let Some(policy) = object.objectpolicy.as_ref() else {
+        return Ok(());
+    };
+    if access.is_root() {
+        return Ok(());
+    }
+    let share = serde_json::to_value(shape).unwrap_or_default();
+    let allowed = access.engine.allows_share(
+        policy,
+        &access.identity.claims,
+        &share,
+        &object.policy_view(),
+        access.meter(),
+    );
+    if allowed {
+        return Ok(());
+    }
+    if let Some(e) = access.budget_error() {
+        return Err(e);
+    }
+    Err(denied(
+        "the object's policy does not allow this share (its share rule is not true for it)",
+    ))
 }
 
 fn record(t: &mut dyn MetaWrite, access: &Access, share: &Share, kind: ShareChange) -> Result<()> {
@@ -493,6 +542,20 @@ pub fn change(
                 )));
             }
         }
+    }
+    if let Some(o) = &object {
+        let terms = req.terms.as_deref().or(share.terms.as_deref());
+        check_share_rule(
+            access,
+            o,
+            &ShareShape {
+                audience: &share.audience,
+                letters,
+                terms,
+                sharing_mode: share.sharing_mode,
+                expires,
+            },
+        )?;
     }
     let terms_changed = req.terms.is_some() && req.terms != share.terms;
     let (acceptance, state) = if terms_changed {

@@ -735,6 +735,54 @@ impl PolicyEngine {
         outcome.perms
     }
 
+    /// Whether a Rego policy's `share` rule lets `share` be made (SPEC §9.2), with
+    /// `input.claims` the sharer's, `input.share` the share asked for and `input.object` the
+    /// object. True when the policy has no such rule (Lisp policies never do); otherwise only
+    /// a literal `true`. Charged to the meter's budget; never cached (shares are rare).
+    pub fn allows_share(
+        &self,
+        objectpolicy: &Value,
+        claims: &Claims,
+        share: &Value,
+        object: &Value,
+        meter: Meter,
+    ) -> bool {
+        let Value::Object(m) = objectpolicy else {
+            return true;
+        };
+        let form = match fields(m) {
+            Ok(Fields { form: Some(f), .. }) => f,
+            _ => return true,
+        };
+        if let Form::Requirements(_) = form {
+            return true;
+        }
+        let key = digest(&form);
+        let budget = meter.budget;
+        let Some(_permit) = self.permit(&meter) else {
+            return false;
+        };
+        let t = Instant::now();
+        let compiled = self.compile(&form, &key);
+        let Compiled::Rego(policy) = compiled.as_ref() else {
+            budget.charge(t.elapsed());
+            return false; // a policy that does not compile vetoes (default-deny)
+        };
+        let left = budget.remaining();
+        let limits = rego::EvalLimits {
+            timeout: left.min(self.limits.eval_timeout),
+            instructions: self.limits.eval_instructions,
+            memory: self.limits.eval_memory,
+        };
+        let mut input = std::collections::BTreeMap::new();
+        input.insert(regorus::Value::from("claims"), self.claims_value(claims));
+        input.insert(regorus::Value::from("share"), rego::to_value(share));
+        input.insert(regorus::Value::from("object"), rego::to_value(object));
+        let allowed = policy.allows_share(regorus::Value::from(input), &limits);
+        budget.charge(t.elapsed());
+        allowed.unwrap_or(true)
+    }
+
     /// Whether a stored policy's answer may depend on `input.object`: `Some(false)` for Lisp
     /// and for a compiled Rego module that never names it, `None` when not known without
     /// compiling (or not valid).

@@ -764,3 +764,66 @@ async fn narrowing_a_share_narrows_those_made_through_it_and_new_terms_ask_for_a
     assert_eq!(status(&app, &format!("/props/{file}"), &bob).await, 200);
     assert_eq!(status(&app, &format!("/props/{file}"), &rob).await, 200);
 }
+
+#[tokio::test]
+async fn an_objects_rego_share_rule_vetoes_shares_outside_it() {
+    let app = spawn_app().await;
+    let (root, jane, bob) = (
+        app.token_for("root"),
+        app.token_for("jane"),
+        app.token_for("bob"),
+    );
+    // SECRET: shared only inside the deciphernow org, and never with more than R and X.
+    let rego = format!(
+        "package policy\nimport rego.v1\n\
+         owner if {{ some e in input.claims.values.email; e == \"{JANE}\" }}\n\
+         C := owner\nR := owner\nU := owner\nD := owner\nX := owner\nP := owner\n\
+         share if {{\n  input.share.audience.claim == \"org\"\n  \
+         input.share.audience.value == \"www.deciphernow.com\"\n  \
+         every l in input.share.letters {{ l in {{\"R\", \"X\"}} }}\n}}\n"
+    );
+    let secret = mkdir(
+        &app,
+        &root,
+        "1",
+        "secret",
+        Some(json!({"label": "SECRET", "rego": rego})),
+    )
+    .await;
+    let oid = oid_of(&secret);
+    for (what, body) in [
+        (
+            "an email audience",
+            json!({"oid": oid, "audience": email(BOB), "role": "reader"}),
+        ),
+        (
+            "another org",
+            json!({"oid": oid, "audience": {"claim": "org", "value": "ieee"}, "role": "reader"}),
+        ),
+        (
+            "more letters",
+            json!({"oid": oid, "audience": {"claim": "org", "value": "www.deciphernow.com"}, "role": "writer"}),
+        ),
+    ] {
+        let (s, v) = call(&app, "POST", "/shares", Some(&jane), Some(&body)).await;
+        assert_eq!(s, 403, "{what}: {v}");
+    }
+    let ok = share(
+        &app,
+        &jane,
+        json!({"oid": oid, "audience": {"claim": "org", "value": "www.deciphernow.com"}, "role": "reader"}),
+    )
+    .await;
+    assert_eq!(status(&app, &format!("/props/{oid}"), &bob).await, 200);
+    // A change is held to the rule too.
+    let id = ok["id"].as_str().unwrap();
+    let (s, _) = call(
+        &app,
+        "PATCH",
+        &format!("/shares/{id}"),
+        Some(&jane),
+        Some(&json!({"letters": ["R", "X", "U"]})),
+    )
+    .await;
+    assert_eq!(s, 403);
+}

@@ -93,6 +93,9 @@ pub struct RegoPolicy {
     letters_entry: String,
     /// Letters that have a rule, with the rule's entry point (for the one-by-one fallback).
     declared: Vec<(Perms, String)>,
+    /// The entry point of the module's `share` rule, if it has one (SPEC §9.2: a share is
+    /// made only where it is literally `true`).
+    share_entry: Option<String>,
     pub input_use: InputUse,
     /// Bytes the compiled program is estimated to hold (for the cache's memory bound).
     pub weight: u64,
@@ -442,6 +445,10 @@ impl RegoPolicy {
             })
             .map(|&(l, p)| (p, rule_path(&package, &l.to_string())))
             .collect();
+        let share_entry = engine
+            .has_declared_rule_rooted_at(SOURCE, SHARE_RULE)
+            .unwrap_or(false)
+            .then(|| rule_path(&package, SHARE_RULE));
         refuse_bare_rules(engine.get_modules())?;
         deps::check(engine.get_modules())?;
 
@@ -471,6 +478,7 @@ impl RegoPolicy {
             .map_err(|e| explain_compile_error(&e))?;
         let mut entries: Vec<&str> = vec![letters_entry.as_str()];
         entries.extend(declared.iter().map(|(_, p)| p.as_str()));
+        entries.extend(share_entry.as_deref());
         let program = Compiler::compile_from_policy(&compiled, &entries)
             .map_err(|e| explain_compile_error(&e))?;
         let mut program = Arc::unwrap_or_clone(program);
@@ -479,6 +487,7 @@ impl RegoPolicy {
             program: Arc::new(program),
             letters_entry,
             declared,
+            share_entry,
             input_use: input_use(text),
             weight: (text.len() as u64)
                 .saturating_mul(WEIGHT_PER_BYTE)
@@ -557,6 +566,21 @@ impl RegoPolicy {
         }
     }
 }
+
+impl RegoPolicy {
+    /// The module's `share` rule for `input` (`{"claims", "share", "object"}`): `None` when
+    /// the module has none, else whether it is literally `true` (an error, a budget hit or
+    /// any other value is a veto).
+    pub fn allows_share(&self, input: Value, limits: &EvalLimits) -> Option<bool> {
+        let entry = self.share_entry.as_ref()?;
+        let mut vm = self.vm(input, limits, limits.timeout);
+        let r = catch_unwind(AssertUnwindSafe(|| vm.execute_entry_point_by_name(entry)));
+        Some(matches!(r, Ok(Ok(Value::Bool(true)))))
+    }
+}
+
+/// The rule a module may define to limit how its object is shared.
+pub const SHARE_RULE: &str = "share";
 
 fn is_budget(e: &VmError) -> bool {
     matches!(
