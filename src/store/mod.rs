@@ -149,7 +149,7 @@ pub trait MetaRead {
     /// Events stored after `after`, in tstamp (= commit) order, at most `limit` (the
     /// notification feed).
     fn events_since(&self, after: Tstamp, limit: usize) -> Result<Vec<Event>, StoreError>;
-    /// The newest event's tstamp (`Tstamp(0)` for an empty log).
+    /// The newest tstamp in the event log or the share log (`Tstamp(0)` when both are empty).
     fn max_tstamp(&self) -> Result<Tstamp, StoreError>;
     /// The blob named `rname`, with its wrapped key (and bytes, if inline).
     fn blob(&self, rname: &str) -> Result<Option<BlobRow>, StoreError>;

@@ -120,7 +120,9 @@ impl SqliteStore {
         let high_water: i64 = conn.query_row(
             "SELECT max(coalesce((SELECT max(tstamp) FROM events), 0),
                         coalesce((SELECT max(oid) FROM objects), 0),
-                        coalesce((SELECT max(tstamp) FROM purges), 0))",
+                        coalesce((SELECT max(tstamp) FROM purges), 0),
+                        coalesce((SELECT max(tstamp) FROM share_log), 0),
+                        coalesce((SELECT max(id) FROM shares), 0))",
             [],
             |r| r.get(0),
         )?;

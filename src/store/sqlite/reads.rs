@@ -234,7 +234,10 @@ impl<T: HasConn> MetaRead for T {
 
     fn max_tstamp(&self) -> Result<Tstamp, StoreError> {
         self.with(|conn| {
-            let mut st = conn.prepare_cached("SELECT coalesce(max(tstamp), 0) FROM events")?;
+            let mut st = conn.prepare_cached(
+                "SELECT max(coalesce((SELECT max(tstamp) FROM events), 0),
+                            coalesce((SELECT max(tstamp) FROM share_log), 0))",
+            )?;
             Ok(Tstamp::from_i64(st.query_row([], |r| r.get(0))?))
         })
     }

@@ -342,3 +342,91 @@ fn a_reopened_store_keeps_its_clock_ahead_of_everything_stored() {
         .unwrap();
     assert!(next > future);
 }
+
+fn a_share(id: Oid, tstamp: Tstamp) -> crate::model::ShareEntry {
+    use crate::model::share::*;
+    let state = crate::model::Share {
+        id,
+        oid: Oid(10),
+        name: "a".into(),
+        audience: Audience::Claim {
+            claim: "email".into(),
+            value: "b@x".into(),
+        },
+        role: Some(Role::Reader),
+        letters: Role::Reader.letters(),
+        terms: None,
+        message: None,
+        acceptance: Acceptance::NotRequired,
+        sharing_mode: SharingMode::Owner,
+        expires: None,
+        state: ShareState::Accepted,
+        sharer: Sharer { label: "a".into() },
+        parent: None,
+        tstamp,
+    };
+    crate::model::ShareEntry {
+        share: id,
+        tstamp,
+        kind: ShareChange::Offered,
+        by: Sharer { label: "a".into() },
+        state,
+    }
+}
+
+#[test]
+fn the_share_log_refuses_update_and_delete_and_keeps_every_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), &SqliteConfig::NORMAL).unwrap();
+    rt().block_on(store.write(|ctx| -> Result<(), StoreError> {
+        let (id, t) = (ctx.next_oid(), ctx.next_tstamp());
+        ctx.log_share(&a_share(id, t))?;
+        let mut revoked = a_share(id, ctx.next_tstamp());
+        revoked.kind = crate::model::share::ShareChange::Revoked;
+        revoked.state.state = crate::model::share::ShareState::Revoked;
+        ctx.log_share(&revoked)
+    }))
+    .unwrap();
+    let conn = Connection::open(store.db_path()).unwrap();
+    let upd = conn.execute("UPDATE share_log SET body = '{}'", []);
+    assert!(upd.unwrap_err().to_string().contains("append-only"));
+    let del = conn.execute("DELETE FROM share_log", []);
+    assert!(del.unwrap_err().to_string().contains("append-only"));
+    let (entries, shares): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM share_log), (SELECT count(*) FROM shares)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (entries, shares),
+        (2, 1),
+        "two entries, one share at its latest"
+    );
+}
+
+#[test]
+fn a_reopened_store_keeps_its_clock_ahead_of_the_share_log_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (late_id, late_t) = (Oid(u64::MAX / 4), Tstamp(u64::MAX / 4 + 7));
+    {
+        let store = SqliteStore::open(dir.path(), &SqliteConfig::NORMAL).unwrap();
+        rt().block_on(store.write(move |ctx| -> Result<(), StoreError> {
+            ctx.log_share(&a_share(late_id, late_t))
+        }))
+        .unwrap();
+    }
+    let store = SqliteStore::open(dir.path(), &SqliteConfig::NORMAL).unwrap();
+    let (t, oid) = rt()
+        .block_on(store.write(|ctx| -> Result<(Tstamp, Oid), StoreError> {
+            Ok((ctx.next_tstamp(), ctx.next_oid()))
+        }))
+        .unwrap();
+    assert!(t > late_t && oid.0 > late_id.0, "{t} {oid}");
+    let max = store.readers.with_snapshot(|s| s.max_tstamp()).unwrap();
+    assert_eq!(
+        max, late_t,
+        "the feed's high-water mark counts share entries"
+    );
+}
