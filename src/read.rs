@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::access::Access;
 use crate::crypto::MasterKeys;
 use crate::error::{Code, Error, Result};
-use crate::model::{Event, EventView, Letter, ObjPath, Oid, Perms, Tstamp};
+use crate::model::{Event, EventView, Letter, ObjPath, Oid, Perms, ShareEntry, Tstamp};
 use crate::store::{Current, MetaRead};
 
 fn now_ns() -> u64 {
@@ -287,28 +287,75 @@ pub fn stream_target<S: MetaRead + ?Sized>(
     Ok((event, row))
 }
 
+/// What the notification feed sends: a version the caller may read, or a change to a share
+/// that concerns them.
+pub enum FeedItem {
+    Event(EventView),
+    Share(ShareEntry),
+}
+
+impl FeedItem {
+    pub fn tstamp(&self) -> Tstamp {
+        match self {
+            FeedItem::Event(v) => v.event.tstamp,
+            FeedItem::Share(e) => e.tstamp,
+        }
+    }
+}
+
+/// Whether a share log entry goes to the caller's feed (SPEC §9.6): its recipients hear of
+/// offers, changes, revocations and expiry; its sharer of acceptance and declining.
+fn share_news(access: &Access, e: &ShareEntry) -> bool {
+    use crate::model::share::ShareChange as K;
+    let claims = &access.identity.claims;
+    match e.kind {
+        K::Offered | K::Changed | K::Revoked | K::Expired => e.state.audience.matches(claims),
+        K::Accepted | K::Declined => e.state.sharer.label == claims.label(),
+        K::Redeemed | K::Rotated => false,
+    }
+}
+
 /// One step of the notification feed: the events stored after `after` that the caller may
-/// read (each judged by its own version's policy), scanning at most `scan` rows. Returns
-/// them and the last tstamp scanned (`None` when nothing newer is stored), so the feed
-/// moves past events the caller may not see.
+/// read (each judged by its own version's policy and the shares in this snapshot) and the
+/// share log entries after it that concern the caller, in tstamp order, scanning at most
+/// `scan` rows. Returns them and the last tstamp scanned (`None` when nothing newer is
+/// stored), so the feed moves past what the caller may not see.
 pub fn feed_page<S: MetaRead + ?Sized>(
     s: &S,
     access: &Access,
     keys: Option<&MasterKeys>,
     after: Tstamp,
     scan: usize,
-) -> Result<(Vec<EventView>, Option<Tstamp>)> {
-    let rows = s.events_since(after, scan)?;
-    let last = rows.last().map(|e| e.tstamp);
+) -> Result<(Vec<FeedItem>, Option<Tstamp>)> {
+    let events = s.events_since(after, scan)?;
+    let entries = s.share_log_since(after, scan)?;
+    // The first `scan` rows of the two logs merged: a row of one log past the other's last
+    // one fetched waits for the next step, so nothing is skipped.
+    let mut rows: Vec<(Tstamp, Option<Event>, Option<ShareEntry>)> = events
+        .into_iter()
+        .map(|e| (e.tstamp, Some(e), None))
+        .chain(entries.into_iter().map(|e| (e.tstamp, None, Some(e))))
+        .collect();
+    rows.sort_by_key(|r| r.0);
+    rows.truncate(scan);
+    let last = rows.last().map(|r| r.0);
     let mut out = Vec::new();
-    for e in rows {
-        let letters = access.letters(s, &e);
-        if letters.contains(Perms::R) {
-            // The feed shows no tstampend: a version's end may not be known yet.
-            let mut v = EventView::new(e, None);
-            v.policy = Some(letters);
-            attach_keys(s, keys, &mut v)?;
-            out.push(v);
+    for row in rows {
+        match row {
+            (_, Some(e), _) => {
+                let letters = access.letters(s, &e);
+                if letters.contains(Perms::R) {
+                    // The feed shows no tstampend: a version's end may not be known yet.
+                    let mut v = EventView::new(e, None);
+                    v.policy = Some(letters);
+                    attach_keys(s, keys, &mut v)?;
+                    out.push(FeedItem::Event(v));
+                }
+            }
+            (_, None, Some(entry)) if share_news(access, &entry) => {
+                out.push(FeedItem::Share(entry))
+            }
+            _ => {}
         }
     }
     // A feed must not skip events it could not judge: it ends, and the client resumes.

@@ -163,15 +163,20 @@ pub async fn notifications(
                         return;
                     }
                 };
-                for e in events {
-                    let Ok(json) = serde_json::to_string(&e) else {
+                for item in events {
+                    let (json, kind) = match &item {
+                        read::FeedItem::Event(e) => (
+                            serde_json::to_string(e),
+                            e.event.action.letter().to_string(),
+                        ),
+                        read::FeedItem::Share(entry) => {
+                            (serde_json::to_string(entry), "share".to_string())
+                        }
+                    };
+                    let Ok(json) = json else {
                         continue;
                     };
-                    let frame = format!(
-                        "id: {}\nevent: {}\ndata: {json}\n\n",
-                        e.event.tstamp,
-                        e.event.action.letter()
-                    );
+                    let frame = format!("id: {}\nevent: {kind}\ndata: {json}\n\n", item.tstamp());
                     if tx.send(Ok(Bytes::from(frame))).await.is_err() {
                         return;
                     }

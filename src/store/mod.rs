@@ -172,6 +172,9 @@ pub trait MetaRead {
     fn shares_through(&self, id: ShareId) -> Result<Vec<Share>, StoreError>;
     /// Share `id`'s log, oldest first.
     fn share_log(&self, id: ShareId) -> Result<Vec<ShareEntry>, StoreError>;
+    /// Share log entries after `after`, in tstamp (= commit) order, at most `limit` (the
+    /// notification feed, beside `events_since`).
+    fn share_log_since(&self, after: Tstamp, limit: usize) -> Result<Vec<ShareEntry>, StoreError>;
 }
 
 /// Changes; only available inside the writer's transaction.

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 const JANE: &str = "jane.doe@deciphernow.com";
 
 /// Reads SSE messages from a response until `n` events arrived (or 10 s passed).
-async fn sse_events(resp: reqwest::Response, n: usize) -> Vec<(String, String, Value)> {
+pub(crate) async fn sse_events(resp: reqwest::Response, n: usize) -> Vec<(String, String, Value)> {
     let mut body = resp.bytes_stream();
     let mut buf = String::new();
     let mut out = Vec::new();
@@ -46,7 +46,7 @@ async fn sse_events(resp: reqwest::Response, n: usize) -> Vec<(String, String, V
     out
 }
 
-async fn feed(
+pub(crate) async fn feed(
     app: &common::TestApp,
     token: &str,
     extra: &[(&str, &str)],

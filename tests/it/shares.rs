@@ -827,3 +827,83 @@ async fn an_objects_rego_share_rule_vetoes_shares_outside_it() {
     .await;
     assert_eq!(s, 403);
 }
+
+#[tokio::test]
+async fn share_changes_reach_the_feeds_of_those_they_concern_and_a_revocation_stops_the_objects_events(
+) {
+    use crate::operator_views::{feed, sse_events};
+    let app = spawn_app().await;
+    let (jane, bob) = (app.token_for("jane"), app.token_for("bob"));
+    let (folder, file) = janes_docs(&app).await;
+    let bob_feed = feed(&app, &bob, &[], "").await;
+    let jane_feed = feed(&app, &jane, &[], "").await;
+
+    let offer = share(
+        &app,
+        &jane,
+        json!({"oid": folder, "audience": email(BOB), "role": "reader", "terms": "t"}),
+    )
+    .await;
+    let id = offer["id"].as_str().unwrap();
+    let (s, _) = call(
+        &app,
+        "POST",
+        &format!("/shares/{id}/accept"),
+        Some(&bob),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let edit = |d: &str| json!([{"action": "U", "oid": file, "description": d}]);
+    app.write_ok(Some(&jane), &edit("first")).await;
+    let (s, _) = call(&app, "DELETE", &format!("/shares/{id}"), Some(&jane), None).await;
+    assert_eq!(s, 200);
+    app.write_ok(Some(&jane), &edit("after the revocation"))
+        .await;
+    let again = share(
+        &app,
+        &jane,
+        json!({"oid": file, "audience": email(BOB), "role": "reader", "terms": "t2"}),
+    )
+    .await;
+
+    let got = sse_events(bob_feed, 4).await;
+    let seen: Vec<(String, String)> = got
+        .iter()
+        .map(|(_, ev, d)| {
+            let what = if ev == "share" {
+                d["kind"].as_str().unwrap().to_string()
+            } else {
+                d["description"].as_str().unwrap_or_default().to_string()
+            };
+            (ev.clone(), what)
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("share".to_string(), "offered".to_string()),
+            ("U".to_string(), "first".to_string()),
+            ("share".to_string(), "revoked".to_string()),
+            ("share".to_string(), "offered".to_string()),
+        ],
+        "Bob hears of the offer, reads the update while shared, then nothing of the object"
+    );
+    assert_eq!(got[3].2["share"], again["id"]);
+    let ids: Vec<&String> = got.iter().map(|(id, _, _)| id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+
+    let got = sse_events(jane_feed, 3).await;
+    let kinds: Vec<String> = got
+        .iter()
+        .map(|(_, ev, d)| match ev.as_str() {
+            "share" => format!("share {}", d["kind"].as_str().unwrap()),
+            other => other.to_string(),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        ["share accepted", "U", "U"],
+        "the sharer hears of the acceptance"
+    );
+}

@@ -304,4 +304,8 @@ impl<T: HasConn> MetaRead for T {
     fn share_log(&self, id: ShareId) -> Result<Vec<ShareEntry>, StoreError> {
         self.with(|conn| shares::share_log(conn, id))
     }
+
+    fn share_log_since(&self, after: Tstamp, limit: usize) -> Result<Vec<ShareEntry>, StoreError> {
+        self.with(|conn| shares::share_log_since(conn, after, limit))
+    }
 }

@@ -3,7 +3,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::model::share::Audience;
-use crate::model::{Oid, Share, ShareEntry, ShareId};
+use crate::model::{Oid, Share, ShareEntry, ShareId, Tstamp};
 use crate::store::StoreError;
 
 fn decode<T: serde::de::DeserializeOwned>(
@@ -86,6 +86,26 @@ pub(super) fn share_log(conn: &Connection, id: ShareId) -> Result<Vec<ShareEntry
     let mut st =
         conn.prepare_cached("SELECT tstamp, body FROM share_log WHERE share = ?1 ORDER BY tstamp")?;
     let rows = st.query_map([id.as_i64()], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (tstamp, body) = row?;
+        out.push(decode("share log entry", tstamp, &body)?);
+    }
+    Ok(out)
+}
+
+pub(super) fn share_log_since(
+    conn: &Connection,
+    after: Tstamp,
+    limit: usize,
+) -> Result<Vec<ShareEntry>, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT tstamp, body FROM share_log WHERE tstamp > ?1 ORDER BY tstamp LIMIT ?2",
+    )?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = st.query_map(params![after.as_i64(), limit], |r| {
         Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
     })?;
     let mut out = Vec::new();
