@@ -290,8 +290,8 @@ pub fn stream_target<S: MetaRead + ?Sized>(
 /// What the notification feed sends: a version the caller may read, or a change to a share
 /// that concerns them.
 pub enum FeedItem {
-    Event(EventView),
-    Share(ShareEntry),
+    Event(Box<EventView>),
+    Share(Box<ShareEntry>),
 }
 
 impl FeedItem {
@@ -349,11 +349,11 @@ pub fn feed_page<S: MetaRead + ?Sized>(
                     let mut v = EventView::new(e, None);
                     v.policy = Some(letters);
                     attach_keys(s, keys, &mut v)?;
-                    out.push(FeedItem::Event(v));
+                    out.push(FeedItem::Event(Box::new(v)));
                 }
             }
             (_, None, Some(entry)) if share_news(access, &entry) => {
-                out.push(FeedItem::Share(entry))
+                out.push(FeedItem::Share(Box::new(entry)))
             }
             _ => {}
         }
