@@ -174,6 +174,18 @@ impl Pipeline {
         std::mem::take(&mut self.batch)
     }
 
+    /// Stops a failed upload: the threads end, and a local blob's unfinished file is removed
+    /// before this returns (dropping the pipeline does the same, in the background).
+    pub(crate) async fn abort(self) {
+        if let Stage::Threads(threads) = self.stage {
+            let Threads { input, sealed, .. } = threads;
+            drop(input);
+            if let Some(sealed) = sealed {
+                let _ = sealed.await;
+            }
+        }
+    }
+
     /// Seals the final chunk into `writer` and returns the SHA-256 of the plaintext (hex).
     pub(crate) async fn finish(mut self, writer: &mut PartWriter) -> Result<String, BlobError> {
         match std::mem::replace(&mut self.stage, Stage::Failed) {
@@ -304,7 +316,8 @@ impl Threads {
             return Ok(());
         }
         // The hash thread stopped: it failed, or the seal thread after it did. Say why.
-        Err(match self.sealed.as_mut() {
+        // (Taken: a receiver is awaited once; `abort` then has nothing left to wait for.)
+        Err(match self.sealed.take() {
             Some(sealed) => match sealed.await {
                 Ok(Err(e)) => e,
                 _ => thread_failed("seal"),

@@ -226,11 +226,12 @@ impl BlobStore {
             Backend::S3 { .. } => None,
         };
         let mut writer = PartWriter::new(self.inner.store.clone(), location, rname);
+        if let Some(sealer) = &sealer {
+            writer.push(Bytes::copy_from_slice(&sealer.header()));
+        }
+        let mut pipeline = Some(Pipeline::new(sealer, local_dest));
         let result: Result<BlobInfo, BlobError> = async {
-            if let Some(sealer) = &sealer {
-                writer.push(Bytes::copy_from_slice(&sealer.header()));
-            }
-            let mut pipeline = Pipeline::new(sealer, local_dest);
+            let pipe = pipeline.as_mut().expect("taken only by finish");
             let mut size = 0u64;
             while let Some(piece) = body.next().await {
                 let piece = piece.map_err(BlobError::Upload)?;
@@ -238,10 +239,14 @@ impl BlobStore {
                 if let Some(limit) = max_size.filter(|&limit| size > limit) {
                     return Err(BlobError::TooLarge { limit });
                 }
-                pipeline.push(piece, &mut writer).await?;
+                pipe.push(piece, &mut writer).await?;
                 writer.send_full_part().await?;
             }
-            let actual = pipeline.finish(&mut writer).await?;
+            let actual = pipeline
+                .take()
+                .expect("not taken before")
+                .finish(&mut writer)
+                .await?;
             check_hash(expected, &actual)?;
             writer.finish().await?;
             Ok(BlobInfo {
@@ -255,6 +260,10 @@ impl BlobStore {
         }
         .await;
         if result.is_err() {
+            // The pipeline's threads let go of the blob's file before this returns.
+            if let Some(p) = pipeline {
+                p.abort().await;
+            }
             writer.clean_up().await;
         }
         result
