@@ -32,6 +32,7 @@ CREATE TABLE shares (
     tstamp         INTEGER NOT NULL,
     audience_claim TEXT,              -- NULL for a link share
     audience_value TEXT,
+    link_hash      TEXT,              -- a link share's secret, SHA-256 hex (never the secret)
     sharer         TEXT    NOT NULL,  -- the sharer's label
     parent         INTEGER,
     body           TEXT    NOT NULL
@@ -42,3 +43,4 @@ CREATE INDEX shares_by_oid ON shares (oid);
 CREATE INDEX shares_by_audience ON shares (audience_value, audience_claim);
 CREATE INDEX shares_by_sharer ON shares (sharer);
 CREATE INDEX shares_by_parent ON shares (parent) WHERE parent IS NOT NULL;
+CREATE UNIQUE INDEX shares_by_link ON shares (link_hash) WHERE link_hash IS NOT NULL;

@@ -179,7 +179,7 @@ impl Access {
     /// Every share whose audience the caller is in and that grants now, in `s`. A store
     /// failure grants nothing (default-deny), and is logged.
     pub fn incoming<S: MetaRead + ?Sized>(&self, s: &S) -> Vec<crate::model::Share> {
-        let pairs = self.identity.claims.pairs();
+        let pairs = crate::model::share::audience_pairs(&self.identity.claims);
         if pairs.is_empty() {
             return Vec::new();
         }

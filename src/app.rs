@@ -70,6 +70,7 @@ impl Application {
                 writes,
                 shutdown: tokio::sync::watch::Sender::new(false),
                 feeds: Default::default(),
+                redeem_failures: Default::default(),
             }),
         })
     }

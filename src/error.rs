@@ -18,6 +18,8 @@ pub enum Kind {
     NotFound,
     /// Conflicts with the store's state (stale tstamp, duplicate name, non-empty folder).
     Conflict,
+    /// Was there, and is no more (a link share revoked, expired or used up).
+    Gone,
     /// Over a configured limit.
     TooLarge,
     /// The route exists, the method does not.
@@ -67,6 +69,7 @@ pub enum Code {
     FileTooLarge,
     InsufficientStorage,
     IsfileMismatch,
+    LinkGone,
     List,
     MalformedEvent,
     MalformedMetadata,
@@ -103,6 +106,7 @@ pub enum Code {
     TooManyConnections,
     TooManyEvents,
     TooManyFeeds,
+    TooManyRedemptions,
     Unauthorized,
     UnknownAction,
     UploadInterrupted,
@@ -139,6 +143,7 @@ impl Code {
         Code::FileTooLarge,
         Code::InsufficientStorage,
         Code::IsfileMismatch,
+        Code::LinkGone,
         Code::List,
         Code::MalformedEvent,
         Code::MalformedMetadata,
@@ -175,6 +180,7 @@ impl Code {
         Code::TooManyConnections,
         Code::TooManyEvents,
         Code::TooManyFeeds,
+        Code::TooManyRedemptions,
         Code::Unauthorized,
         Code::UnknownAction,
         Code::UploadInterrupted,
@@ -211,6 +217,7 @@ impl Code {
             Code::FileTooLarge => "file_too_large",
             Code::InsufficientStorage => "insufficient_storage",
             Code::IsfileMismatch => "isfile_mismatch",
+            Code::LinkGone => "link_gone",
             Code::List => "list",
             Code::MalformedEvent => "malformed_event",
             Code::MalformedMetadata => "malformed_metadata",
@@ -247,6 +254,7 @@ impl Code {
             Code::TooManyConnections => "too_many_connections",
             Code::TooManyEvents => "too_many_events",
             Code::TooManyFeeds => "too_many_feeds",
+            Code::TooManyRedemptions => "too_many_redemptions",
             Code::Unauthorized => "unauthorized",
             Code::UnknownAction => "unknown_action",
             Code::UploadInterrupted => "upload_interrupted",
@@ -298,6 +306,7 @@ impl Error {
     ctor!(forbidden, Forbidden);
     ctor!(not_found, NotFound);
     ctor!(conflict, Conflict);
+    ctor!(gone, Gone);
     ctor!(too_large, TooLarge);
     ctor!(method_not_allowed, MethodNotAllowed);
     ctor!(not_implemented, NotImplemented);

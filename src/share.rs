@@ -114,11 +114,9 @@ impl NewShare {
                     )));
                 }
             }
-            Audience::Link { .. } => {
-                return Err(Error::not_implemented(
-                    Code::BadShare,
-                    "link shares are not supported yet",
-                ))
+            Audience::Link { link: true } => {}
+            Audience::Link { link: false } => {
+                return Err(bad(r#"a link audience is {"link": true}"#));
             }
         }
         for (name, text) in [("terms", &self.terms), ("message", &self.message)] {
@@ -129,8 +127,12 @@ impl NewShare {
         if self.expires.is_some_and(Expiry::has_passed) {
             return Err(bad("expires is in the past"));
         }
-        if self.max_redemptions.is_some() {
-            return Err(bad("max_redemptions is for link shares"));
+        match (&self.audience, self.max_redemptions) {
+            (Audience::Claim { .. }, Some(_)) => {
+                return Err(bad("max_redemptions is for link shares"))
+            }
+            (_, Some(0)) => return Err(bad("max_redemptions must be at least 1")),
+            _ => {}
         }
         Ok((self.role, letters))
     }
@@ -172,8 +174,17 @@ fn may_see<S: MetaRead + ?Sized>(s: &S, access: &Access, share: &Share) -> Resul
     })
 }
 
+/// A new share, and a link share's secret (shown this once).
+#[derive(Debug, serde::Serialize)]
+pub struct Created {
+    #[serde(flatten)]
+    pub share: Share,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
 /// Creates a share (`POST /shares`), deciding in the writer's transaction `t`.
-pub fn create(t: &mut dyn MetaWrite, access: &Access, req: NewShare) -> Result<Share> {
+pub fn create(t: &mut dyn MetaWrite, access: &Access, req: NewShare) -> Result<Created> {
     if access.identity.kind == crate::identity::IdentityKind::Anonymous {
         return Err(Error::unauthorized(
             Code::Unauthorized,
@@ -233,11 +244,14 @@ pub fn create(t: &mut dyn MetaWrite, access: &Access, req: NewShare) -> Result<S
         sharing_mode = sharing_mode.min(p.sharing_mode);
         Some(p.id)
     };
-    let acceptance = req.acceptance.unwrap_or(if req.terms.is_some() {
-        Acceptance::Required
-    } else {
-        Acceptance::NotRequired
-    });
+    let is_link = matches!(req.audience, Audience::Link { .. });
+    // A link is accepted by whoever redeems it; the link share itself reaches no one.
+    let acceptance = match (is_link, req.acceptance) {
+        (true, _) => Acceptance::NotRequired,
+        (false, Some(a)) => a,
+        (false, None) if req.terms.is_some() => Acceptance::Required,
+        (false, None) => Acceptance::NotRequired,
+    };
     let shape = ShareShape {
         audience: &req.audience,
         letters,
@@ -267,10 +281,124 @@ pub fn create(t: &mut dyn MetaWrite, access: &Access, req: NewShare) -> Result<S
             label: access.identity.claims.label().to_string(),
         },
         parent,
+        max_redemptions: req.max_redemptions,
+        redemptions: 0,
         tstamp,
     };
     record(t, access, &share, ShareChange::Offered)?;
-    Ok(share)
+    let secret = if is_link {
+        let secret = new_secret();
+        t.bind_link(share.id, &secret_hash(&secret))?;
+        Some(secret)
+    } else {
+        None
+    };
+    Ok(Created { share, secret })
+}
+
+/// A link's secret: 256 random bits, base64url.
+fn new_secret() -> String {
+    use base64::Engine as _;
+    use rand_core::{OsRng, RngCore};
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// What is stored of a link's secret.
+fn secret_hash(secret: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Equal bytes, compared in time that does not depend on where they differ.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `POST /shares/redeem`'s body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Redeem {
+    pub secret: String,
+}
+
+fn gone(message: impl Into<String>) -> Error {
+    Error::gone(Code::LinkGone, message)
+}
+
+/// Redeems a link share's secret: an accepted share to the caller, made through the link
+/// (its caps and its revocation apply), or the one the caller already holds through it.
+/// Returns the share and whether it is new. An unknown secret is a 404; a link revoked,
+/// expired or used up is a 410.
+pub fn redeem(t: &mut dyn MetaWrite, access: &Access, req: Redeem) -> Result<(Share, bool)> {
+    let unknown = || Error::not_found(Code::NotFound, "no link share has this secret");
+    if req.secret.is_empty() || req.secret.len() > 128 {
+        return Err(unknown());
+    }
+    let hash = secret_hash(&req.secret);
+    let link = t.link_share(&hash)?.ok_or_else(unknown)?;
+    // The lookup found it by its hash; compare again without an early exit.
+    if !same_bytes(secret_hash(&req.secret).as_bytes(), hash.as_bytes()) {
+        return Err(unknown());
+    }
+    if !link.is_open() {
+        return Err(gone(format!(
+            "the link was {}",
+            state_name(link.state_now())
+        )));
+    }
+    let label = access.identity.claims.label().to_string();
+    let audience = match access.identity.claims.values("email").into_iter().next() {
+        Some(email) => Audience::Claim {
+            claim: "email".into(),
+            value: email,
+        },
+        None => Audience::Claim {
+            claim: crate::model::share::LABEL_CLAIM.into(),
+            value: label.clone(),
+        },
+    };
+    if let Some(held) = t
+        .shares_through(link.id)?
+        .into_iter()
+        .find(|sh| sh.is_open() && sh.audience == audience)
+    {
+        return Ok((held.shown(), false));
+    }
+    if link
+        .max_redemptions
+        .is_some_and(|max| link.redemptions >= max)
+    {
+        return Err(gone("the link was used up"));
+    }
+    let used = Share {
+        redemptions: link.redemptions + 1,
+        tstamp: t.next_tstamp(),
+        ..link.clone()
+    };
+    record(t, access, &used, ShareChange::Redeemed)?;
+    let share = Share {
+        id: t.next_oid(),
+        oid: link.oid,
+        name: link.name.clone(),
+        audience,
+        role: link.role,
+        letters: link.letters,
+        terms: link.terms.clone(),
+        message: link.message.clone(),
+        acceptance: Acceptance::NotRequired,
+        sharing_mode: link.sharing_mode,
+        expires: link.expires,
+        state: ShareState::Accepted,
+        sharer: link.sharer.clone(),
+        parent: Some(link.id),
+        max_redemptions: None,
+        redemptions: 0,
+        tstamp: t.next_tstamp(),
+    };
+    record(t, access, &share, ShareChange::Redeemed)?;
+    Ok((share, true))
 }
 
 /// What an object's `share` rule sees as `input.share`.
@@ -359,7 +487,9 @@ pub fn incoming<S: MetaRead + ?Sized>(
     access: &Access,
     state: Option<ShareState>,
 ) -> Result<Vec<Share>> {
-    let all = s.shares_to(&access.identity.claims.pairs())?;
+    let all = s.shares_to(&crate::model::share::audience_pairs(
+        &access.identity.claims,
+    ))?;
     Ok(filtered(all, state))
 }
 

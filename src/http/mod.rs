@@ -10,7 +10,7 @@ mod notify;
 mod request;
 mod request_body;
 pub mod router;
-mod shares;
+pub(crate) mod shares;
 mod state;
 mod stream;
 mod upload;

@@ -59,6 +59,8 @@ pub enum ShareRoute {
     Revoke(ShareId, Option<Tstamp>),
     /// `PATCH /shares/{id}`
     Change(ShareId),
+    /// `POST /shares/redeem`
+    Redeem,
 }
 
 impl ShareRoute {
@@ -262,12 +264,8 @@ fn share_route(method: &Method, path: &str, rest: &str, query: Option<&str>) -> 
         ([s], _) if s == "incoming" && get => ShareRoute::Incoming(parse_state_query(query)?),
         ([s], _) if s == "outgoing" && get => ShareRoute::Outgoing(parse_state_query(query)?),
         ([s], _) if s == "incoming" || s == "outgoing" => return Err(method_not_allowed("GET")),
-        ([s], _) if s == "redeem" => {
-            return Err(Error::not_implemented(
-                Code::BadShare,
-                "link shares, and so redeeming them, are not supported yet",
-            ))
-        }
+        ([s], _) if s == "redeem" && post => ShareRoute::Redeem,
+        ([s], _) if s == "redeem" => return Err(method_not_allowed("POST")),
         ([s], _) if get => ShareRoute::One(id(s)?),
         ([s], m) if *m == Method::DELETE => ShareRoute::Revoke(id(s)?, parse_tstamp(query)?),
         ([s], m) if *m == Method::PATCH => ShareRoute::Change(id(s)?),

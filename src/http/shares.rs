@@ -1,7 +1,9 @@
 //! The share endpoints (SPEC §9.4): JSON in and out; the rules are `crate::share`'s. Changes
 //! run on the store's writer, where they are decided again against the transaction's state.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use http::{Request, Response, StatusCode};
 
@@ -11,9 +13,10 @@ use super::router::ShareRoute;
 use super::AppState;
 use super::RequestBody;
 use crate::access::Access;
+use crate::error::Kind;
 use crate::error::{Code, Error, Result};
 use crate::identity::IdentityKind;
-use crate::share::{self, NewShare, ShareChangeRequest};
+use crate::share::{self, NewShare, Redeem, ShareChangeRequest};
 
 /// Largest `POST /shares` body: two texts of `share::MAX_TEXT_BYTES` and the rest.
 const MAX_BODY_BYTES: usize = 64 << 10;
@@ -40,6 +43,26 @@ pub(super) async fn handle(
                 .write(move |t| share::create(t, &writer, new))
                 .await?;
             Ok(body::json(StatusCode::CREATED, &created))
+        }
+        ShareRoute::Redeem => {
+            let who = access.identity.claims.label().to_string();
+            state.redeem_failures.check(&who)?;
+            let req: Redeem = json_body(req).await?;
+            let writer = access.on_writer(budget);
+            let r = state
+                .store
+                .write(move |t| share::redeem(t, &writer, req))
+                .await;
+            match r {
+                Ok((s, true)) => Ok(body::json(StatusCode::CREATED, &s)),
+                Ok((s, false)) => Ok(body::json(StatusCode::OK, &s)),
+                Err(e) => {
+                    if matches!(e.kind, Kind::NotFound | Kind::Gone) {
+                        state.redeem_failures.failed(&who);
+                    }
+                    Err(e)
+                }
+            }
         }
         ShareRoute::Change(id) => {
             let change: ShareChangeRequest = json_body(req).await?;
@@ -126,4 +149,55 @@ async fn json_body<T: serde::de::DeserializeOwned>(req: Request<RequestBody>) ->
         })?;
     serde_json::from_slice(&bytes)
         .map_err(|e| Error::bad_request(Code::BadShare, format!("a share's JSON: {e}")))
+}
+
+/// Failed redemptions (an unknown secret, or a link gone) an identity may make per
+/// [`REDEEM_WINDOW`] before the next attempts are refused with 429: guessing a 256-bit
+/// secret is hopeless anyway; this keeps the attempts from costing the writer.
+pub const REDEEM_FAILURES: u32 = 10;
+pub const REDEEM_WINDOW: Duration = Duration::from_secs(60);
+/// Identities tracked at once; past this, windows that ended are forgotten first, then all.
+const REDEEM_TRACKED: usize = 10_000;
+
+/// Failed redemption attempts per identity, for [`REDEEM_FAILURES`].
+#[derive(Default)]
+pub struct RedeemFailures {
+    seen: Mutex<HashMap<String, (Instant, u32)>>,
+}
+
+impl RedeemFailures {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, u32)>> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn check(&self, who: &str) -> Result<()> {
+        let seen = self.lock();
+        match seen.get(who) {
+            Some((since, n)) if *n >= REDEEM_FAILURES && since.elapsed() < REDEEM_WINDOW => {
+                Err(Error::too_many_requests(
+                    Code::TooManyRedemptions,
+                    format!(
+                        "{REDEEM_FAILURES} failed redemptions within {} s; try again later",
+                        REDEEM_WINDOW.as_secs()
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn failed(&self, who: &str) {
+        let mut seen = self.lock();
+        if seen.len() >= REDEEM_TRACKED && !seen.contains_key(who) {
+            seen.retain(|_, (since, _)| since.elapsed() < REDEEM_WINDOW);
+            if seen.len() >= REDEEM_TRACKED {
+                seen.clear();
+            }
+        }
+        let entry = seen.entry(who.to_string()).or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= REDEEM_WINDOW {
+            *entry = (Instant::now(), 0);
+        }
+        entry.1 += 1;
+    }
 }

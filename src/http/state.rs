@@ -27,6 +27,8 @@ pub struct AppState {
     /// Set when the server stops: long-lived responses (feeds) end so connections can close.
     pub shutdown: tokio::sync::watch::Sender<bool>,
     pub feeds: super::FeedCounts,
+    /// Failed link redemptions per identity (SPEC §9.4's rate limit).
+    pub redeem_failures: super::shares::RedeemFailures,
 }
 
 impl AppState {

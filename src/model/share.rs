@@ -28,10 +28,25 @@ impl Audience {
     /// Whether these claims are in the audience.
     pub fn matches(&self, claims: &Claims) -> bool {
         match self {
+            Audience::Claim { claim, value } if claim == LABEL_CLAIM => claims.label() == value,
             Audience::Claim { claim, value } => claims.contains(claim, value),
             Audience::Link { .. } => false,
         }
     }
+}
+
+/// The claim an audience names to mean one identity by its label (what a redeemed link
+/// binds to, when the redeemer has no email).
+pub const LABEL_CLAIM: &str = "label";
+
+/// Every (claim, value) pair an audience may name to reach these claims: their `values`,
+/// and the label as [`LABEL_CLAIM`].
+pub fn audience_pairs(claims: &Claims) -> Vec<(String, String)> {
+    let mut pairs = claims.pairs();
+    if !claims.label().is_empty() {
+        pairs.push((LABEL_CLAIM.to_string(), claims.label().to_string()));
+    }
+    pairs
 }
 
 /// A named set of letters.
@@ -152,8 +167,18 @@ pub struct Share {
     pub sharer: Sharer,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<ShareId>,
+    /// A link share's limit on redemptions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_redemptions: Option<u64>,
+    /// How often a link share was redeemed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub redemptions: u64,
     /// The store-wide tstamp of its latest change (the consistency token).
     pub tstamp: Tstamp,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Share {

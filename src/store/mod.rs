@@ -170,6 +170,8 @@ pub trait MetaRead {
     fn shares_by(&self, label: &str) -> Result<Vec<Share>, StoreError>;
     /// The shares made through share `id`.
     fn shares_through(&self, id: ShareId) -> Result<Vec<Share>, StoreError>;
+    /// The link share whose secret hashes to `hash` (SHA-256 hex), if any.
+    fn link_share(&self, hash: &str) -> Result<Option<Share>, StoreError>;
     /// Share `id`'s log, oldest first.
     fn share_log(&self, id: ShareId) -> Result<Vec<ShareEntry>, StoreError>;
     /// Share log entries after `after`, in tstamp (= commit) order, at most `limit` (the
@@ -200,6 +202,8 @@ pub trait MetaWrite: MetaRead {
     /// Records a change to a share: appends `entry` to the share log and makes its
     /// `state` the share's latest.
     fn log_share(&mut self, entry: &ShareEntry) -> Result<(), StoreError>;
+    /// Binds a new link share to the hash of its secret (the secret itself is never stored).
+    fn bind_link(&mut self, id: ShareId, hash: &str) -> Result<(), StoreError>;
     /// Forgets a blob no version uses any more (its object is deleted after commit).
     fn drop_blob(&mut self, rname: &str) -> Result<(), StoreError>;
     /// Replaces a blob's wrapped data key (`vellum rekey`) if it is still `was`; the blob

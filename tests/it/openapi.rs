@@ -289,9 +289,10 @@ async fn the_openapi_document_matches_what_the_server_answers() {
         req(Method::POST, "/shares", None, 401).json(to_bob.clone()),
         req(Method::POST, "/shares", Some("bad"), 401).json(to_bob.clone()),
         req(Method::POST, "/shares", jane, 413).json(" ".repeat(70_000)),
-        req(Method::POST, "/shares", jane, 501).json(format!(
-            r#"{{"oid": "{home}", "audience": {{"link": true}}, "role": "reader"}}"#
-        )),
+        req(Method::POST, "/shares/redeem", bob, 404).json(r#"{"secret": "nope"}"#),
+        req(Method::POST, "/shares/redeem", None, 401).json(r#"{"secret": "nope"}"#),
+        req(Method::POST, "/shares/redeem", bob, 400).json("{}"),
+        req(Method::GET, "/shares/redeem", bob, 405),
         req(Method::GET, "/shares", jane, 400),
         req(Method::GET, "/shares?oid=xyz", jane, 400),
         req(Method::GET, "/shares/incoming?state=lost", bob, 400),
@@ -330,6 +331,21 @@ async fn the_openapi_document_matches_what_the_server_answers() {
         .as_str()
         .unwrap()
         .to_string();
+    let link = app
+        .client
+        .post(format!("{}/shares", app.base))
+        .header("userpolicy", jane.unwrap())
+        .header("content-type", "application/json")
+        .body(format!(
+            r#"{{"oid": "{home}", "audience": {{"link": true}}, "role": "reader", "max_redemptions": 1}}"#
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let redeem = format!(r#"{{"secret": "{}"}}"#, link["secret"].as_str().unwrap());
     for case in [
         req(Method::POST, "/shares", jane, 201).json(to_bob.clone()),
         req(Method::GET, format!("/shares?oid={home}"), jane, 200),
@@ -385,6 +401,9 @@ async fn the_openapi_document_matches_what_the_server_answers() {
         req(Method::POST, format!("/shares/{id}/log"), bob, 405),
         req(Method::POST, "/shares/incoming", bob, 405),
         req(Method::POST, "/shares/outgoing", bob, 405),
+        req(Method::POST, "/shares/redeem", bob, 201).json(redeem.clone()),
+        req(Method::POST, "/shares/redeem", bob, 200).json(redeem.clone()),
+        req(Method::POST, "/shares/redeem", rob, 410).json(redeem.clone()),
     ] {
         c.send(case).await;
     }

@@ -907,3 +907,159 @@ async fn share_changes_reach_the_feeds_of_those_they_concern_and_a_revocation_st
         "the sharer hears of the acceptance"
     );
 }
+
+fn rfc3339_in(secs: u64) -> String {
+    let t = std::time::SystemTime::now() + std::time::Duration::from_secs(secs);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+#[tokio::test]
+async fn a_link_is_shown_once_stored_as_a_hash_and_redeemed_within_its_caps() {
+    let app = spawn_app().await;
+    let (jane, bob, rob) = (
+        app.token_for("jane"),
+        app.token_for("bob"),
+        app.token_for("rob"),
+    );
+    let eve = app.token(&json!({"label": "eve", "values": {"org": ["elsewhere"]}}));
+    let (folder, file) = janes_docs(&app).await;
+    let link = share(
+        &app,
+        &jane,
+        json!({"oid": folder, "audience": {"link": true}, "role": "reader",
+               "max_redemptions": 2, "message": "for the team"}),
+    )
+    .await;
+    let secret = link["secret"]
+        .as_str()
+        .expect("the secret, this once")
+        .to_string();
+    assert!(secret.len() >= 43, "{secret}");
+    let id = link["id"].as_str().unwrap().to_string();
+    let (_, again) = call(&app, "GET", &format!("/shares/{id}"), Some(&jane), None).await;
+    assert!(again.get("secret").is_none(), "{again}");
+    let (_, log) = call(&app, "GET", &format!("/shares/{id}/log"), Some(&jane), None).await;
+    assert!(!log.to_string().contains(&secret));
+    let db = std::fs::read(app.data_dir.join("vellum.db")).unwrap();
+    let wal = std::fs::read(app.data_dir.join("vellum.db-wal")).unwrap_or_default();
+    for bytes in [&db, &wal] {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "the secret itself is never stored"
+        );
+    }
+    // A link reaches no one by itself.
+    assert_eq!(status(&app, &format!("/props/{file}"), &bob).await, 404);
+
+    let redeem = |token: String, secret: String| {
+        let app = &app;
+        async move {
+            call(
+                app,
+                "POST",
+                "/shares/redeem",
+                Some(&token),
+                Some(&json!({"secret": secret})),
+            )
+            .await
+        }
+    };
+    let (s, bobs) = redeem(bob.clone(), secret.clone()).await;
+    assert_eq!(s, 201, "{bobs}");
+    assert_eq!(
+        (bobs["parent"].as_str(), bobs["state"].as_str()),
+        (Some(id.as_str()), Some("accepted"))
+    );
+    assert_eq!(bobs["audience"], email(BOB));
+    assert_eq!(status(&app, &format!("/stream/{file}"), &bob).await, 200);
+    let (s, same) = redeem(bob.clone(), secret.clone()).await;
+    assert_eq!(
+        (s, &same["id"]),
+        (200, &bobs["id"]),
+        "redeeming twice gives the same share"
+    );
+    let (s, robs) = redeem(rob.clone(), secret.clone()).await;
+    assert_eq!(s, 201, "{robs}");
+    let (s, v) = redeem(eve.clone(), secret.clone()).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (410, Some("link_gone")),
+        "used up: {v}"
+    );
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/shares/redeem",
+        None,
+        Some(&json!({"secret": secret})),
+    )
+    .await;
+    assert_eq!(s, 401, "{v}");
+
+    // Revoking the link revokes what was redeemed through it.
+    let (s, _) = call(&app, "DELETE", &format!("/shares/{id}"), Some(&jane), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(status(&app, &format!("/stream/{file}"), &bob).await, 404);
+    assert_eq!(status(&app, &format!("/stream/{file}"), &rob).await, 404);
+    let (s, _) = redeem(bob.clone(), secret.clone()).await;
+    assert_eq!(s, 410);
+
+    // An expired link is gone too.
+    let soon = share(
+        &app,
+        &jane,
+        json!({"oid": folder, "audience": {"link": true}, "role": "reader", "expires": rfc3339_in(2)}),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    let (s, v) = redeem(rob.clone(), soon["secret"].as_str().unwrap().to_string()).await;
+    assert_eq!(s, 410, "{v}");
+}
+
+#[tokio::test]
+async fn guessing_link_secrets_is_refused_after_a_few_tries() {
+    let app = spawn_app().await;
+    let (jane, eve) = (
+        app.token_for("jane"),
+        app.token(&json!({"label": "eve", "values": {"email": ["eve@x"]}})),
+    );
+    let (folder, _) = janes_docs(&app).await;
+    let link = share(
+        &app,
+        &jane,
+        json!({"oid": folder, "audience": {"link": true}, "role": "reader"}),
+    )
+    .await;
+    for i in 0..10 {
+        let guess = format!("guess-{i}");
+        let (s, _) = call(
+            &app,
+            "POST",
+            "/shares/redeem",
+            Some(&eve),
+            Some(&json!({"secret": guess})),
+        )
+        .await;
+        assert_eq!(s, 404, "guess {i}");
+    }
+    // Now even the right secret waits: the attempts stop reaching the store.
+    let right = json!({"secret": link["secret"]});
+    let (s, v) = call(&app, "POST", "/shares/redeem", Some(&eve), Some(&right)).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (429, Some("too_many_redemptions"))
+    );
+    // Someone else is not held back by eve's guesses.
+    let bob = app.token_for("bob");
+    let (s, _) = call(&app, "POST", "/shares/redeem", Some(&bob), Some(&right)).await;
+    assert_eq!(s, 201);
+    for bad in [
+        json!({}),
+        json!({"secret": 5}),
+        json!({"secret": "x", "more": 1}),
+        json!({"secret": ""}),
+    ] {
+        let (s, _) = call(&app, "POST", "/shares/redeem", Some(&bob), Some(&bad)).await;
+        assert!(s == 400 || s == 404, "{bad}: {s}");
+    }
+}

@@ -301,6 +301,10 @@ impl<T: HasConn> MetaRead for T {
         self.with(|conn| shares::shares_through(conn, id))
     }
 
+    fn link_share(&self, hash: &str) -> Result<Option<Share>, StoreError> {
+        self.with(|conn| shares::link_share(conn, hash))
+    }
+
     fn share_log(&self, id: ShareId) -> Result<Vec<ShareEntry>, StoreError> {
         self.with(|conn| shares::share_log(conn, id))
     }

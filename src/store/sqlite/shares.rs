@@ -82,6 +82,20 @@ pub(super) fn shares_through(conn: &Connection, id: ShareId) -> Result<Vec<Share
     shares_where(conn, "parent = ?1", [id.as_i64()])
 }
 
+pub(super) fn link_share(conn: &Connection, hash: &str) -> Result<Option<Share>, StoreError> {
+    let mut st = conn.prepare_cached("SELECT id, body FROM shares WHERE link_hash = ?1")?;
+    let row: Option<(i64, String)> = st
+        .query_row([hash], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    row.map(|(id, body)| decode("share", id, &body)).transpose()
+}
+
+pub(super) fn bind_link(conn: &Connection, id: ShareId, hash: &str) -> Result<(), StoreError> {
+    conn.prepare_cached("UPDATE shares SET link_hash = ?2 WHERE id = ?1 AND link_hash IS NULL")?
+        .execute(params![id.as_i64(), hash])?;
+    Ok(())
+}
+
 pub(super) fn share_log(conn: &Connection, id: ShareId) -> Result<Vec<ShareEntry>, StoreError> {
     let mut st =
         conn.prepare_cached("SELECT tstamp, body FROM share_log WHERE share = ?1 ORDER BY tstamp")?;

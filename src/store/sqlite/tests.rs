@@ -363,6 +363,8 @@ fn a_share(id: Oid, tstamp: Tstamp) -> crate::model::ShareEntry {
         state: ShareState::Accepted,
         sharer: Sharer { label: "a".into() },
         parent: None,
+        max_redemptions: None,
+        redemptions: 0,
         tstamp,
     };
     crate::model::ShareEntry {

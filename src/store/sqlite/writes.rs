@@ -5,7 +5,7 @@ use rusqlite::{params, OptionalExtension};
 use super::reads::{decode, HasConn};
 use super::writer::WriteCtx;
 use crate::crypto::{BlobAlgorithm, Wrapped};
-use crate::model::{Event, Oid, ShareEntry, Tstamp, UserPolicy};
+use crate::model::{Event, Oid, ShareEntry, ShareId, Tstamp, UserPolicy};
 use crate::store::{BlobRow, BlobSwitch, MetaRead, MetaWrite, StoreError};
 
 /// The objects upsert resolves a clash on its primary key itself, so the one unique
@@ -177,6 +177,10 @@ impl MetaWrite for WriteCtx<'_> {
 
     fn log_share(&mut self, entry: &ShareEntry) -> Result<(), StoreError> {
         self.with(|conn| super::shares::log_share(conn, entry))
+    }
+
+    fn bind_link(&mut self, id: ShareId, hash: &str) -> Result<(), StoreError> {
+        self.with(|conn| super::shares::bind_link(conn, id, hash))
     }
 
     fn put_blob(&mut self, row: &BlobRow) -> Result<(), StoreError> {
