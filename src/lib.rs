@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod error;
+pub mod explain;
 pub mod files;
 pub mod http;
 pub mod identity;

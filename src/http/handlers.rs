@@ -294,6 +294,7 @@ async fn run(
         (Endpoint::Stream(p, t), Some(a)) => super::stream::stream(state, a, p, t, &req).await,
         (Endpoint::Show(p, q), Some(a)) => show(state, a, p, q.after, &base).await,
         (Endpoint::Shares(r), Some(a)) => super::shares::handle(state, a, r, req).await,
+        (Endpoint::Access(p, q), Some(a)) => super::shares::explain(state, a, p, q).await,
         (_, None) => Err(Error::internal(Code::Route, "route without identity")),
     }
 }

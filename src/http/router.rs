@@ -34,6 +34,18 @@ pub enum Endpoint {
     Notifications(Option<Tstamp>),
     /// SPEC §9.4: the share endpoints.
     Shares(ShareRoute),
+    /// SPEC §9.7: `GET /access/{ref}?claims=|user=&at=`.
+    Access(ObjPath, AccessQuery),
+}
+
+/// Whose access `GET /access` explains, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AccessQuery {
+    /// A claims document (JSON), or
+    pub claims: Option<String>,
+    /// a DN from the users file; neither: the caller.
+    pub user: Option<String>,
+    pub at: Option<Tstamp>,
 }
 
 /// The share endpoints (SPEC §9.4).
@@ -99,6 +111,7 @@ impl Endpoint {
             | Endpoint::Stream(..)
             | Endpoint::Show(..)
             | Endpoint::Notifications(_)
+            | Endpoint::Access(..)
             | Endpoint::SelfClaims => Requirement::Identity,
         }
     }
@@ -123,7 +136,8 @@ impl Endpoint {
             | Endpoint::History(p)
             | Endpoint::Show(p, _)
             | Endpoint::List(p, _)
-            | Endpoint::Stream(p, _) => p.to_string(),
+            | Endpoint::Stream(p, _)
+            | Endpoint::Access(p, _) => p.to_string(),
             Endpoint::Derived(oid) => oid.to_string(),
             Endpoint::Shares(
                 ShareRoute::One(id)
@@ -154,6 +168,7 @@ impl Endpoint {
             Endpoint::Metrics => "metrics",
             Endpoint::Notifications(_) => "notifications",
             Endpoint::Shares(_) => "shares",
+            Endpoint::Access(..) => "access",
         }
     }
 }
@@ -304,6 +319,20 @@ pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Endpoin
         "history" => Endpoint::History(obj_path(rest)?),
         "stream" => Endpoint::Stream(obj_path(rest)?, parse_tstamp(query)?),
         "show" => Endpoint::Show(obj_path(rest)?, parse_query(query)?),
+        "access" => {
+            let mut q = AccessQuery {
+                at: query_tstamp(query, "at")?,
+                ..AccessQuery::default()
+            };
+            for (k, v) in query_pairs(query) {
+                match &*k {
+                    "claims" if !v.is_empty() => q.claims = Some(v.into_owned()),
+                    "user" if !v.is_empty() => q.user = Some(v.into_owned()),
+                    _ => {}
+                }
+            }
+            Endpoint::Access(obj_path(rest)?, q)
+        }
         "derived" => {
             let segs = decode_segments(rest)?;
             match segs.as_slice() {

@@ -135,6 +135,57 @@ pub(super) async fn handle(
     }
 }
 
+/// `GET /access/{ref}` (SPEC §9.7): the caller's own access, or (with U on the object)
+/// that of `?claims=` (a claims document) or `?user=` (a DN from the users file).
+pub(super) async fn explain(
+    state: &Arc<AppState>,
+    access: Access,
+    path: crate::model::ObjPath,
+    q: super::router::AccessQuery,
+) -> Result<Response<Body>> {
+    let budget = state.config.limits.request_budget();
+    let bad = |m: String| Error::bad_request(Code::BadQuery, m);
+    let subject = match (&q.claims, &q.user) {
+        (Some(_), Some(_)) => return Err(bad("give claims or user, not both".into())),
+        (Some(c), None) => {
+            let v: serde_json::Value =
+                serde_json::from_str(c).map_err(|e| bad(format!("claims is not JSON: {e}")))?;
+            if !v.is_object() {
+                return Err(bad(
+                    "claims is a JSON object: {\"label\", \"values\": {...}}".into(),
+                ));
+            }
+            Some(crate::model::Claims::new(v))
+        }
+        (None, Some(dn)) => Some(state.auth.claims_for_dn(dn).ok_or_else(|| {
+            bad(format!(
+                "user {:?} is not in the users file",
+                dn.chars().take(256).collect::<String>()
+            ))
+        })?),
+        (None, None) => None,
+    };
+    let about_self = subject.is_none();
+    let subject = match subject {
+        Some(claims) => Access::new(
+            access.engine.clone(),
+            crate::identity::Identity {
+                claims,
+                jwthash: String::new(),
+                kind: IdentityKind::Jwt,
+                expires: None,
+            },
+            budget,
+        ),
+        None => access.clone(),
+    };
+    let e = state
+        .store
+        .read(move |s| crate::explain::explain(s, &access, &subject, about_self, &path, q.at))
+        .await?;
+    Ok(body::json(StatusCode::OK, &e))
+}
+
 /// A share request's JSON body, at most [`MAX_BODY_BYTES`].
 async fn json_body<T: serde::de::DeserializeOwned>(req: Request<RequestBody>) -> Result<T> {
     let headers = req.headers().clone();

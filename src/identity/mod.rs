@@ -414,6 +414,11 @@ impl Authenticator {
         Ok(self.anonymous.clone())
     }
 
+    /// The claims the users file gives the DN `dn`, if any (GET /access?user=).
+    pub fn claims_for_dn(&self, dn: &str) -> Option<Claims> {
+        Some(self.users.as_ref()?.lookup(dn)?.claims.clone())
+    }
+
     /// Verified tokens held in the cache (for /metrics).
     pub fn cached_tokens(&self) -> u64 {
         self.verified.len() as u64

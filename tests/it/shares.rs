@@ -1063,3 +1063,132 @@ async fn guessing_link_secrets_is_refused_after_a_few_tries() {
         assert!(s == 400 || s == 404, "{bad}: {s}");
     }
 }
+
+fn enc(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+#[tokio::test]
+async fn access_is_explained_for_any_moment_with_the_policy_and_each_share_and_its_chain() {
+    let app = spawn_app().await;
+    let (jane, bob, rob) = (
+        app.token_for("jane"),
+        app.token_for("bob"),
+        app.token_for("rob"),
+    );
+    let (folder, file) = janes_docs(&app).await;
+    let before = app.get_json(&format!("/props/{file}"), Some(&jane)).await.1["tstamp"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let bobs = share(
+        &app,
+        &jane,
+        json!({"oid": folder, "audience": email(BOB), "role": "writer", "sharing_mode": "anyone"}),
+    )
+    .await;
+    let robs = share(
+        &app,
+        &bob,
+        json!({"oid": file, "audience": email(ROB), "role": "reader"}),
+    )
+    .await;
+    let (bid, rid) = (bobs["id"].as_str().unwrap(), robs["id"].as_str().unwrap());
+
+    // The caller about themselves.
+    let (s, me) = app.get_json(&format!("/access/{file}"), Some(&rob)).await;
+    assert_eq!(s, 200, "{me}");
+    assert_eq!(me["letters"], json!(["R", "X"]));
+    assert_eq!(me["policy"], json!([]));
+    assert_eq!(
+        me["shares"],
+        json!([{"id": rid, "letters": ["R", "X"], "chain": [rid, bid]}])
+    );
+    let (_, jane_self) = app.get_json(&format!("/access/{file}"), Some(&jane)).await;
+    assert_eq!(jane_self["letters"], json!(["C", "R", "U", "D", "X", "P"]));
+    assert_eq!(jane_self["shares"], json!([]));
+
+    // An owner about someone else, now and before the shares.
+    let bob_claims = enc(&crate::common::claims("bob").to_string());
+    let (s, b) = app
+        .get_json(&format!("/access/{file}?claims={bob_claims}"), Some(&jane))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["letters"], json!(["C", "R", "U", "X"]));
+    assert_eq!(b["shares"][0]["chain"], json!([bid]));
+    let (s, b0) = app
+        .get_json(
+            &format!("/access/{file}?claims={bob_claims}&at={before}"),
+            Some(&jane),
+        )
+        .await;
+    assert_eq!(
+        (s, b0["letters"].clone(), b0["shares"].clone()),
+        (200, json!([]), json!([])),
+        "{b0}"
+    );
+
+    // After the revocation, the moment before it still shows the share.
+    let (_, log) = call(
+        &app,
+        "GET",
+        &format!("/shares/{bid}/log"),
+        Some(&jane),
+        None,
+    )
+    .await;
+    let offered = log[0]["tstamp"].as_str().unwrap().to_string();
+    let (s, _) = call(&app, "DELETE", &format!("/shares/{bid}"), Some(&jane), None).await;
+    assert_eq!(s, 200);
+    let (_, now) = app
+        .get_json(&format!("/access/{file}?claims={bob_claims}"), Some(&jane))
+        .await;
+    assert_eq!(now["letters"], json!([]));
+    let (_, then) = app
+        .get_json(
+            &format!("/access/{file}?claims={bob_claims}&at={offered}"),
+            Some(&jane),
+        )
+        .await;
+    assert_eq!(then["letters"], json!(["C", "R", "U", "X"]), "{then}");
+
+    // Who may ask, and bad questions.
+    let jane_claims = enc(&crate::common::claims("jane").to_string());
+    let (s, _) = app.get_json(&format!("/access/{file}"), Some(&rob)).await;
+    assert_eq!(s, 404, "Rob can no longer read it");
+    let bob2 = share(
+        &app,
+        &jane,
+        json!({"oid": file, "audience": email(BOB), "role": "reader"}),
+    )
+    .await;
+    assert_eq!(bob2["state"], "accepted");
+    let (s, _) = app
+        .get_json(&format!("/access/{file}?claims={jane_claims}"), Some(&bob))
+        .await;
+    assert_eq!(s, 403, "a reader may not ask about others");
+    for q in [
+        "claims=notjson",
+        "claims=%5B1%5D",
+        "at=xyz",
+        "user=CN%3Dnobody",
+    ] {
+        let (s, v) = app
+            .get_json(&format!("/access/{file}?{q}"), Some(&jane))
+            .await;
+        assert_eq!(s, 400, "{q}: {v}");
+    }
+    let (s, _) = app
+        .get_json(
+            &format!("/access/{file}?claims={jane_claims}&user=x"),
+            Some(&jane),
+        )
+        .await;
+    assert_eq!(s, 400);
+    let (s, _) = app
+        .get_json(&format!("/access/{file}?at=1"), Some(&jane))
+        .await;
+    assert_eq!(s, 404, "the object did not exist then");
+    let (s, _) = app.get_json(&format!("/access/{folder}"), None).await;
+    assert_eq!(s, 404);
+}
