@@ -1192,3 +1192,176 @@ async fn access_is_explained_for_any_moment_with_the_policy_and_each_share_and_i
     let (s, _) = app.get_json(&format!("/access/{folder}"), None).await;
     assert_eq!(s, 404);
 }
+
+/// Jane gets exactly `letters` from the policy; nobody else anything.
+fn jane_gets(letters: &[&str]) -> Value {
+    let a: Vec<Value> = letters.iter().map(|l| json!({"v": l})).collect();
+    json!({
+        "label": format!("jane gets {}", letters.join("")),
+        "requirements": {"f": "if", "a": [
+            {"f": "contains", "a": [{"v": "email"}, {"v": JANE}]},
+            {"f": "yield", "a": a}
+        ]}
+    })
+}
+
+#[tokio::test]
+async fn the_caps_on_what_a_share_may_grant_hold_case_by_case() {
+    let app = spawn_app().await;
+    let (root, jane, bob) = (
+        app.token_for("root"),
+        app.token_for("jane"),
+        app.token_for("bob"),
+    );
+    let all = ["C", "R", "U", "D", "X", "P"];
+    let mut n = 0;
+    // 1. Made by an owner: letters ⊆ what the policy gives her (U makes her an owner).
+    let held: [&[&str]; 3] = [&all, &["R", "U", "X"], &["R", "U"]];
+    let asked: [&[&str]; 6] = [&["R"], &["R", "X"], &["U"], &["D"], &["P"], &all];
+    for h in held {
+        for a in asked {
+            let obj = oid_of(&mkdir(&app, &root, "1", &format!("o{n}"), Some(jane_gets(h))).await);
+            let body = json!({"oid": obj, "audience": email(BOB), "letters": a});
+            let (s, v) = call(&app, "POST", "/shares", Some(&jane), Some(&body)).await;
+            let fits = a.iter().all(|l| h.contains(l));
+            assert_eq!(
+                s,
+                if fits { 201 } else { 403 },
+                "held {h:?}, asked {a:?}: {v}"
+            );
+            if fits {
+                assert_eq!(v["letters"], json!(a), "never trimmed or widened");
+            }
+            n += 1;
+        }
+    }
+    // 2. Made through a share: letters ⊆, expiry ≤ and mode no wider than the parent's.
+    let parents: [(&[&str], &str); 3] = [
+        (&["R", "X"], "anyone"),
+        (&["C", "R", "U", "X"], "anyone"),
+        (&all, "owner"),
+    ];
+    let asks: [(&[&str], Option<&str>, u16); 7] = [
+        (&["R", "X", "P"], None, 201),
+        (&["R"], None, 201),
+        (&["R", "X"], Some("2098-06-01T00:00:00Z"), 201),
+        (&["R", "X"], Some("2099-06-01T00:00:00Z"), 403), // after the parent's expiry
+        (&["U"], None, 201),
+        (&["D"], None, 201),
+        (&["C", "R", "U", "X"], None, 201),
+    ];
+    for (p, mode) in parents {
+        for (a, expires, want_if_fits) in asks {
+            let obj =
+                oid_of(&mkdir(&app, &root, "1", &format!("o{n}"), Some(owner_only(JANE))).await);
+            share(
+                &app,
+                &jane,
+                json!({"oid": obj, "audience": email(BOB), "letters": p, "sharing_mode": mode,
+                       "expires": "2099-01-01T00:00:00Z"}),
+            )
+            .await;
+            let mut body = json!({"oid": obj, "audience": email(ROB), "letters": a});
+            if let Some(e) = expires {
+                body["expires"] = json!(e);
+            }
+            let (s, v) = call(&app, "POST", "/shares", Some(&bob), Some(&body)).await;
+            let want = if mode == "owner" || !a.iter().all(|l| p.contains(l)) {
+                403
+            } else {
+                want_if_fits
+            };
+            assert_eq!(
+                s, want,
+                "parent {p:?} {mode}, asked {a:?} until {expires:?}: {v}"
+            );
+            if s == 201 {
+                assert_eq!(v["letters"], json!(a));
+                let until = expires.unwrap_or("2099-01-01T00:00:00Z");
+                assert_eq!(v["expires"], until, "an absent expiry is the parent's");
+                assert_eq!(v["sharing_mode"], "owner");
+            }
+            n += 1;
+        }
+    }
+    // A wider mode than an `owner`-mode parent's cannot even be asked for through it, and
+    // `anyone` through `anyone` stays possible.
+    let obj = oid_of(&mkdir(&app, &root, "1", "modes", Some(owner_only(JANE))).await);
+    share(
+        &app,
+        &jane,
+        json!({"oid": obj, "audience": email(BOB), "role": "reader", "sharing_mode": "anyone"}),
+    )
+    .await;
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/shares",
+        Some(&bob),
+        Some(&json!({"oid": obj, "audience": email(ROB), "role": "reader", "sharing_mode": "anyone"})),
+    )
+    .await;
+    assert_eq!((s, v["sharing_mode"].as_str()), (201, Some("anyone")));
+    n += 1;
+    // 3. Neither owner nor holder of a share: 403 when they can read it, 404 when not.
+    let public = oid_of(&mkdir(&app, &root, "1", "public", Some(everyone(&["R", "X"]))).await);
+    let (s, _) = call(
+        &app,
+        "POST",
+        "/shares",
+        Some(&bob),
+        Some(&json!({"oid": public, "audience": email(ROB), "role": "reader"})),
+    )
+    .await;
+    assert_eq!(s, 403);
+    let private = oid_of(&mkdir(&app, &root, "1", "private", Some(owner_only(JANE))).await);
+    let (s, _) = call(
+        &app,
+        "POST",
+        "/shares",
+        Some(&bob),
+        Some(&json!({"oid": private, "audience": email(ROB), "role": "reader"})),
+    )
+    .await;
+    assert_eq!(s, 404);
+    n += 2;
+    assert!(n >= 40, "{n} cases");
+}
+
+#[tokio::test]
+async fn a_revocation_three_shares_deep_takes_every_share_below_it() {
+    let app = spawn_app().await;
+    let (jane, bob, rob) = (
+        app.token_for("jane"),
+        app.token_for("bob"),
+        app.token_for("rob"),
+    );
+    let carol = app.token(&json!({"label": "carol", "values": {"email": ["carol@x"]}}));
+    let dave = app.token(&json!({"label": "dave", "values": {"email": ["dave@x"]}}));
+    let (folder, file) = janes_docs(&app).await;
+    let anyone = |who: &str| json!({"oid": folder, "audience": email(who), "role": "reader", "sharing_mode": "anyone"});
+    let s1 = share(&app, &jane, anyone(BOB)).await;
+    let s2 = share(&app, &bob, anyone(ROB)).await;
+    let s3 = share(&app, &rob, anyone("carol@x")).await;
+    let s4 = share(&app, &carol, anyone("dave@x")).await;
+    assert_eq!(s4["parent"], s3["id"]);
+    for t in [&bob, &rob, &carol, &dave] {
+        assert_eq!(status(&app, &format!("/props/{file}"), t).await, 200);
+    }
+    // Revoking the second takes the third and fourth with it; the first stays.
+    let id2 = s2["id"].as_str().unwrap();
+    let (s, _) = call(&app, "DELETE", &format!("/shares/{id2}"), Some(&jane), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(status(&app, &format!("/props/{file}"), &bob).await, 200);
+    for t in [&rob, &carol, &dave] {
+        assert_eq!(status(&app, &format!("/props/{file}"), t).await, 404);
+    }
+    for s in [&s2, &s3, &s4] {
+        let id = s["id"].as_str().unwrap();
+        let (_, v) = call(&app, "GET", &format!("/shares/{id}"), Some(&jane), None).await;
+        assert_eq!(v["state"], "revoked", "{id}");
+    }
+    let id1 = s1["id"].as_str().unwrap();
+    let (_, v) = call(&app, "GET", &format!("/shares/{id1}"), Some(&jane), None).await;
+    assert_eq!(v["state"], "accepted");
+}
