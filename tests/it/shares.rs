@@ -1365,3 +1365,185 @@ async fn a_revocation_three_shares_deep_takes_every_share_below_it() {
     let (_, v) = call(&app, "GET", &format!("/shares/{id1}"), Some(&jane), None).await;
     assert_eq!(v["state"], "accepted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixteen_clients_sharing_at_once_lose_no_log_entry_and_each_share_is_its_logs_last_state() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    let jane = app.token_for("jane");
+    let (folder, _) = janes_docs(&app).await;
+    let root = app.token_for("root");
+    let mut targets = vec![folder.clone()];
+    for i in 0..3 {
+        targets.push(oid_of(
+            &mkdir(
+                &app,
+                &root,
+                &folder,
+                &format!("sub{i}"),
+                Some(owner_only(JANE)),
+            )
+            .await,
+        ));
+    }
+    let people: Vec<(String, String)> = (0..8)
+        .map(|i| {
+            let mail = format!("u{i}@x");
+            let token = app.token(&json!({"label": format!("u{i}"), "values": {"email": [mail]}}));
+            (mail, token)
+        })
+        .collect();
+    let secs: u64 = std::env::var("VELLUM_SHARE_RACE_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for c in 0..16usize {
+        let (app, jane, targets, people) =
+            (app.clone(), jane.clone(), targets.clone(), people.clone());
+        tasks.push(tokio::spawn(async move {
+            // What this client was answered: (id, tstamp, the share as answered).
+            let mut seen: Vec<Value> = Vec::new();
+            let mut n = c as u64 * 7919;
+            let mut next = || {
+                n = n
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (n >> 33) as usize
+            };
+            while tokio::time::Instant::now() < until {
+                let (status, v) = if c < 8 {
+                    // Sharers: offer, change, revoke.
+                    match next() % 4 {
+                        0 | 1 => {
+                            let who = &people[next() % people.len()].0;
+                            let t = &targets[next() % targets.len()];
+                            let terms = if next() % 2 == 0 {
+                                json!("t")
+                            } else {
+                                Value::Null
+                            };
+                            let mut b = json!({"oid": t, "audience": email(who), "role": "reader"});
+                            if !terms.is_null() {
+                                b["terms"] = terms;
+                            }
+                            call(&app, "POST", "/shares", Some(&jane), Some(&b)).await
+                        }
+                        2 => {
+                            let (_, mine) = call(
+                                &app,
+                                "GET",
+                                "/shares/outgoing?state=accepted",
+                                Some(&jane),
+                                None,
+                            )
+                            .await;
+                            let Some(sh) =
+                                mine.as_array().and_then(|a| a.get(next() % a.len().max(1)))
+                            else {
+                                continue;
+                            };
+                            let id = sh["id"].as_str().unwrap();
+                            let b =
+                                json!({"message": format!("m{}", next()), "tstamp": sh["tstamp"]});
+                            call(
+                                &app,
+                                "PATCH",
+                                &format!("/shares/{id}"),
+                                Some(&jane),
+                                Some(&b),
+                            )
+                            .await
+                        }
+                        _ => {
+                            let (_, mine) = call(
+                                &app,
+                                "GET",
+                                "/shares/outgoing?state=pending",
+                                Some(&jane),
+                                None,
+                            )
+                            .await;
+                            let Some(sh) =
+                                mine.as_array().and_then(|a| a.get(next() % a.len().max(1)))
+                            else {
+                                continue;
+                            };
+                            let id = sh["id"].as_str().unwrap();
+                            call(&app, "DELETE", &format!("/shares/{id}"), Some(&jane), None).await
+                        }
+                    }
+                } else {
+                    // Recipients: accept or decline what is pending for them.
+                    let me = &people[c % people.len()].1;
+                    let (_, inbox) = call(
+                        &app,
+                        "GET",
+                        "/shares/incoming?state=pending",
+                        Some(me),
+                        None,
+                    )
+                    .await;
+                    let Some(sh) = inbox
+                        .as_array()
+                        .and_then(|a| a.get(next() % a.len().max(1)))
+                    else {
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                        continue;
+                    };
+                    let id = sh["id"].as_str().unwrap();
+                    let what = if next() % 4 == 0 { "decline" } else { "accept" };
+                    call(
+                        &app,
+                        "POST",
+                        &format!("/shares/{id}/{what}"),
+                        Some(me),
+                        None,
+                    )
+                    .await
+                };
+                assert!(status < 500, "{status}: {v}");
+                if status == 200 || status == 201 {
+                    seen.push(v);
+                }
+            }
+            seen
+        }));
+    }
+    let mut answered = Vec::new();
+    for t in tasks {
+        answered.extend(t.await.unwrap());
+    }
+    assert!(
+        answered.len() > 100,
+        "only {} changes in {secs} s",
+        answered.len()
+    );
+    println!("{} changes answered in {secs} s", answered.len());
+    // Every change answered is in its share's log, as answered.
+    let mut logs: std::collections::HashMap<String, Vec<Value>> = Default::default();
+    for a in &answered {
+        let id = a["id"].as_str().unwrap().to_string();
+        if !logs.contains_key(&id) {
+            let (s, log) = call(&app, "GET", &format!("/shares/{id}/log"), Some(&jane), None).await;
+            assert_eq!(s, 200);
+            logs.insert(id.clone(), log.as_array().unwrap().clone());
+        }
+        let log = &logs[&id];
+        let entry = log
+            .iter()
+            .find(|e| e["tstamp"] == a["tstamp"])
+            .unwrap_or_else(|| panic!("the change at {} of {id} is not in its log", a["tstamp"]));
+        assert_eq!(
+            &entry["state"], a,
+            "the log holds the share as it was answered"
+        );
+    }
+    // Each share is its log's last state, and each log runs forward.
+    for (id, log) in &logs {
+        let stamps: Vec<&str> = log.iter().map(|e| e["tstamp"].as_str().unwrap()).collect();
+        assert!(stamps.windows(2).all(|w| w[0] < w[1]), "{id}: {stamps:?}");
+        let (_, now) = call(&app, "GET", &format!("/shares/{id}"), Some(&jane), None).await;
+        assert_eq!(&now, &log.last().unwrap()["state"], "{id}");
+    }
+}
