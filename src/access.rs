@@ -180,7 +180,9 @@ impl Access {
     /// failure grants nothing (default-deny), and is logged.
     pub fn incoming<S: MetaRead + ?Sized>(&self, s: &S) -> Vec<crate::model::Share> {
         let pairs = crate::model::share::audience_pairs(&self.identity.claims);
-        if pairs.is_empty() {
+        // Shares are for identities: an anonymous caller is in no audience, whatever
+        // its label says.
+        if pairs.is_empty() || self.identity.kind == crate::identity::IdentityKind::Anonymous {
             return Vec::new();
         }
         let found = s.shares_to(&pairs).and_then(|shares| {

@@ -481,6 +481,18 @@ fn filtered(shares: Vec<Share>, state: Option<ShareState>) -> Vec<Share> {
     out
 }
 
+/// The shares on `oid` the caller may see (its sharers, recipients, or an owner: all), for
+/// /show.
+pub fn visible_on<S: MetaRead + ?Sized>(s: &S, access: &Access, oid: Oid) -> Result<Vec<Share>> {
+    let mut out = Vec::new();
+    for sh in s.shares_on(&[oid])? {
+        if may_see(s, access, &sh)? {
+            out.push(sh.shown());
+        }
+    }
+    Ok(out)
+}
+
 /// Shares whose audience the caller is in (`GET /shares/incoming`).
 pub fn incoming<S: MetaRead + ?Sized>(
     s: &S,

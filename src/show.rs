@@ -11,7 +11,8 @@ use serde_json::Value;
 
 use crate::access::Access;
 use crate::error::Result;
-use crate::model::{Event, EventView, ObjPath, Oid, Perms};
+use crate::model::share::{Audience, ShareState};
+use crate::model::{Event, EventView, ObjPath, Oid, Perms, Share};
 use crate::read;
 use crate::store::MetaRead;
 
@@ -28,6 +29,8 @@ pub struct Page {
     pub crumbs: Vec<(Oid, Option<String>)>,
     /// A folder's readable children (when the caller has X), and the oid to continue after.
     pub children: Option<(Vec<EventView>, Option<Oid>)>,
+    /// The shares on the object the caller may see (SPEC §9).
+    pub shares: Vec<Share>,
 }
 
 /// Gathers the page for `path`: 404 unless the caller may R the object.
@@ -72,11 +75,13 @@ pub fn gather<S: MetaRead + ?Sized>(
     } else {
         None
     };
+    let shares = crate::share::visible_on(s, access, event.oid)?;
     Ok(Page {
         event,
         letters,
         crumbs,
         children,
+        shares,
     })
 }
 
@@ -239,6 +244,10 @@ pub fn render(page: &Page, preview: &Preview, base: &str) -> String {
                     p { a href={ (base) "/show/" (e.oid) "?after=" (next) } { "More…" } }
                 }
             }
+            @if !page.shares.is_empty() {
+                h2 { "Shares" }
+                (share_table("shares", &page.shares, base, false))
+            }
             h2 { "Metadata" }
             table id="metadata" {
                 @for (k, v) in metadata(e) {
@@ -249,6 +258,64 @@ pub fn render(page: &Page, preview: &Preview, base: &str) -> String {
         (banner(e))
     };
     document(&e.name, body)
+}
+
+/// A table of shares: to whom, what, in which state, by whom, until when, on what terms.
+fn share_table(id: &str, shares: &[Share], base: &str, with_object: bool) -> Markup {
+    html! {
+        table id=(id) {
+            tr {
+                @if with_object { th { "object" } }
+                th { "to" } th { "letters" } th { "state" } th { "by" } th { "expires" }
+                th { "terms" } th { "message" }
+            }
+            @for sh in shares {
+                tr {
+                    @if with_object {
+                        td {
+                            @if sh.state == ShareState::Accepted {
+                                a href={ (base) "/show/" (sh.oid) } { (sh.name) }
+                            } @else {
+                                (sh.name)
+                            }
+                        }
+                    }
+                    td {
+                        @match &sh.audience {
+                            Audience::Claim { claim, value } => { (claim) ": " (value) }
+                            Audience::Link { .. } => "anyone with the link",
+                        }
+                    }
+                    td class="perm" { (sh.letters.letters().collect::<String>()) }
+                    td { (serde_json::to_value(sh.state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()) }
+                    td { (sh.sharer.label) }
+                    td { @if let Some(e) = sh.expires { (serde_json::to_value(e).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()) } }
+                    td { (sh.terms.as_deref().unwrap_or("")) }
+                    td { (sh.message.as_deref().unwrap_or("")) }
+                }
+            }
+        }
+    }
+}
+
+/// `/show/shares`: the caller's incoming and outgoing shares with their terms (read-only).
+pub fn render_shares(label: &str, incoming: &[Share], outgoing: &[Share], base: &str) -> String {
+    document(
+        "Shares",
+        html! {
+            main {
+                nav class="crumbs" { a href={ (base) "/show/" (Oid::ROOT) } { "root" } }
+                h1 { "Shares of " (label) }
+                h2 { "Shared with you" }
+                @if incoming.is_empty() { p { "Nothing is shared with you." } }
+                @else { (share_table("incoming", incoming, base, true)) }
+                h2 { "Shared by you" }
+                @if outgoing.is_empty() { p { "You have shared nothing." } }
+                @else { (share_table("outgoing", outgoing, base, true)) }
+                p { "Accept, decline and revoke shares with the /shares endpoints or `vellum share`." }
+            }
+        },
+    )
 }
 
 /// The metadata table's rows: the fixed fields, then the client's own fields (whose names

@@ -295,6 +295,23 @@ async fn run(
         (Endpoint::Show(p, q), Some(a)) => show(state, a, p, q.after, &base).await,
         (Endpoint::Shares(r), Some(a)) => super::shares::handle(state, a, r, req).await,
         (Endpoint::Access(p, q), Some(a)) => super::shares::explain(state, a, p, q).await,
+        (Endpoint::ShowShares, Some(a)) => {
+            let label = a.identity.claims.label().to_string();
+            let (incoming, outgoing) = state
+                .store
+                .read(move |s| -> Result<_> {
+                    if a.identity.kind == crate::identity::IdentityKind::Anonymous {
+                        return Ok((Vec::new(), Vec::new()));
+                    }
+                    Ok((
+                        crate::share::incoming(s, &a, None)?,
+                        crate::share::outgoing(s, &a, None)?,
+                    ))
+                })
+                .await?;
+            let html = crate::show::render_shares(&label, &incoming, &outgoing, &base);
+            Ok(body::html(StatusCode::OK, html))
+        }
         (_, None) => Err(Error::internal(Code::Route, "route without identity")),
     }
 }

@@ -34,6 +34,8 @@ pub enum Endpoint {
     Notifications(Option<Tstamp>),
     /// SPEC §9.4: the share endpoints.
     Shares(ShareRoute),
+    /// `/show/shares`: the caller's shares as a page.
+    ShowShares,
     /// SPEC §9.7: `GET /access/{ref}?claims=|user=&at=`.
     Access(ObjPath, AccessQuery),
 }
@@ -112,6 +114,7 @@ impl Endpoint {
             | Endpoint::Show(..)
             | Endpoint::Notifications(_)
             | Endpoint::Access(..)
+            | Endpoint::ShowShares
             | Endpoint::SelfClaims => Requirement::Identity,
         }
     }
@@ -169,6 +172,7 @@ impl Endpoint {
             Endpoint::Notifications(_) => "notifications",
             Endpoint::Shares(_) => "shares",
             Endpoint::Access(..) => "access",
+            Endpoint::ShowShares => "show",
         }
     }
 }
@@ -318,6 +322,7 @@ pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Endpoin
         "list" => Endpoint::List(obj_path(rest)?, parse_query(query)?),
         "history" => Endpoint::History(obj_path(rest)?),
         "stream" => Endpoint::Stream(obj_path(rest)?, parse_tstamp(query)?),
+        "show" if rest.trim_end_matches('/') == "shares" => Endpoint::ShowShares,
         "show" => Endpoint::Show(obj_path(rest)?, parse_query(query)?),
         "access" => {
             let mut q = AccessQuery {

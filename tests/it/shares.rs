@@ -1547,3 +1547,57 @@ async fn sixteen_clients_sharing_at_once_lose_no_log_entry_and_each_share_is_its
         assert_eq!(&now, &log.last().unwrap()["state"], "{id}");
     }
 }
+
+#[tokio::test]
+async fn show_lists_an_objects_shares_and_show_shares_the_callers_with_terms_escaped() {
+    let app = spawn_app().await;
+    let (jane, bob, rob) = (
+        app.token_for("jane"),
+        app.token_for("bob"),
+        app.token_for("rob"),
+    );
+    let (folder, _) = janes_docs(&app).await;
+    let offer = share(
+        &app,
+        &jane,
+        json!({"oid": folder, "audience": email(BOB), "role": "reader",
+               "terms": "<script>alert(1)</script> no copies", "message": "see <b>this</b>"}),
+    )
+    .await;
+    let page = |path: String, token: String| {
+        let app = &app;
+        async move {
+            let r = app.get(&path, Some(&token)).await;
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (s, mine) = page("/show/shares".into(), bob.clone()).await;
+    assert_eq!(s, 200);
+    assert!(mine.contains("id=\"incoming\""), "{mine}");
+    assert!(mine.contains("&lt;script&gt;alert(1)&lt;/script&gt; no copies"));
+    assert!(!mine.contains("<script>alert"), "terms are escaped");
+    assert!(mine.contains("pending") && mine.contains("asjane") && mine.contains("docs"));
+    let (_, janes) = page("/show/shares".into(), jane.clone()).await;
+    assert!(janes.contains("id=\"outgoing\"") && janes.contains(BOB));
+    let (_, robs) = page("/show/shares".into(), rob.clone()).await;
+    assert!(robs.contains("Nothing is shared with you.") && !robs.contains(BOB));
+
+    // The folder's page shows its shares to its owner and, once accepted, to the recipient.
+    let (s, owner_view) = page(format!("/show/{folder}"), jane.clone()).await;
+    assert_eq!(s, 200);
+    assert!(owner_view.contains("id=\"shares\"") && owner_view.contains(BOB));
+    assert_eq!(page(format!("/show/{folder}"), bob.clone()).await.0, 404);
+    let id = offer["id"].as_str().unwrap();
+    call(
+        &app,
+        "POST",
+        &format!("/shares/{id}/accept"),
+        Some(&bob),
+        None,
+    )
+    .await;
+    let (s, bob_view) = page(format!("/show/{folder}"), bob.clone()).await;
+    assert_eq!(s, 200);
+    assert!(bob_view.contains("id=\"shares\"") && bob_view.contains("accepted"));
+    assert_eq!(page(format!("/show/{folder}"), rob.clone()).await.0, 404);
+}
