@@ -37,6 +37,9 @@ pub enum Command {
     /// Bulk-import a local directory tree through the HTTP API (resumable; exit 0: all
     /// arrived, 1: some files failed, 2: usage, connection or authentication error).
     Import(crate::import::ImportArgs),
+    /// Share objects and answer shares through the HTTP API (exit 0: done, 1: the server
+    /// refused, 2: usage, connection or authentication error).
+    Share(crate::share_cli::ShareArgs),
 }
 
 /// The storage configuration of `serve` (same flags and environment), for the operator's
@@ -101,6 +104,7 @@ pub fn main() -> anyhow::Result<()> {
         Some(Command::Fsck(o)) => fsck(o),
         Some(Command::Rekey(o)) => rekey(o),
         Some(Command::Import(a)) => crate::import::main(a),
+        Some(Command::Share(a)) => crate::share_cli::main(a),
         None => serve(cli.serve),
     }
 }

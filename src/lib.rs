@@ -24,6 +24,7 @@ pub mod ops;
 pub mod policy;
 pub mod read;
 pub mod share;
+pub mod share_cli;
 pub mod show;
 pub mod store;
 pub mod write;

@@ -1601,3 +1601,87 @@ async fn show_lists_an_objects_shares_and_show_shares_the_callers_with_terms_esc
     assert!(bob_view.contains("id=\"shares\"") && bob_view.contains("accepted"));
     assert_eq!(page(format!("/show/{folder}"), rob.clone()).await.0, 404);
 }
+
+/// Runs `vellum share ARGS` as `token` against `app`; returns the exit code, stdout as JSON
+/// (or text) and stderr.
+async fn cli(app: &TestApp, token: &str, args: &[&str]) -> (i32, Value, String) {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_vellum"));
+    c.arg("share")
+        .args(args)
+        .env("VELLUM_URL", &app.base)
+        .env("VELLUM_TOKEN", token)
+        .env_remove("USER_DN");
+    // The server answers on this runtime: run the client beside it.
+    let out = tokio::task::spawn_blocking(move || c.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let v = serde_json::from_str(&stdout).unwrap_or(Value::String(stdout));
+    (
+        out.status.code().unwrap_or(-1),
+        v,
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[tokio::test]
+async fn vellum_share_creates_lists_answers_and_revokes_from_the_command_line() {
+    let app = spawn_app().await;
+    let (jane, bob) = (app.token_for("jane"), app.token_for("bob"));
+    let (folder, file) = janes_docs(&app).await;
+    let to_bob = format!("email={BOB}");
+    let (code, made, err) = cli(
+        &app,
+        &jane,
+        &[
+            "create", &folder, "--to", &to_bob, "--role", "reader", "--terms", "be nice",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(made["state"], "pending");
+    let id = made["id"].as_str().unwrap().to_string();
+    let (code, inbox, _) = cli(&app, &bob, &["list", "--state", "pending"]).await;
+    assert_eq!((code, inbox[0]["id"].as_str()), (0, Some(id.as_str())));
+    let (code, ok, _) = cli(&app, &bob, &["accept", &id]).await;
+    assert_eq!((code, ok["state"].as_str()), (0, Some("accepted")));
+    assert_eq!(status(&app, &format!("/props/{file}"), &bob).await, 200);
+    let (code, out, _) = cli(&app, &jane, &["list", "outgoing"]).await;
+    assert_eq!((code, out.as_array().map(Vec::len)), (0, Some(1)));
+    let (code, on, _) = cli(&app, &jane, &["list", "--oid", &file]).await;
+    assert_eq!((code, on.as_array().map(Vec::len)), (0, Some(1)));
+    let (code, one, _) = cli(&app, &bob, &["show", &id]).await;
+    assert_eq!((code, one["terms"].as_str()), (0, Some("be nice")));
+    // Refusals are exit 1 with the server's message; bad usage and bad tokens exit 2.
+    let (code, _, err) = cli(&app, &jane, &["accept", &id]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("permission_denied"), "{err}");
+    let (code, _, _) = cli(
+        &app,
+        &jane,
+        &["create", &folder, "--to", "nonsense", "--role", "reader"],
+    )
+    .await;
+    assert_eq!(code, 2);
+    let (code, _, _) = cli(&app, "not-a-token", &["list"]).await;
+    assert_eq!(code, 2);
+    let t = one["tstamp"].as_str().unwrap();
+    let (code, gone, _) = cli(&app, &jane, &["revoke", &id, "--tstamp", t]).await;
+    assert_eq!((code, gone["state"].as_str()), (0, Some("revoked")));
+    let (code, log, _) = cli(&app, &bob, &["log", &id]).await;
+    assert_eq!((code, log.as_array().map(Vec::len)), (0, Some(3)));
+    // Links.
+    let (code, link, _) = cli(
+        &app,
+        &jane,
+        &["create", &folder, "--link", "--letters", "RX"],
+    )
+    .await;
+    assert_eq!(code, 0);
+    let secret = link["secret"].as_str().unwrap();
+    let (code, mine, _) = cli(&app, &bob, &["redeem", secret]).await;
+    assert_eq!((code, mine["parent"].as_str()), (0, link["id"].as_str()));
+    let (code, _, _) = cli(&app, &bob, &["decline", mine["id"].as_str().unwrap()]).await;
+    assert_eq!(code, 1, "an accepted share cannot be declined, only left");
+}
