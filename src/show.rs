@@ -18,6 +18,8 @@ use crate::store::MetaRead;
 
 /// Children listed on one page.
 pub const PAGE: usize = 500;
+/// Shares of one object listed on its page (the rest are counted).
+pub const SHARES_SHOWN: usize = 500;
 /// Largest text file previewed inline.
 pub const PREVIEW_BYTES: u64 = 64 << 10;
 
@@ -246,7 +248,10 @@ pub fn render(page: &Page, preview: &Preview, base: &str) -> String {
             }
             @if !page.shares.is_empty() {
                 h2 { "Shares" }
-                (share_table("shares", &page.shares, base, false))
+                (share_table("shares", &page.shares[..page.shares.len().min(SHARES_SHOWN)], base, false))
+                @if page.shares.len() > SHARES_SHOWN {
+                    p { "and " (page.shares.len() - SHARES_SHOWN) " more (GET /shares?oid=" (e.oid) ")" }
+                }
             }
             h2 { "Metadata" }
             table id="metadata" {

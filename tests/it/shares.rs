@@ -1685,3 +1685,50 @@ async fn vellum_share_creates_lists_answers_and_revokes_from_the_command_line() 
     let (code, _, _) = cli(&app, &bob, &["decline", mine["id"].as_str().unwrap()]).await;
     assert_eq!(code, 1, "an accepted share cannot be declined, only left");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_thousand_shares_on_one_object_leave_every_endpoint_working() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    let jane = app.token_for("jane");
+    let (_, file) = janes_docs(&app).await;
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let (app, jane, file) = (app.clone(), jane.clone(), file.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in (t..10_000).step_by(16) {
+                let body =
+                    json!({"oid": file, "audience": email(&format!("u{i}@x")), "role": "reader"});
+                let (s, v) = call(&app, "POST", "/shares", Some(&jane), Some(&body)).await;
+                assert_eq!(s, 201, "{v}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let u7 = app.token(&json!({"label": "u7", "values": {"email": ["u7@x"]}}));
+    assert_eq!(status(&app, &format!("/props/{file}"), &u7).await, 200);
+    assert_eq!(status(&app, &format!("/stream/{file}"), &u7).await, 200);
+    assert_eq!(
+        status(&app, &format!("/props/{file}"), &app.token_for("rob")).await,
+        404
+    );
+    let (s, all) = call(
+        &app,
+        "GET",
+        &format!("/shares?oid={file}"),
+        Some(&jane),
+        None,
+    )
+    .await;
+    assert_eq!((s, all.as_array().map(Vec::len)), (200, Some(10_000)));
+    let (s, mine) = call(&app, "GET", "/shares/incoming", Some(&u7), None).await;
+    assert_eq!((s, mine.as_array().map(Vec::len)), (200, Some(1)));
+    let page = app.get(&format!("/show/{file}"), Some(&jane)).await;
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("and 9500 more"),
+        "the page lists 500 shares and counts the rest"
+    );
+}
