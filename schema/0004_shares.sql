@@ -37,7 +37,8 @@ CREATE TABLE shares (
     parent         INTEGER,
     body           TEXT    NOT NULL
 );
-CREATE INDEX shares_by_oid ON shares (oid);
+-- By object, then audience value: a decision looks up the caller's shares on one chain.
+CREATE INDEX shares_by_oid ON shares (oid, audience_value);
 -- Looked up by the caller's claim values (all of them in one query), then matched on the
 -- claim's name.
 CREATE INDEX shares_by_audience ON shares (audience_value, audience_claim);

@@ -167,7 +167,18 @@ impl Access {
         if self.is_root() {
             return policy;
         }
-        self.mask(policy | shared_letters(&self.incoming(s), target))
+        self.mask(policy | shared_letters(&self.incoming_on(s, target), target))
+    }
+
+    /// The caller's shares on `target` or a folder above it that grant now, in `s`.
+    fn incoming_on<S: MetaRead + ?Sized>(&self, s: &S, target: &Event) -> Vec<crate::model::Share> {
+        let mut chain: Vec<crate::model::Oid> = target
+            .fulldir
+            .split('/')
+            .filter_map(|seg| seg.parse().ok())
+            .collect();
+        chain.push(target.oid);
+        self.live_shares(s, |pairs| s.shares_to_on(pairs, &chain))
     }
 
     /// The letters `target`'s policy alone grants the caller (privileges applied): what
@@ -179,13 +190,25 @@ impl Access {
     /// Every share whose audience the caller is in and that grants now, in `s`. A store
     /// failure grants nothing (default-deny), and is logged.
     pub fn incoming<S: MetaRead + ?Sized>(&self, s: &S) -> Vec<crate::model::Share> {
+        self.live_shares(s, |pairs| s.shares_to(pairs))
+    }
+
+    /// The shares `find` returns for the caller's audience pairs that grant now, with every
+    /// share above them. A store failure grants nothing (default-deny), and is logged.
+    fn live_shares<S: MetaRead + ?Sized>(
+        &self,
+        s: &S,
+        find: impl FnOnce(
+            &[(String, String)],
+        ) -> Result<Vec<crate::model::Share>, crate::store::StoreError>,
+    ) -> Vec<crate::model::Share> {
         let pairs = crate::model::share::audience_pairs(&self.identity.claims);
         // Shares are for identities: an anonymous caller is in no audience, whatever
         // its label says.
         if pairs.is_empty() || self.identity.kind == crate::identity::IdentityKind::Anonymous {
             return Vec::new();
         }
-        let found = s.shares_to(&pairs).and_then(|shares| {
+        let found = find(&pairs).and_then(|shares| {
             let mut live = Vec::new();
             for sh in shares.into_iter().filter(|sh| sh.grants()) {
                 if chain_grants(s, &sh)? {

@@ -166,6 +166,13 @@ pub trait MetaRead {
     /// Every share whose audience is one of the (claim, value) `pairs`, in any state: a
     /// caller's incoming shares, read in one go for every decision about them.
     fn shares_to(&self, pairs: &[(String, String)]) -> Result<Vec<Share>, StoreError>;
+    /// The shares on one of `oids` whose audience is one of `pairs`, in any state: what one
+    /// decision needs, whatever else is shared with the caller or on the object.
+    fn shares_to_on(
+        &self,
+        pairs: &[(String, String)],
+        oids: &[Oid],
+    ) -> Result<Vec<Share>, StoreError>;
     /// Every share made by the identity labelled `label`, in any state.
     fn shares_by(&self, label: &str) -> Result<Vec<Share>, StoreError>;
     /// The shares made through share `id`.

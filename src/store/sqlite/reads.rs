@@ -293,6 +293,14 @@ impl<T: HasConn> MetaRead for T {
         self.with(|conn| shares::shares_to(conn, pairs))
     }
 
+    fn shares_to_on(
+        &self,
+        pairs: &[(String, String)],
+        oids: &[Oid],
+    ) -> Result<Vec<Share>, StoreError> {
+        self.with(|conn| shares::shares_to_on(conn, pairs, oids))
+    }
+
     fn shares_by(&self, label: &str) -> Result<Vec<Share>, StoreError> {
         self.with(|conn| shares::shares_by(conn, label))
     }

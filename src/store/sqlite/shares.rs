@@ -74,6 +74,43 @@ pub(super) fn shares_to(
     Ok(out)
 }
 
+pub(super) fn shares_to_on(
+    conn: &Connection,
+    pairs: &[(String, String)],
+    oids: &[Oid],
+) -> Result<Vec<Share>, StoreError> {
+    let mut values: Vec<&str> = pairs.iter().map(|(_, v)| v.as_str()).collect();
+    values.sort_unstable();
+    values.dedup();
+    let mut out = Vec::new();
+    for oid in oids {
+        for chunk in values.chunks(VALUES_PER_QUERY) {
+            let marks: Vec<String> = (0..chunk.len()).map(|i| format!("?{}", i + 2)).collect();
+            let mut args: Vec<rusqlite::types::Value> = vec![oid.as_i64().into()];
+            args.extend(
+                chunk
+                    .iter()
+                    .map(|v| rusqlite::types::Value::from(v.to_string())),
+            );
+            let found = shares_where(
+                conn,
+                &format!(
+                    "oid = ?1 AND audience_value IN ({}) AND audience_claim IS NOT NULL",
+                    marks.join(", ")
+                ),
+                rusqlite::params_from_iter(args),
+            )?;
+            out.extend(found.into_iter().filter(|sh| match &sh.audience {
+                Audience::Claim { claim, value } => {
+                    pairs.iter().any(|(c, v)| c == claim && v == value)
+                }
+                Audience::Link { .. } => false,
+            }));
+        }
+    }
+    Ok(out)
+}
+
 pub(super) fn shares_by(conn: &Connection, label: &str) -> Result<Vec<Share>, StoreError> {
     shares_where(conn, "sharer = ?1", [label])
 }
