@@ -151,6 +151,9 @@ pub struct Share {
     /// The object's name when the share was made (shown to a recipient who has not
     /// accepted yet, who may not read the object itself).
     pub name: String,
+    /// The object's security label when it was shared (also shown before accepting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<serde_json::Value>,
     pub audience: Audience,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,

@@ -1732,3 +1732,368 @@ async fn ten_thousand_shares_on_one_object_leave_every_endpoint_working() {
         "the page lists 500 shares and counts the rest"
     );
 }
+
+/// Writes `bytes` as a new version of `file`, as `token`.
+async fn new_version(app: &TestApp, token: &str, file: &str, bytes: &[u8]) {
+    let meta = json!([{"action": "U", "oid": file, "isfile": true}]);
+    let (s, v) = status_json(write_parts(app, Some(token), &meta, &[("v", bytes)]).await).await;
+    assert_eq!(s, 200, "{v}");
+}
+
+async fn body_of(app: &TestApp, path: &str, token: &str) -> (u16, Vec<u8>) {
+    let r = app.get(path, Some(token)).await;
+    (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+}
+
+#[tokio::test]
+async fn meeco_terms_accepted_before_anything_is_seen_on_sharing_only_when_allowed_and_revocation_cascades(
+) {
+    let app = spawn_app().await;
+    let (alice, bob) = (app.token_for("jane"), app.token_for("bob"));
+    let carlos = app.token(&json!({"label": "carlos", "values": {"email": ["carlos@x"]}}));
+    let (_, item) = janes_docs(&app).await;
+    // Alice shares the item with Bob under terms; he must accept before he sees anything.
+    let offer = share(
+        &app,
+        &alice,
+        json!({"oid": item, "audience": email(BOB), "role": "reader",
+               "terms": "for your records only", "sharing_mode": "anyone"}),
+    )
+    .await;
+    let id = offer["id"].as_str().unwrap();
+    assert_eq!(body_of(&app, &format!("/stream/{item}"), &bob).await.0, 404);
+    call(
+        &app,
+        "POST",
+        &format!("/shares/{id}/accept"),
+        Some(&bob),
+        None,
+    )
+    .await;
+    assert_eq!(
+        body_of(&app, &format!("/stream/{item}"), &bob).await,
+        (200, b"for your eyes".to_vec())
+    );
+    // With `anyone`, Bob shares on to Carlos.
+    let to_carlos = share(
+        &app,
+        &bob,
+        json!({"oid": item, "audience": email("carlos@x"), "role": "reader"}),
+    )
+    .await;
+    assert_eq!(to_carlos["parent"].as_str(), Some(id));
+    // Carlos, under `owner` mode, may not go further.
+    let (s, _) = call(
+        &app,
+        "POST",
+        "/shares",
+        Some(&carlos),
+        Some(&json!({"oid": item, "audience": email(ROB), "role": "reader"})),
+    )
+    .await;
+    assert_eq!(s, 403);
+    // Alice updates the item: both read the new version.
+    new_version(&app, &alice, &item, b"version two").await;
+    for t in [&bob, &carlos] {
+        assert_eq!(
+            body_of(&app, &format!("/stream/{item}"), t).await,
+            (200, b"version two".to_vec())
+        );
+    }
+    // Alice revokes Bob; Carlos loses access with him.
+    let (s, _) = call(&app, "DELETE", &format!("/shares/{id}"), Some(&alice), None).await;
+    assert_eq!(s, 200);
+    for t in [&bob, &carlos] {
+        assert_eq!(body_of(&app, &format!("/stream/{item}"), t).await.0, 404);
+    }
+}
+
+#[tokio::test]
+async fn wildland_a_read_only_then_read_write_share_of_a_photos_folder_and_its_revocation() {
+    let app = spawn_app().await;
+    let (root, jane, bob) = (
+        app.token_for("root"),
+        app.token_for("jane"),
+        app.token_for("bob"),
+    );
+    let photos = oid_of(&mkdir(&app, &root, "1", "photos", Some(owner_only(JANE))).await);
+    for (name, bytes) in [("a.jpg", &b"jpeg a"[..]), ("b.jpg", &b"jpeg b"[..])] {
+        let meta = json!([{"action": "C", "parentoid": photos, "name": name, "isfile": true,
+                           "objectpolicy": owner_only(JANE)}]);
+        let (s, _) =
+            status_json(write_parts(&app, Some(&jane), &meta, &[(name, bytes)]).await).await;
+        assert_eq!(s, 200);
+    }
+    let ro = share(
+        &app,
+        &jane,
+        json!({"oid": photos, "audience": email(BOB), "role": "reader"}),
+    )
+    .await;
+    let (s, listing) = app.get_json(&format!("/list/{photos}"), Some(&bob)).await;
+    assert_eq!((s, listing.as_array().map(Vec::len)), (200, Some(2)));
+    assert_eq!(
+        body_of(&app, &format!("/stream/{photos}/b.jpg"), &bob).await,
+        (200, b"jpeg b".to_vec())
+    );
+    let add = json!([{"action": "C", "parentoid": photos, "name": "c.jpg",
+                      "objectpolicy": owner_only(JANE), "allowpartialpermissions": true}]);
+    assert_eq!(app.write(Some(&bob), &add).await.status(), 403, "read-only");
+    let id = ro["id"].as_str().unwrap();
+    let (s, _) = call(
+        &app,
+        "PATCH",
+        &format!("/shares/{id}"),
+        Some(&jane),
+        Some(&json!({"role": "writer"})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        app.write(Some(&bob), &add).await.status(),
+        200,
+        "read-write"
+    );
+    let (s, _) = call(&app, "DELETE", &format!("/shares/{id}"), Some(&jane), None).await;
+    assert_eq!(s, 200);
+    for path in [
+        format!("/list/{photos}"),
+        format!("/stream/{photos}/b.jpg"),
+        format!("/props/{photos}/c.jpg"),
+    ] {
+        assert_eq!(status(&app, &path, &bob).await, 404, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn live_mesh_invitations_with_a_role_expiry_and_message_accepted_declined_open_to_anyone_or_expired(
+) {
+    let app = spawn_app().await;
+    let (jane, bob, rob) = (
+        app.token_for("jane"),
+        app.token_for("bob"),
+        app.token_for("rob"),
+    );
+    let eve = app.token(&json!({"label": "eve", "values": {"email": ["eve@x"]}}));
+    let (folder, file) = janes_docs(&app).await;
+    let week = rfc3339_in(7 * 24 * 3600);
+    let invite = share(
+        &app,
+        &jane,
+        json!({"oid": folder, "audience": email(BOB), "role": "reader", "expires": week,
+               "message": "here are the notes", "acceptance": "required"}),
+    )
+    .await;
+    assert_eq!(
+        (invite["expires"].as_str(), invite["message"].as_str()),
+        (Some(week.as_str()), Some("here are the notes"))
+    );
+    let (s, _) = call(
+        &app,
+        "POST",
+        &format!("/shares/{}/accept", invite["id"].as_str().unwrap()),
+        Some(&bob),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(status(&app, &format!("/props/{file}"), &bob).await, 200);
+    let to_rob = share(
+        &app,
+        &jane,
+        json!({"oid": folder, "audience": email(ROB), "role": "reader", "acceptance": "required"}),
+    )
+    .await;
+    let (s, _) = call(
+        &app,
+        "POST",
+        &format!("/shares/{}/decline", to_rob["id"].as_str().unwrap()),
+        Some(&rob),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(status(&app, &format!("/props/{file}"), &rob).await, 404);
+    // An invitation anyone may accept, taken by a third person.
+    let open = share(
+        &app,
+        &jane,
+        json!({"oid": folder, "audience": {"link": true}, "role": "reader"}),
+    )
+    .await;
+    let (s, _) = call(
+        &app,
+        "POST",
+        "/shares/redeem",
+        Some(&eve),
+        Some(&json!({"secret": open["secret"]})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    assert_eq!(status(&app, &format!("/props/{file}"), &eve).await, 200);
+    // An invitation that expired before it was accepted.
+    let soon = share(
+        &app,
+        &jane,
+        json!({"oid": folder, "audience": email(ROB), "role": "reader", "acceptance": "required",
+               "expires": rfc3339_in(2)}),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+    let (s, v) = call(
+        &app,
+        "POST",
+        &format!("/shares/{}/accept", soon["id"].as_str().unwrap()),
+        Some(&rob),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (409, Some("share_closed")),
+        "{v}"
+    );
+    let (_, shown) = call(
+        &app,
+        "GET",
+        &format!("/shares/{}", soon["id"].as_str().unwrap()),
+        Some(&rob),
+        None,
+    )
+    .await;
+    assert_eq!(shown["state"], "expired");
+    assert_eq!(status(&app, &format!("/props/{file}"), &rob).await, 404);
+}
+
+#[tokio::test]
+async fn polykey_an_org_share_reaches_each_identity_carrying_the_claim_and_their_feeds_until_unshared(
+) {
+    use crate::operator_views::{feed, sse_events};
+    let app = spawn_app().await;
+    let jane = app.token_for("jane");
+    let bob = app.token_for("bob");
+    let carol = app.token(&json!({"label": "carol", "values": {"org": ["www.deciphernow.com"], "email": ["carol@x"]}}));
+    let rob = app.token_for("rob");
+    let (folder, file) = janes_docs(&app).await;
+    let feeds = [
+        feed(&app, &bob, &[], "").await,
+        feed(&app, &carol, &[], "").await,
+    ];
+    let gestalt = share(
+        &app,
+        &jane,
+        json!({"oid": folder, "audience": {"claim": "org", "value": "www.deciphernow.com"}, "role": "reader"}),
+    )
+    .await;
+    for t in [&bob, &carol] {
+        assert_eq!(status(&app, &format!("/props/{file}"), t).await, 200);
+    }
+    assert_eq!(
+        status(&app, &format!("/props/{file}"), &rob).await,
+        404,
+        "not in the org"
+    );
+    let id = gestalt["id"].as_str().unwrap();
+    let (s, _) = call(&app, "DELETE", &format!("/shares/{id}"), Some(&jane), None).await;
+    assert_eq!(s, 200);
+    for t in [&bob, &carol] {
+        assert_eq!(status(&app, &format!("/props/{file}"), t).await, 404);
+    }
+    for f in feeds {
+        let got = sse_events(f, 2).await;
+        let kinds: Vec<&str> = got
+            .iter()
+            .map(|(_, _, d)| d["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["offered", "revoked"]);
+        assert!(got
+            .iter()
+            .all(|(_, ev, d)| ev == "share" && d["share"] == gestalt["id"]));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_a_revocations_200_every_request_is_refused_while_a_download_begun_before_ends_whole_or_fails(
+) {
+    use futures_util::StreamExt;
+    let app = spawn_app().await;
+    let (jane, bob) = (app.token_for("jane"), app.token_for("bob"));
+    let (folder, _) = janes_docs(&app).await;
+    let big: Vec<u8> = (0..100u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    let meta = json!([{"action": "C", "parentoid": folder, "name": "big.bin", "isfile": true,
+                       "objectpolicy": owner_only(JANE)}]);
+    let (s, v) =
+        status_json(write_parts(&app, Some(&jane), &meta, &[("big.bin", &big)]).await).await;
+    assert_eq!(s, 200, "{v}");
+    let big_oid = oid_of(&v[0]);
+    let thumb = json!([{"action": "C", "parentoid": folder, "name": "big.png",
+                        "derived": {"oid": big_oid}, "objectpolicy": owner_only(JANE)}]);
+    assert_eq!(app.write(Some(&jane), &thumb).await.status(), 200);
+    let made = share(
+        &app,
+        &jane,
+        json!({"oid": folder, "audience": email(BOB), "role": "reader"}),
+    )
+    .await;
+    // A download and a listing begin before the revocation.
+    let resp = app.get(&format!("/stream/{big_oid}"), Some(&bob)).await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut got = Vec::new();
+    while got.len() < 4 << 20 {
+        got.extend_from_slice(&body.next().await.unwrap().unwrap());
+    }
+    let (s, _) = app.get_json(&format!("/list/{folder}"), Some(&bob)).await;
+    assert_eq!(s, 200);
+    let (s, derived) = app
+        .get_json(&format!("/derived/{big_oid}"), Some(&bob))
+        .await;
+    assert_eq!(
+        (s, derived.as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{derived}"
+    );
+    let id = made["id"].as_str().unwrap();
+    let (s, _) = call(&app, "DELETE", &format!("/shares/{id}"), Some(&jane), None).await;
+    assert_eq!(s, 200);
+    for path in [
+        format!("/props/{big_oid}"),
+        format!("/stream/{big_oid}"),
+        format!("/list/{folder}"),
+        format!("/history/{big_oid}"),
+        format!("/show/{big_oid}"),
+        format!("/access/{big_oid}"),
+    ] {
+        assert_eq!(
+            status(&app, &path, &bob).await,
+            404,
+            "{path} after the revocation"
+        );
+    }
+    // /derived never says 404 (it answers for any oid); it simply lists nothing now.
+    let (s, derived) = app
+        .get_json(&format!("/derived/{big_oid}"), Some(&bob))
+        .await;
+    assert_eq!((s, derived), (200, json!([])));
+    // The download that began before either ends whole and correct, or breaks off: never
+    // wrong bytes.
+    let mut broke = false;
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(c) => got.extend_from_slice(&c),
+            Err(_) => {
+                broke = true;
+                break;
+            }
+        }
+    }
+    if !broke {
+        assert_eq!(got.len(), big.len());
+    }
+    assert!(
+        got[..] == big[..got.len()],
+        "every byte received is the file's"
+    );
+}

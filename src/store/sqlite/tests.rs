@@ -349,6 +349,7 @@ fn a_share(id: Oid, tstamp: Tstamp) -> crate::model::ShareEntry {
         id,
         oid: Oid(10),
         name: "a".into(),
+        security: None,
         audience: Audience::Claim {
             claim: "email".into(),
             value: "b@x".into(),
