@@ -38,6 +38,11 @@ impl Application {
         let namespace = bootstrap(&store, &policy, &config).await?;
         let listener = TcpListener::bind(config.listen).await?;
         let metrics = Arc::new(crate::metrics::Metrics::default());
+        let tasks = Arc::new(crate::tasks::TaskContext::new(
+            store.clone(),
+            blobs.clone(),
+            config.tasks.clone(),
+        )?);
         let writes = Arc::new(crate::write::WriteService {
             store: store.clone(),
             blobs: blobs.clone(),
@@ -55,6 +60,8 @@ impl Application {
             synchronous = ?config.sqlite.synchronous,
             blobs = %blobs.describe(),
             master_key = %blobs.keys().active_id(),
+            task_workers = config.tasks.workers,
+            share_webhook = config.tasks.webhook.as_ref().map_or("off", |w| w.url.as_str()),
             "vellum is ready"
         );
         Ok(Application {
@@ -71,6 +78,7 @@ impl Application {
                 shutdown: tokio::sync::watch::Sender::new(false),
                 feeds: Default::default(),
                 redeem_failures: Default::default(),
+                tasks,
             }),
         })
     }
@@ -94,7 +102,12 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<()> {
-        crate::http::serve(self.listener, self.state, shutdown).await?;
+        // Deferred work runs while the server serves, and stops (giving its leases back)
+        // before the store closes.
+        let runner = crate::tasks::TaskRunner::start(self.state.tasks.clone());
+        let served = crate::http::serve(self.listener, self.state, shutdown).await;
+        runner.stop().await;
+        served?;
         Ok(())
     }
 }

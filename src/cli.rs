@@ -192,7 +192,11 @@ fn rekey(o: OpsArgs) -> anyhow::Result<()> {
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = Config::from_args(args)?;
+    // A configuration the server cannot run with is a usage error: exit 2, as clap's own.
+    let config = Config::from_args(args).unwrap_or_else(|e| {
+        eprintln!("vellum: {e}");
+        std::process::exit(2)
+    });
     init_logging(config.log_format);
     // Every connection may hold up to two blocking threads at once (its request's work, and
     // a wait at the policy gate); /healthz needs one too. With room for all of them, no

@@ -179,6 +179,117 @@ pub struct ServeArgs {
     /// larger transactions get 50 us more per event.
     #[arg(long, env = "POLICY_TRANSACTION_BUDGET", value_parser = humantime::parse_duration, default_value = "250ms")]
     pub policy_transaction_budget: Duration,
+    // Deferred work (SPEC §9.6): see `TaskConfig`.
+    /// Tasks run at once (key rotations, sweeps, webhook deliveries).
+    #[arg(long, env = "TASK_WORKERS", default_value_t = TaskConfig::default().workers)]
+    pub task_workers: usize,
+    /// How long a running task is held by its node without renewal, e.g. `30s`.
+    #[arg(long, env = "TASK_LEASE", value_parser = humantime::parse_duration, default_value = "30s")]
+    pub task_lease: Duration,
+    /// Runs of a task before it is marked failed (`POST /tasks/{id}/retry` resumes it).
+    #[arg(long, env = "TASK_MAX_ATTEMPTS", default_value_t = TaskConfig::default().max_attempts)]
+    pub task_max_attempts: u32,
+    /// The first retry's delay; each further one doubles, up to TASK_BACKOFF_MAX.
+    #[arg(long, env = "TASK_BACKOFF", value_parser = humantime::parse_duration, default_value = "1s")]
+    pub task_backoff: Duration,
+    #[arg(long, env = "TASK_BACKOFF_MAX", value_parser = humantime::parse_duration, default_value = "5m")]
+    pub task_backoff_max: Duration,
+    /// How often expired shares are recorded as `expired` (and rotated), e.g. `1m`.
+    #[arg(long, env = "SHARE_SWEEP_INTERVAL", value_parser = humantime::parse_duration, default_value = "1m")]
+    pub share_sweep_interval: Duration,
+    /// Where every share-log entry is POSTed (https://, or http:// to a loopback host).
+    #[arg(long, env = "SHARE_WEBHOOK_URL")]
+    pub share_webhook_url: Option<String>,
+    /// The HMAC-SHA256 key of `X-Vellum-Signature`.
+    #[arg(long, env = "SHARE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub share_webhook_secret: Option<String>,
+    /// How long one webhook delivery may take.
+    #[arg(long, env = "SHARE_WEBHOOK_TIMEOUT", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub share_webhook_timeout: Duration,
+}
+
+/// The task queue's settings (SPEC §9.6). Each bounds what deferred work can cost.
+#[derive(Debug, Clone)]
+pub struct TaskConfig {
+    /// Tasks this node runs at once (2): a rotation re-encrypts one blob per worker, with
+    /// an upload's memory (about 4 MiB local, 28 MiB S3) and CPU each.
+    pub workers: usize,
+    /// A running task is renewed every third of this (30 s); a node that dies loses its
+    /// tasks to another worker this long after its last renewal.
+    pub lease: Duration,
+    /// Runs before a task is failed (10): a receiver down for good, or a blob that no longer
+    /// decrypts, stops being retried; `POST /tasks/{id}/retry` starts it again.
+    pub max_attempts: u32,
+    /// Backoff after a failed run: `backoff` doubled per attempt, at most `backoff_max`,
+    /// times a random factor between 0.5 and 1 (1 s, 5 min).
+    pub backoff: Duration,
+    pub backoff_max: Duration,
+    /// Expired shares are recorded (and their rotation queued) at most this long after
+    /// their expiry (1 min); requests refuse them at once regardless.
+    pub sweep_interval: Duration,
+    pub webhook: Option<WebhookConfig>,
+}
+
+impl Default for TaskConfig {
+    fn default() -> Self {
+        TaskConfig {
+            workers: 2,
+            lease: Duration::from_secs(30),
+            max_attempts: 10,
+            backoff: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(300),
+            sweep_interval: Duration::from_secs(60),
+            webhook: None,
+        }
+    }
+}
+
+/// Where share-log entries are delivered.
+#[derive(Clone)]
+pub struct WebhookConfig {
+    pub url: String,
+    pub secret: String,
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    // The secret never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &self.url)
+            .field("secret", &"<hidden>")
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// SHARE_WEBHOOK_URL: http(s) only, and plain http only to this machine (entries name
+/// people and objects; they do not cross a network unencrypted).
+pub fn check_webhook_url(url: &str) -> Result<(), ConfigError> {
+    let bad = |why: String| ConfigError::Invalid(format!("SHARE_WEBHOOK_URL {url:?}: {why}"));
+    let u = reqwest::Url::parse(url).map_err(|e| bad(format!("not a URL ({e})")))?;
+    match u.scheme() {
+        "https" => {}
+        "http" => {
+            let host = u.host_str().unwrap_or("");
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            let loopback = match bare.parse::<std::net::IpAddr>() {
+                Ok(ip) => ip.is_loopback(),
+                Err(_) => host.eq_ignore_ascii_case("localhost"),
+            };
+            if !loopback {
+                return Err(bad(
+                    "plain http is allowed only to a loopback host (127.0.0.1, ::1, localhost); use https"
+                        .into(),
+                ));
+            }
+        }
+        other => return Err(bad(format!("the scheme {other:?} is not http or https"))),
+    }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err(bad("no host".into()));
+    }
+    Ok(())
 }
 
 /// Limits reported by GET /config. Each bounds what one request can cost the server.
@@ -316,6 +427,7 @@ pub struct Config {
     pub limits: Limits,
     pub http: HttpLimits,
     pub blobs: crate::blob::BlobConfig,
+    pub tasks: TaskConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -392,8 +504,36 @@ impl Config {
             data_dir: a.data_dir.clone(),
             ..crate::blob::BlobConfig::default()
         };
+        let webhook = match a.share_webhook_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(url) => {
+                check_webhook_url(url)?;
+                // Unsigned entries could be forged by anyone who can reach the receiver.
+                let secret = a.share_webhook_secret.clone().filter(|s| !s.is_empty());
+                let Some(secret) = secret else {
+                    return Err(ConfigError::Invalid(
+                        "SHARE_WEBHOOK_URL is set but SHARE_WEBHOOK_SECRET is not: deliveries are signed with it".into(),
+                    ));
+                };
+                Some(WebhookConfig {
+                    url: url.to_string(),
+                    secret,
+                    timeout: nonzero(a.share_webhook_timeout, "SHARE_WEBHOOK_TIMEOUT")?,
+                })
+            }
+        };
+        let tasks = TaskConfig {
+            workers: a.task_workers.max(1),
+            lease: nonzero(a.task_lease, "TASK_LEASE")?,
+            max_attempts: a.task_max_attempts.max(1),
+            backoff: nonzero(a.task_backoff, "TASK_BACKOFF")?,
+            backoff_max: nonzero(a.task_backoff_max, "TASK_BACKOFF_MAX")?,
+            sweep_interval: nonzero(a.share_sweep_interval, "SHARE_SWEEP_INTERVAL")?,
+            webhook,
+        };
         Ok(Config {
             listen: a.listen,
+            tasks,
             identity: crate::identity::IdentityConfig {
                 jwt_pub: a.jwt_pub.filter(|s| !s.trim().is_empty()),
                 jwt_secret: a.jwt_secret.filter(|s| !s.is_empty()),

@@ -27,4 +27,5 @@ pub mod share;
 pub mod share_cli;
 pub mod show;
 pub mod store;
+pub mod tasks;
 pub mod write;

@@ -87,6 +87,11 @@ pub struct Held {
     pub tokens: u64,
     /// Notification feeds open.
     pub feeds: u64,
+    /// The task queue, read from the store at this scrape.
+    pub queue: crate::model::task::QueueStats,
+    /// Task runs that ended in an error, and tasks marked failed, by this process.
+    pub task_run_failures: u64,
+    pub tasks_failed: u64,
 }
 
 impl Metrics {
@@ -135,7 +140,17 @@ impl Metrics {
             "Time to the response head, by route",
             self.latency.clone(),
         );
-        let counters: [(&str, &str, u64); 11] = [
+        let counters: [(&str, &str, u64); 13] = [
+            (
+                "vellum_task_run_failures",
+                "Task runs that ended in an error on this node (each retried, or failed at its last attempt)",
+                held.task_run_failures,
+            ),
+            (
+                "vellum_tasks_failed",
+                "Tasks this node marked failed after TASK_MAX_ATTEMPTS runs",
+                held.tasks_failed,
+            ),
             (
                 "vellum_bytes_in",
                 "File content bytes received by uploads",
@@ -230,6 +245,28 @@ impl Metrics {
                 self.connections.load(Ordering::Relaxed),
             ),
             ("vellum_feeds_open", "Notification feeds open.", held.feeds),
+            (
+                "vellum_tasks_todo",
+                "Tasks waiting to run, store-wide (queue depth)",
+                held.queue.todo,
+            ),
+            (
+                "vellum_tasks_in_progress",
+                "Tasks running or waiting for their children, store-wide",
+                held.queue.in_progress,
+            ),
+            (
+                "vellum_tasks_failed_now",
+                "Tasks in the failed state, store-wide (each waits for a retry)",
+                held.queue.failed,
+            ),
+            (
+                "vellum_task_oldest_age_seconds",
+                "Age of the oldest task still to run or running (0 when none)",
+                held.queue.oldest_open_ms.map_or(0, |created| {
+                    crate::tasks::queue::now_ms().saturating_sub(created) / 1000
+                }),
+            ),
         ];
         for (name, help, v) in gauges {
             let g: Gauge = Gauge::default();

@@ -322,7 +322,10 @@ pub async fn reencrypt(
     step(ReencryptStep::Sealed);
     let name = row.rname.clone();
     let switched = store
-        .write(move |ctx| ctx.switch_blob(&name, &was, &switch))
+        .write(move |ctx| {
+            let at = ctx.next_tstamp();
+            ctx.switch_blob(&name, &was, &switch, at)
+        })
         .await?;
     if !switched {
         if let Some(location) = &new_location {

@@ -445,15 +445,26 @@ fn check_share_rule(access: &Access, object: &Event, shape: &ShareShape) -> Resu
 }
 
 fn record(t: &mut dyn MetaWrite, access: &Access, share: &Share, kind: ShareChange) -> Result<()> {
-    t.log_share(&ShareEntry {
+    record_by(t, access.identity.claims.label(), share, kind)
+}
+
+/// The label the server signs its own share-log entries with (expiry, rotation).
+pub const SERVER_LABEL: &str = "vellum";
+
+/// Appends a share-log entry made by `by`, and, in the same transaction, queues what it
+/// sets off: its webhook delivery when the outbox is on.
+pub fn record_by(t: &mut dyn MetaWrite, by: &str, share: &Share, kind: ShareChange) -> Result<()> {
+    let entry = ShareEntry {
         share: share.id,
         tstamp: share.tstamp,
         kind,
         by: Sharer {
-            label: access.identity.claims.label().to_string(),
+            label: by.to_string(),
         },
         state: share.clone(),
-    })?;
+    };
+    t.log_share(&entry)?;
+    crate::tasks::queue::after_entry(t, &entry)?;
     Ok(())
 }
 
@@ -710,6 +721,7 @@ pub fn change(
     let narrowed = !letters.contains(share.letters)
         || matches!((expires, share.expires), (Some(e), Some(old)) if e < old)
         || (expires.is_some() && share.expires.is_none());
+    let stops_reading = share.granted_reading() && !reads(letters);
     let changed = Share {
         role,
         letters,
@@ -722,10 +734,18 @@ pub fn change(
         ..share
     };
     record(t, access, &changed, ShareChange::Changed)?;
+    if stops_reading {
+        crate::tasks::queue::rotation(t, &changed, access.identity.claims.label())?;
+    }
     if narrowed {
         narrow_through(t, access, &changed)?;
     }
     Ok(changed)
+}
+
+/// Whether `letters` let their holder read content (R for props, X for streams).
+fn reads(letters: Perms) -> bool {
+    letters.contains(Perms::R) || letters.contains(Perms::X)
 }
 
 /// Narrows every open share made through `parent` (and through those) to its letters and
@@ -751,6 +771,7 @@ fn narrow_through(t: &mut dyn MetaWrite, access: &Access, parent: &Share) -> Res
                 todo.push((revoked.id, Perms::NONE, until));
                 continue;
             }
+            let stops_reading = child.granted_reading() && !reads(keep);
             let narrowed = Share {
                 letters: keep,
                 role: if keep == child.letters {
@@ -763,6 +784,9 @@ fn narrow_through(t: &mut dyn MetaWrite, access: &Access, parent: &Share) -> Res
                 ..child
             };
             record(t, access, &narrowed, ShareChange::Changed)?;
+            if stops_reading {
+                crate::tasks::queue::rotation(t, &narrowed, access.identity.claims.label())?;
+            }
             todo.push((narrowed.id, keep, until));
         }
     }
@@ -801,11 +825,48 @@ pub fn revoke(
 }
 
 fn close(t: &mut dyn MetaWrite, access: &Access, share: Share) -> Result<Share> {
-    let revoked = Share {
-        state: ShareState::Revoked,
+    close_by(
+        t,
+        access.identity.claims.label(),
+        share,
+        ShareState::Revoked,
+    )
+}
+
+/// Closes a share as revoked or expired; if it let anyone read, every file version it
+/// reached is queued for a fresh data key (SPEC §9.5), in the same transaction.
+fn close_by(t: &mut dyn MetaWrite, by: &str, share: Share, to: ShareState) -> Result<Share> {
+    let granted = share.granted_reading();
+    let closed = Share {
+        state: to,
         tstamp: t.next_tstamp(),
         ..share
     };
-    record(t, access, &revoked, ShareChange::Revoked)?;
-    Ok(revoked)
+    let kind = if to == ShareState::Expired {
+        ShareChange::Expired
+    } else {
+        ShareChange::Revoked
+    };
+    record_by(t, by, &closed, kind)?;
+    if granted {
+        crate::tasks::queue::rotation(t, &closed, by)?;
+    }
+    Ok(closed)
+}
+
+/// Records that `share`'s expiry has passed (the sweep, SPEC §9.6): `expired` in its log,
+/// every open share made through it closed with it, and their rotation queued. Requests
+/// refused it from the moment it expired; this makes the log and the keys say so too.
+pub fn expire(t: &mut dyn MetaWrite, share: Share) -> Result<Share> {
+    let expired = close_by(t, SERVER_LABEL, share, ShareState::Expired)?;
+    let mut todo = vec![expired.id];
+    while let Some(parent) = todo.pop() {
+        for child in t.shares_through(parent)? {
+            todo.push(child.id);
+            if child.is_open_as_stored() {
+                close_by(t, SERVER_LABEL, child, ShareState::Expired)?;
+            }
+        }
+    }
+    Ok(expired)
 }

@@ -247,11 +247,21 @@ async fn run(
         (Endpoint::Healthz, _) => healthz(state).await,
         (Endpoint::Config, _) => Ok(body::json(StatusCode::OK, &state.public_config())),
         (Endpoint::Metrics, _) => {
+            let queue = state.store.read(|s| s.queue_stats()).await?;
             let text = state.metrics.render(
                 state.policy.stats(),
                 crate::metrics::Held {
                     tokens: state.auth.cached_tokens(),
                     feeds: state.feeds.open_feeds(),
+                    queue,
+                    task_run_failures: state
+                        .tasks
+                        .run_failures
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                    tasks_failed: state
+                        .tasks
+                        .failed
+                        .load(std::sync::atomic::Ordering::Relaxed),
                 },
             );
             let mut resp = Response::new(body::full(text));
@@ -295,6 +305,7 @@ async fn run(
         (Endpoint::Show(p, q), Some(a)) => show(state, a, p, q.after, &base).await,
         (Endpoint::Shares(r), Some(a)) => super::shares::handle(state, a, r, req).await,
         (Endpoint::Access(p, q), Some(a)) => super::shares::explain(state, a, p, q).await,
+        (Endpoint::Tasks(r), Some(a)) => super::shares::tasks(state, a, r).await,
         (Endpoint::ShowShares, Some(a)) => {
             let label = a.identity.claims.label().to_string();
             let (incoming, outgoing) = state

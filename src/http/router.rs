@@ -38,6 +38,19 @@ pub enum Endpoint {
     ShowShares,
     /// SPEC §9.7: `GET /access/{ref}?claims=|user=&at=`.
     Access(ObjPath, AccessQuery),
+    /// SPEC §9.6: the task queue.
+    Tasks(TaskRoute),
+}
+
+/// The task endpoints (SPEC §9.6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskRoute {
+    /// `GET /tasks?oid=&state=&kind=&before=&limit=`
+    List(crate::tasks::ListQuery),
+    /// `GET /tasks/{id}`
+    One(crate::model::TaskId),
+    /// `POST /tasks/{id}/retry`
+    Retry(crate::model::TaskId),
 }
 
 /// Whose access `GET /access` explains, and when.
@@ -105,6 +118,8 @@ impl Endpoint {
             Endpoint::Healthz | Endpoint::Config | Endpoint::Metrics => Requirement::Nothing,
             Endpoint::Write => Requirement::Writer,
             Endpoint::Shares(r) if r.writes() => Requirement::Writer,
+            Endpoint::Tasks(TaskRoute::Retry(_)) => Requirement::Writer,
+            Endpoint::Tasks(_) => Requirement::Identity,
             Endpoint::Shares(_) => Requirement::Identity,
             Endpoint::Props(_)
             | Endpoint::List(..)
@@ -151,6 +166,7 @@ impl Endpoint {
                 | ShareRoute::Change(id),
             ) => format!("share {id}"),
             Endpoint::Shares(ShareRoute::OnObject(oid)) => oid.to_string(),
+            Endpoint::Tasks(TaskRoute::One(id) | TaskRoute::Retry(id)) => format!("task {id}"),
             _ => String::new(),
         }
     }
@@ -173,6 +189,7 @@ impl Endpoint {
             Endpoint::Shares(_) => "shares",
             Endpoint::Access(..) => "access",
             Endpoint::ShowShares => "show",
+            Endpoint::Tasks(_) => "tasks",
         }
     }
 }
@@ -302,6 +319,71 @@ fn share_route(method: &Method, path: &str, rest: &str, query: Option<&str>) -> 
     Ok(Endpoint::Shares(r))
 }
 
+/// Routes `/tasks...` (`rest` after `tasks/`).
+fn task_route(method: &Method, path: &str, rest: &str, query: Option<&str>) -> Result<Endpoint> {
+    let segs = decode_segments(rest)?;
+    let get = *method == Method::GET || *method == Method::HEAD;
+    let id = |s: &str| -> Result<crate::model::TaskId> {
+        s.parse()
+            .map_err(|_| Error::not_found(Code::NotFound, format!("no task {s:?}")))
+    };
+    let bad = |m: String| Error::bad_request(Code::BadQuery, m);
+    let r = match segs.as_slice() {
+        [] if get => {
+            let mut q = crate::tasks::ListQuery::default();
+            for (k, v) in query_pairs(query) {
+                if v.is_empty() {
+                    continue;
+                }
+                match &*k {
+                    "oid" => {
+                        q.oid = Some(v.parse().map_err(|_| bad(format!("oid {v:?} is not an oid")))?)
+                    }
+                    "state" => {
+                        q.state = Some(crate::model::TaskState::parse(&v).ok_or_else(|| {
+                            bad(format!(
+                                "state {v:?} is not one of todo, in_progress, done, failed"
+                            ))
+                        })?)
+                    }
+                    "kind" => {
+                        q.kind = Some(crate::model::TaskKind::parse(&v).ok_or_else(|| {
+                            bad(format!(
+                                "kind {v:?} is not one of rotate_share, rotate_blob, expiry_sweep, webhook"
+                            ))
+                        })?)
+                    }
+                    "before" => {
+                        q.before =
+                            Some(v.parse().map_err(|_| bad(format!("before {v:?} is not a task id")))?)
+                    }
+                    "limit" => {
+                        let n: usize = v
+                            .parse()
+                            .map_err(|_| bad(format!("limit {v:?} is not a number")))?;
+                        if n == 0 || n > crate::tasks::MAX_PAGE {
+                            return Err(bad(format!(
+                                "limit {n} is not between 1 and {}",
+                                crate::tasks::MAX_PAGE
+                            )));
+                        }
+                        q.limit = Some(n);
+                    }
+                    _ => {}
+                }
+            }
+            TaskRoute::List(q)
+        }
+        [] => return Err(method_not_allowed("GET /tasks")),
+        [s] if get => TaskRoute::One(id(s)?),
+        [_] => return Err(method_not_allowed("GET /tasks/{id}")),
+        [s, what] if what == "retry" && *method == Method::POST => TaskRoute::Retry(id(s)?),
+        [_, what] if what == "retry" => return Err(method_not_allowed("POST")),
+        _ => return Err(not_found(path)),
+    };
+    Ok(Endpoint::Tasks(r))
+}
+
 /// Routes `path` (with `CLIENT_PREFIX` already removed).
 pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Endpoint> {
     let trimmed = path.trim_start_matches('/');
@@ -309,6 +391,7 @@ pub fn route(method: &Method, path: &str, query: Option<&str>) -> Result<Endpoin
     let is_read = *method == Method::GET || *method == Method::HEAD;
     let ep = match head {
         "shares" => return share_route(method, path, rest, query),
+        "tasks" => return task_route(method, path, rest, query),
         "write" => {
             if *method != Method::POST {
                 return Err(method_not_allowed("POST /write"));

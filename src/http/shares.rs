@@ -252,3 +252,42 @@ impl RedeemFailures {
         entry.1 += 1;
     }
 }
+
+/// The task endpoints (SPEC §9.6): the caller's tasks; 401 for anonymous callers.
+pub(super) async fn tasks(
+    state: &Arc<AppState>,
+    access: Access,
+    route: super::router::TaskRoute,
+) -> Result<Response<Body>> {
+    use super::router::TaskRoute;
+    if access.identity.kind == IdentityKind::Anonymous {
+        return Err(Error::unauthorized(
+            Code::Unauthorized,
+            "tasks belong to identities: sign in",
+        ));
+    }
+    match route {
+        TaskRoute::List(q) => {
+            let l = state
+                .store
+                .read(move |s| crate::tasks::list(s, &access, q))
+                .await?;
+            Ok(body::json(StatusCode::OK, &l))
+        }
+        TaskRoute::One(id) => {
+            let t = state
+                .store
+                .read(move |s| crate::tasks::get(s, &access, id))
+                .await?;
+            Ok(body::json(StatusCode::OK, &t))
+        }
+        TaskRoute::Retry(id) => {
+            let writer = access.on_writer(state.config.limits.transaction_budget(1));
+            let t = state
+                .store
+                .write(move |t| crate::tasks::retry(t, &writer, id))
+                .await?;
+            Ok(body::json(StatusCode::OK, &t))
+        }
+    }
+}

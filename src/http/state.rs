@@ -29,6 +29,8 @@ pub struct AppState {
     pub feeds: super::FeedCounts,
     /// Failed link redemptions per identity (SPEC §9.4's rate limit).
     pub redeem_failures: super::shares::RedeemFailures,
+    /// The task queue's workers' shared parts (SPEC §9.6).
+    pub tasks: Arc<crate::tasks::TaskContext>,
 }
 
 impl AppState {

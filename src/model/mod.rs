@@ -8,6 +8,7 @@ pub mod ids;
 pub mod path;
 pub mod perms;
 pub mod share;
+pub mod task;
 
 pub use bytes::human_bytes;
 pub use claims::{Claims, Privilege};
@@ -16,3 +17,4 @@ pub use ids::{BadId, Oid, Tstamp, FOREVER};
 pub use path::{ObjPath, PathError};
 pub use perms::{Letter, Perms};
 pub use share::{Share, ShareEntry, ShareId};
+pub use task::{NewTask, Task, TaskCounts, TaskId, TaskKind, TaskQuery, TaskState, TaskUpdate};

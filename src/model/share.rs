@@ -207,6 +207,22 @@ impl Share {
         }
     }
 
+    /// Whether it let its recipients read (R or X) before it closed, whatever its expiry:
+    /// accepted, or pending without needing acceptance, to an audience of people (a link
+    /// share grants only through the shares redeemed from it).
+    pub fn granted_reading(&self) -> bool {
+        let state = matches!(self.state, ShareState::Accepted)
+            || (self.state == ShareState::Pending && self.acceptance == Acceptance::NotRequired);
+        state
+            && matches!(self.audience, Audience::Claim { .. })
+            && (self.letters.contains(Perms::R) || self.letters.contains(Perms::X))
+    }
+
+    /// Pending or accepted as stored (its expiry not applied): what the sweep closes.
+    pub fn is_open_as_stored(&self) -> bool {
+        matches!(self.state, ShareState::Pending | ShareState::Accepted)
+    }
+
     /// Not revoked, declined or expired (a pending one may still be accepted).
     pub fn is_open(&self) -> bool {
         matches!(self.state_now(), ShareState::Pending | ShareState::Accepted)

@@ -12,7 +12,11 @@ use std::future::Future;
 use std::path::Path;
 
 use crate::crypto::{BlobAlgorithm, Wrapped};
-use crate::model::{Event, Oid, Share, ShareEntry, ShareId, Tstamp, UserPolicy};
+use crate::model::task::QueueStats;
+use crate::model::{
+    Event, NewTask, Oid, Share, ShareEntry, ShareId, Task, TaskCounts, TaskId, TaskQuery,
+    TaskUpdate, Tstamp, UserPolicy,
+};
 
 pub use sqlite::SqliteStore;
 
@@ -103,6 +107,9 @@ pub struct BlobRow {
     /// The object the blob lies in when that is not `rname` (after a re-encryption);
     /// `None`: at `rname`.
     pub location: Option<String>,
+    /// The tstamp since which its data key is in use: `created`, or that of the
+    /// transaction that switched it to a fresh one. Not written by `put_blob`.
+    pub keyed: Tstamp,
 }
 
 impl BlobRow {
@@ -184,6 +191,26 @@ pub trait MetaRead {
     /// Share log entries after `after`, in tstamp (= commit) order, at most `limit` (the
     /// notification feed, beside `events_since`).
     fn share_log_since(&self, after: Tstamp, limit: usize) -> Result<Vec<ShareEntry>, StoreError>;
+    /// Open shares whose expiry is at or before `now` (seconds since the epoch), at most
+    /// `limit`, soonest first: what the expiry sweep records as `expired`.
+    fn shares_expired(&self, now: u64, limit: usize) -> Result<Vec<Share>, StoreError>;
+    /// The blobs of the file versions at or before `upto` of `oid` and of everything beneath
+    /// it (live or deleted), as (object, rname), one row per distinct pair: what a share of
+    /// `oid` let its recipients read.
+    fn blobs_beneath(&self, oid: Oid, upto: Tstamp) -> Result<Vec<(Oid, String)>, StoreError>;
+    fn task(&self, id: TaskId) -> Result<Option<Task>, StoreError>;
+    /// Tasks as `q` selects them, newest first.
+    fn tasks(&self, q: &TaskQuery) -> Result<Vec<Task>, StoreError>;
+    /// How many of `parent`'s children are in each state.
+    fn task_children(&self, parent: TaskId) -> Result<TaskCounts, StoreError>;
+    /// The failed children of `parent`.
+    fn failed_children(&self, parent: TaskId) -> Result<Vec<TaskId>, StoreError>;
+    /// The parents `child` is linked to.
+    fn task_parents(&self, child: TaskId) -> Result<Vec<TaskId>, StoreError>;
+    fn queue_stats(&self) -> Result<QueueStats, StoreError>;
+    /// When the next task falls due (ms since the epoch): the earliest `run_after` of a
+    /// task to run, or lease end of a running one; `None` when there is none.
+    fn next_task_due(&self) -> Result<Option<u64>, StoreError>;
 }
 
 /// Changes; only available inside the writer's transaction.
@@ -225,12 +252,42 @@ pub trait MetaWrite: MetaRead {
     /// still `was` (each wrapping of each data key is distinct). Returns whether it did:
     /// false when the blob is gone (purged) or its key changed meanwhile (another
     /// re-encryption, or `vellum rekey`).
+    /// `at` is the switch's tstamp (the blob's `keyed` from then on).
     fn switch_blob(
         &mut self,
         rname: &str,
         was: &Wrapped,
         to: &BlobSwitch,
+        at: Tstamp,
     ) -> Result<bool, StoreError>;
+    /// Whether share-log entries queue webhook deliveries (the outbox is on).
+    fn share_outbox(&self) -> bool;
+    /// Queues `t` (its id from the oid clock), or joins the open task of the same kind and
+    /// target, raising its `after`. Returns the id and whether the task is new.
+    fn enqueue_task(&mut self, t: &NewTask, now_ms: u64) -> Result<(TaskId, bool), StoreError>;
+    /// Makes `parent` wait for `child` too.
+    fn link_task(&mut self, parent: TaskId, child: TaskId) -> Result<(), StoreError>;
+    /// Leases the next task due (or whose lease ran out) to `node` until `until_ms`,
+    /// counting an attempt. Webhooks of one share are leased in order, one at a time.
+    fn lease_task(
+        &mut self,
+        now_ms: u64,
+        node: &str,
+        until_ms: u64,
+    ) -> Result<Option<Task>, StoreError>;
+    /// Extends `node`'s lease of task `id`; false when it no longer holds it.
+    fn renew_task(&mut self, id: TaskId, node: &str, until_ms: u64) -> Result<bool, StoreError>;
+    /// Applies `u` to task `id` and clears its lease; with `node`, only if that node still
+    /// holds the lease. Returns whether it applied.
+    fn update_task(
+        &mut self,
+        id: TaskId,
+        node: Option<&str>,
+        u: &TaskUpdate,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
+    /// Gives back every lease `node` holds (a clean shutdown); returns how many.
+    fn release_tasks(&mut self, node: &str, now_ms: u64) -> Result<u64, StoreError>;
 }
 
 /// What `vellum fsck` finds in the log itself: how many events there are, and each
@@ -377,6 +434,14 @@ impl Store {
     pub fn describe(&self) -> String {
         match self {
             Store::Sqlite(s) => s.describe(),
+        }
+    }
+
+    /// Makes every share-log entry from now on queue a webhook delivery in its own
+    /// transaction (set at start-up when `SHARE_WEBHOOK_URL` is).
+    pub fn set_share_outbox(&self, on: bool) {
+        match self {
+            Store::Sqlite(s) => s.set_share_outbox(on),
         }
     }
 }

@@ -718,6 +718,7 @@ impl<'a, S: MetaWrite + ?Sized> Planner<'a, S> {
             sha256plain: info.sha256plain.clone(),
             inline: info.inline.clone(),
             created: e.tstamp,
+            keyed: e.tstamp,
             location: None,
         })?;
         e.rname = Some(crate::model::event::Rname::s3(&info.rname));

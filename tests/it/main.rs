@@ -24,4 +24,5 @@ mod reencrypt;
 mod request_edges;
 mod seed_walkthrough;
 mod shares;
+mod tasks;
 mod writer_faults;

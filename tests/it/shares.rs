@@ -10,7 +10,7 @@ use crate::common::{assert_hex16, spawn_app, TestApp};
 const ROB: &str = "rob.jonhson@email.com";
 
 /// Sends `method path` with a JSON body (or none) as `token`; returns status and JSON.
-async fn call(
+pub(crate) async fn call(
     app: &TestApp,
     method: &str,
     path: &str,
@@ -31,7 +31,7 @@ async fn call(
     status_json(req.send().await.unwrap()).await
 }
 
-async fn share(app: &TestApp, token: &str, body: Value) -> Value {
+pub(crate) async fn share(app: &TestApp, token: &str, body: Value) -> Value {
     let (status, v) = call(app, "POST", "/shares", Some(token), Some(&body)).await;
     assert_eq!(status, 201, "{v}");
     v
@@ -39,7 +39,7 @@ async fn share(app: &TestApp, token: &str, body: Value) -> Value {
 
 /// Jane's private folder `docs` (owner-only) holding a file `note.txt`; returns the
 /// folder's and the file's oids.
-async fn janes_docs(app: &TestApp) -> (String, String) {
+pub(crate) async fn janes_docs(app: &TestApp) -> (String, String) {
     let root = app.token_for("root");
     let jane = app.token_for("jane");
     let folder = mkdir(app, &root, "1", "docs", Some(owner_only(JANE))).await;
@@ -52,11 +52,11 @@ async fn janes_docs(app: &TestApp) -> (String, String) {
     (folder, oid_of(&v[0]))
 }
 
-async fn status(app: &TestApp, path: &str, token: &str) -> u16 {
+pub(crate) async fn status(app: &TestApp, path: &str, token: &str) -> u16 {
     app.get(path, Some(token)).await.status().as_u16()
 }
 
-fn email(who: &str) -> Value {
+pub(crate) fn email(who: &str) -> Value {
     json!({"claim": "email", "value": who})
 }
 
@@ -908,7 +908,7 @@ async fn share_changes_reach_the_feeds_of_those_they_concern_and_a_revocation_st
     );
 }
 
-fn rfc3339_in(secs: u64) -> String {
+pub(crate) fn rfc3339_in(secs: u64) -> String {
     let t = std::time::SystemTime::now() + std::time::Duration::from_secs(secs);
     humantime::format_rfc3339_seconds(t).to_string()
 }

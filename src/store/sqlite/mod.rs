@@ -12,6 +12,7 @@ mod faults;
 mod readers;
 mod reads;
 mod shares;
+mod tasks;
 mod writer;
 mod writes;
 
@@ -41,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../schema/0002_blobs.sql"),
     include_str!("../../../schema/0003_blob_locations.sql"),
     include_str!("../../../schema/0004_shares.sql"),
+    include_str!("../../../schema/0005_tasks.sql"),
 ];
 
 /// Bytes the WAL file is cut back to when SQLite restarts it after a checkpoint.
@@ -78,6 +80,9 @@ pub struct SqliteStore {
     readers: Arc<ReaderPool>,
     db_path: PathBuf,
     commits: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Set when `SHARE_WEBHOOK_URL` is: every share-log entry queues its delivery in the
+    /// same transaction (the outbox).
+    outbox: Arc<AtomicBool>,
 }
 
 impl SqliteStore {
@@ -122,7 +127,9 @@ impl SqliteStore {
                         coalesce((SELECT max(oid) FROM objects), 0),
                         coalesce((SELECT max(tstamp) FROM purges), 0),
                         coalesce((SELECT max(tstamp) FROM share_log), 0),
-                        coalesce((SELECT max(id) FROM shares), 0))",
+                        coalesce((SELECT max(id) FROM shares), 0),
+                        coalesce((SELECT max(id) FROM tasks), 0),
+                        coalesce((SELECT max(keyed_at) FROM blobs), 0))",
             [],
             |r| r.get(0),
         )?;
@@ -137,11 +144,13 @@ impl SqliteStore {
             f.install(&mut conn, committing.clone())?;
         }
         let commits = Arc::new(tokio::sync::watch::Sender::new(0u64));
+        let outbox = Arc::new(AtomicBool::new(false));
         let writer = Writer::new(
             conn,
             Clock::new(high_water as u64),
             committing,
             commits.clone(),
+            outbox.clone(),
         );
         let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
         std::thread::Builder::new()
@@ -152,7 +161,13 @@ impl SqliteStore {
             readers: Arc::new(ReaderPool::new(db_path.clone())),
             db_path,
             commits,
+            outbox,
         })
+    }
+
+    /// Makes every share-log entry from now on queue a webhook delivery.
+    pub fn set_share_outbox(&self, on: bool) {
+        self.outbox.store(on, Ordering::Relaxed);
     }
 
     pub fn db_path(&self) -> &Path {

@@ -3,10 +3,13 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::readers::ReadSnapshot;
-use super::shares;
 use super::writer::WriteCtx;
+use super::{shares, tasks};
 use crate::crypto::{BlobAlgorithm, Wrapped};
-use crate::model::{Event, Oid, Share, ShareEntry, ShareId, Tstamp};
+use crate::model::task::QueueStats;
+use crate::model::{
+    Event, Oid, Share, ShareEntry, ShareId, Task, TaskCounts, TaskId, TaskQuery, Tstamp,
+};
 use crate::store::{BlobRow, Current, MetaRead, StoreError};
 
 /// One store operation on a snapshot's connection.
@@ -70,7 +73,7 @@ fn to_current(
 }
 
 const BLOB_SELECT: &str = "SELECT rname, algorithm, key_id, encrypteddata, encryptednonce, size,
-        sha256plain, inline, created, location FROM blobs";
+        sha256plain, inline, created, location, coalesce(keyed_at, created) FROM blobs";
 
 fn blob_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BlobRow> {
     let algorithm: String = r.get(1)?;
@@ -96,6 +99,7 @@ fn blob_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BlobRow> {
         inline: r.get::<_, Option<Vec<u8>>>(7)?.map(bytes::Bytes::from),
         created: Tstamp::from_i64(r.get(8)?),
         location: r.get(9)?,
+        keyed: Tstamp::from_i64(r.get(10)?),
     })
 }
 
@@ -319,5 +323,41 @@ impl<T: HasConn> MetaRead for T {
 
     fn share_log_since(&self, after: Tstamp, limit: usize) -> Result<Vec<ShareEntry>, StoreError> {
         self.with(|conn| shares::share_log_since(conn, after, limit))
+    }
+
+    fn shares_expired(&self, now: u64, limit: usize) -> Result<Vec<Share>, StoreError> {
+        self.with(|conn| shares::shares_expired(conn, now, limit))
+    }
+
+    fn blobs_beneath(&self, oid: Oid, upto: Tstamp) -> Result<Vec<(Oid, String)>, StoreError> {
+        self.with(|conn| tasks::blobs_beneath(conn, oid, upto))
+    }
+
+    fn task(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
+        self.with(|conn| tasks::task(conn, id))
+    }
+
+    fn tasks(&self, q: &TaskQuery) -> Result<Vec<Task>, StoreError> {
+        self.with(|conn| tasks::tasks(conn, q))
+    }
+
+    fn task_children(&self, parent: TaskId) -> Result<TaskCounts, StoreError> {
+        self.with(|conn| tasks::children(conn, parent))
+    }
+
+    fn failed_children(&self, parent: TaskId) -> Result<Vec<TaskId>, StoreError> {
+        self.with(|conn| tasks::failed_children(conn, parent))
+    }
+
+    fn task_parents(&self, child: TaskId) -> Result<Vec<TaskId>, StoreError> {
+        self.with(|conn| tasks::parents(conn, child))
+    }
+
+    fn queue_stats(&self) -> Result<QueueStats, StoreError> {
+        self.with(tasks::stats)
+    }
+
+    fn next_task_due(&self) -> Result<Option<u64>, StoreError> {
+        self.with(tasks::next_due)
     }
 }

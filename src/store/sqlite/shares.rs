@@ -3,6 +3,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::model::share::Audience;
+use crate::model::share::ShareState;
 use crate::model::{Oid, Share, ShareEntry, ShareId, Tstamp};
 use crate::store::StoreError;
 
@@ -187,9 +188,11 @@ pub(super) fn log_share(conn: &Connection, entry: &ShareEntry) -> Result<(), Sto
     };
     let state = serde_json::to_string(s).map_err(encode)?;
     conn.prepare_cached(
-        "INSERT INTO shares (id, oid, tstamp, audience_claim, audience_value, sharer, parent, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-         ON CONFLICT (id) DO UPDATE SET tstamp = excluded.tstamp, body = excluded.body",
+        "INSERT INTO shares (id, oid, tstamp, audience_claim, audience_value, sharer, parent, body,
+                expires, closed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (id) DO UPDATE SET tstamp = excluded.tstamp, body = excluded.body,
+                expires = excluded.expires, closed = excluded.closed",
     )?
     .execute(params![
         s.id.as_i64(),
@@ -199,7 +202,32 @@ pub(super) fn log_share(conn: &Connection, entry: &ShareEntry) -> Result<(), Sto
         value,
         s.sharer.label,
         s.parent.map(|p| p.as_i64()),
-        state
+        state,
+        s.expires.map(|e| i64::try_from(e.0).unwrap_or(i64::MAX)),
+        !matches!(s.state, ShareState::Pending | ShareState::Accepted),
     ])?;
     Ok(())
+}
+
+/// Open shares whose `expires` is at or before `now` (seconds), at most `limit`.
+pub(super) fn shares_expired(
+    conn: &Connection,
+    now: u64,
+    limit: usize,
+) -> Result<Vec<Share>, StoreError> {
+    let now = i64::try_from(now).unwrap_or(i64::MAX);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut st = conn.prepare_cached(
+        "SELECT id, body FROM shares WHERE closed = 0 AND expires IS NOT NULL AND expires <= ?1
+         ORDER BY expires LIMIT ?2",
+    )?;
+    let rows = st.query_map(params![now, limit], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, body) = row?;
+        out.push(decode("share", id, &body)?);
+    }
+    Ok(out)
 }

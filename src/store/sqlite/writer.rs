@@ -128,6 +128,8 @@ pub(super) struct Writer {
     committing: Arc<AtomicBool>,
     /// Bumped after every COMMIT that kept something.
     commits: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Whether share-log entries also queue a webhook delivery (see `SqliteStore`).
+    outbox: Arc<AtomicBool>,
 }
 
 impl Writer {
@@ -136,12 +138,14 @@ impl Writer {
         clock: Clock,
         committing: Arc<AtomicBool>,
         commits: Arc<tokio::sync::watch::Sender<u64>>,
+        outbox: Arc<AtomicBool>,
     ) -> Self {
         Writer {
             conn,
             clock,
             committing,
             commits,
+            outbox,
         }
     }
 
@@ -227,6 +231,7 @@ impl Writer {
             conn: &self.conn,
             clock: &mut self.clock,
             fault: Cell::new(None),
+            outbox: self.outbox.load(Ordering::Relaxed),
         };
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job.run(&mut ctx)));
         let fault = ctx.fault.take();
@@ -279,6 +284,8 @@ pub struct WriteCtx<'c> {
     /// The first storage failure a statement of this job met: the batch is refused even
     /// if the job went on and returned Ok.
     pub(super) fault: Cell<Option<Failure>>,
+    /// Share-log entries queue webhook deliveries.
+    pub(super) outbox: bool,
 }
 
 impl WriteCtx<'_> {

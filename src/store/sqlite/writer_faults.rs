@@ -88,6 +88,7 @@ fn submit(store: &SqliteStore, kind: Kind, base: u64) -> (Vec<Oid>, Pending<'_>)
                 sha256plain: "00".repeat(32),
                 inline: Some(bytes::Bytes::from(vec![7u8; 3_000])),
                 created: Tstamp(1),
+                keyed: Tstamp(1),
                 location: None,
             })?;
             create(ctx, b, &name(b))

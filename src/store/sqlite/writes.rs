@@ -5,7 +5,9 @@ use rusqlite::{params, OptionalExtension};
 use super::reads::{decode, HasConn};
 use super::writer::WriteCtx;
 use crate::crypto::{BlobAlgorithm, Wrapped};
-use crate::model::{Event, Oid, ShareEntry, ShareId, Tstamp, UserPolicy};
+use crate::model::{
+    Event, NewTask, Oid, ShareEntry, ShareId, Task, TaskId, TaskUpdate, Tstamp, UserPolicy,
+};
 use crate::store::{BlobRow, BlobSwitch, MetaRead, MetaWrite, StoreError};
 
 /// The objects upsert resolves a clash on its primary key itself, so the one unique
@@ -223,6 +225,7 @@ impl MetaWrite for WriteCtx<'_> {
         rname: &str,
         was: &Wrapped,
         to: &BlobSwitch,
+        at: Tstamp,
     ) -> Result<bool, StoreError> {
         self.with(|conn| {
             let (location, inline, w) = match to {
@@ -234,7 +237,7 @@ impl MetaWrite for WriteCtx<'_> {
             let n = conn
                 .prepare_cached(
                     "UPDATE blobs SET location = ?2, inline = ?3, key_id = ?4, encrypteddata = ?5,
-                            encryptednonce = ?6
+                            encryptednonce = ?6, keyed_at = ?10
                      WHERE rname = ?1 AND key_id = ?7 AND encrypteddata = ?8
                        AND encryptednonce = ?9",
                 )?
@@ -247,7 +250,8 @@ impl MetaWrite for WriteCtx<'_> {
                     w.encryptednonce,
                     was.key_id,
                     was.encrypteddata,
-                    was.encryptednonce
+                    was.encryptednonce,
+                    at.as_i64()
                 ])?;
             Ok(n == 1)
         })
@@ -277,5 +281,45 @@ impl MetaWrite for WriteCtx<'_> {
                 ])?;
             Ok(n == 1)
         })
+    }
+
+    fn share_outbox(&self) -> bool {
+        self.outbox
+    }
+
+    fn enqueue_task(&mut self, t: &NewTask, now_ms: u64) -> Result<(TaskId, bool), StoreError> {
+        let id = self.next_oid();
+        self.with(|conn| super::tasks::enqueue(conn, id, t, now_ms))
+    }
+
+    fn link_task(&mut self, parent: TaskId, child: TaskId) -> Result<(), StoreError> {
+        self.with(|conn| super::tasks::link(conn, parent, child))
+    }
+
+    fn lease_task(
+        &mut self,
+        now_ms: u64,
+        node: &str,
+        until_ms: u64,
+    ) -> Result<Option<Task>, StoreError> {
+        self.with(|conn| super::tasks::lease(conn, now_ms, node, until_ms))
+    }
+
+    fn renew_task(&mut self, id: TaskId, node: &str, until_ms: u64) -> Result<bool, StoreError> {
+        self.with(|conn| super::tasks::renew(conn, id, node, until_ms))
+    }
+
+    fn update_task(
+        &mut self,
+        id: TaskId,
+        node: Option<&str>,
+        u: &TaskUpdate,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        self.with(|conn| super::tasks::update(conn, id, node, u, now_ms))
+    }
+
+    fn release_tasks(&mut self, node: &str, now_ms: u64) -> Result<u64, StoreError> {
+        self.with(|conn| super::tasks::release(conn, node, now_ms))
     }
 }
