@@ -40,6 +40,9 @@ pub enum Command {
     /// Share objects and answer shares through the HTTP API (exit 0: done, 1: the server
     /// refused, 2: usage, connection or authentication error).
     Share(crate::share_cli::ShareArgs),
+    /// The task queue (key rotations, expiry sweeps, webhook deliveries) through the HTTP
+    /// API: list, show, retry (exit codes as `vellum share`).
+    Tasks(crate::tasks_cli::TasksArgs),
 }
 
 /// The storage configuration of `serve` (same flags and environment), for the operator's
@@ -105,6 +108,7 @@ pub fn main() -> anyhow::Result<()> {
         Some(Command::Rekey(o)) => rekey(o),
         Some(Command::Import(a)) => crate::import::main(a),
         Some(Command::Share(a)) => crate::share_cli::main(a),
+        Some(Command::Tasks(a)) => crate::tasks_cli::main(a),
         None => serve(cli.serve),
     }
 }

@@ -28,4 +28,5 @@ pub mod share_cli;
 pub mod show;
 pub mod store;
 pub mod tasks;
+pub mod tasks_cli;
 pub mod write;

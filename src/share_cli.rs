@@ -10,15 +10,16 @@ use serde_json::{json, Value};
 
 /// Percent-encodes a path segment or query value (ids are hex; this keeps odd input from
 /// changing the request's shape).
-fn encode_segment(s: &str) -> String {
+pub(crate) fn encode_segment(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 const EXIT_REFUSED: i32 = 1;
-const EXIT_ERROR: i32 = 2;
+pub(crate) const EXIT_ERROR: i32 = 2;
 
+/// How an API client (`vellum share`, `vellum tasks`) reaches the server and says who it is.
 #[derive(Debug, Args)]
-pub struct ShareArgs {
+pub struct ApiArgs {
     /// The server's base URL (including CLIENT_PREFIX if the API is mounted under one).
     #[arg(
         long,
@@ -40,6 +41,12 @@ pub struct ShareArgs {
     /// its TRUSTED_PROXIES).
     #[arg(long, global = true)]
     pub user_dn: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShareArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
     #[command(subcommand)]
     pub command: ShareCommand,
 }
@@ -185,30 +192,42 @@ fn request(cmd: &ShareCommand) -> Result<(reqwest::Method, String, Option<Value>
 
 /// Runs the command; returns the exit status.
 pub fn run(args: ShareArgs) -> i32 {
-    let (method, path, body) = match request(&args.command) {
-        Ok(r) => r,
+    match request(&args.command) {
+        Ok((method, path, body)) => call("vellum share", &args.api, method, &path, body),
         Err(e) => {
             eprintln!("vellum share: {e}");
-            return EXIT_ERROR;
+            EXIT_ERROR
         }
-    };
+    }
+}
+
+/// Sends one request as `api` says and prints the JSON answer; returns the exit status:
+/// 0 on success, 1 when the server refused (its error on stderr), 2 when it could not be
+/// reached or did not know the caller.
+pub fn call(
+    program: &str,
+    api: &ApiArgs,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> i32 {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("vellum share: cannot start: {e}");
+            eprintln!("{program}: cannot start: {e}");
             return EXIT_ERROR;
         }
     };
-    let base = args.url.trim_end_matches('/').to_string();
+    let base = api.url.trim_end_matches('/').to_string();
     rt.block_on(async move {
         let client = reqwest::Client::new();
         let mut rb = client.request(method.clone(), format!("{base}{path}"));
-        if let Some(t) = &args.token {
+        if let Some(t) = &api.token {
             rb = rb.header("userpolicy", t);
-        } else if let Some(dn) = &args.user_dn {
+        } else if let Some(dn) = &api.user_dn {
             rb = rb.header("USER_DN", dn);
         }
         if let Some(b) = body {
@@ -219,7 +238,7 @@ pub fn run(args: ShareArgs) -> i32 {
         let resp = match rb.send().await {
             Ok(r) => r,
             Err(e) => {
-                eprintln!("vellum share: {method} {base}{path}: {e}");
+                eprintln!("{program}: {method} {base}{path}: {e}");
                 return EXIT_ERROR;
             }
         };
@@ -241,7 +260,7 @@ pub fn run(args: ShareArgs) -> i32 {
                 ))
             })
             .unwrap_or(text);
-        eprintln!("vellum share: {}: {message}", status.as_u16());
+        eprintln!("{program}: {}: {message}", status.as_u16());
         if status.as_u16() == 401 {
             EXIT_ERROR
         } else {
@@ -251,7 +270,11 @@ pub fn run(args: ShareArgs) -> i32 {
 }
 
 pub fn main(args: ShareArgs) -> anyhow::Result<()> {
-    let code = run(args);
+    exit(run(args))
+}
+
+/// Flushes what was printed and exits with `code`.
+pub fn exit(code: i32) -> ! {
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     std::process::exit(code)

@@ -108,15 +108,16 @@ pub fn settle_parent(t: &mut dyn MetaWrite, parent: TaskId) -> Result<(), StoreE
     )?;
     if state == TaskState::Done && was != TaskState::Done && task.kind == TaskKind::RotateShare {
         if let Some(share) = task.share.map(|s| t.share(s)).transpose()?.flatten() {
-            let tstamp = t.next_tstamp();
+            // The share itself did not change (its tstamp, a client's precondition, stays):
+            // the entry records what was done about it.
             let entry = ShareEntry {
                 share: share.id,
-                tstamp,
+                tstamp: t.next_tstamp(),
                 kind: ShareChange::Rotated,
                 by: Sharer {
                     label: crate::share::SERVER_LABEL.to_string(),
                 },
-                state: Share { tstamp, ..share },
+                state: share,
             };
             t.log_share(&entry)?;
             after_entry(t, &entry)?;

@@ -207,7 +207,19 @@ fn the_document_lists_exactly_the_error_codes_the_server_has() {
 
 #[tokio::test]
 async fn the_openapi_document_matches_what_the_server_answers() {
-    let app = spawn_app_with(&["--max-file-bytes", "100000"]).await;
+    // Webhook deliveries to a port nothing listens on fail at once, leaving a failed task
+    // to retry.
+    let app = spawn_app_with(&[
+        "--max-file-bytes",
+        "100000",
+        "--share-webhook-url",
+        "http://127.0.0.1:9/hook",
+        "--share-webhook-secret",
+        "s",
+        "--task-max-attempts",
+        "1",
+    ])
+    .await;
     let doc = document();
     let jane = app.token_for("jane");
     let bob = app.token_for("bob");
@@ -408,6 +420,44 @@ async fn the_openapi_document_matches_what_the_server_answers() {
         req(Method::POST, "/shares/redeem", bob, 201).json(redeem.clone()),
         req(Method::POST, "/shares/redeem", bob, 200).json(redeem.clone()),
         req(Method::POST, "/shares/redeem", rob, 410).json(redeem.clone()),
+    ] {
+        c.send(case).await;
+    }
+
+    // The task queue: the revocation above queued a rotation; every entry a delivery that
+    // failed.
+    let failed = loop {
+        let (s, list) = app.get_json("/tasks?kind=webhook&state=failed", jane).await;
+        assert_eq!(s, 200);
+        if let Some(t) = list.as_array().unwrap().first() {
+            break t["id"].as_str().unwrap().to_string();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let (_, list) = app.get_json("/tasks?kind=rotate_share", jane).await;
+    let rotation = list[0]["id"].as_str().unwrap().to_string();
+    let readonly = app.token_for("readonly");
+    for case in [
+        req(Method::GET, "/tasks", jane, 200),
+        req(Method::GET, "/tasks?state=lost", jane, 400),
+        req(Method::GET, "/tasks", None, 401),
+        req(Method::GET, format!("/tasks?oid={home}"), bob, 404),
+        req(Method::GET, format!("/tasks/{rotation}"), jane, 200),
+        req(Method::GET, format!("/tasks/{rotation}"), rob, 404),
+        req(Method::GET, format!("/tasks/{rotation}"), None, 401),
+        req(Method::POST, format!("/tasks/{failed}/retry"), jane, 200),
+        req(Method::POST, format!("/tasks/{rotation}/retry"), jane, 409),
+        req(Method::POST, format!("/tasks/{failed}/retry"), rob, 404),
+        req(Method::POST, format!("/tasks/{failed}/retry"), None, 401),
+        req(
+            Method::POST,
+            format!("/tasks/{failed}/retry"),
+            Some(readonly.as_str()),
+            403,
+        ),
+        req(Method::GET, format!("/tasks/{failed}/retry"), jane, 405),
+        req(Method::POST, "/tasks", jane, 405),
+        req(Method::POST, format!("/tasks/{failed}"), jane, 405),
     ] {
         c.send(case).await;
     }
