@@ -21,7 +21,8 @@ CREATE TABLE tasks (
     lease_owner TEXT,                          -- the node running it
     lease_until INTEGER,                       -- and until when, unless it renews
     after       INTEGER,                       -- rotate_blob: the latest revocation it serves
-    waiting     INTEGER NOT NULL DEFAULT 0     -- a parent waiting for its children
+    waiting     INTEGER NOT NULL DEFAULT 0,    -- a parent waiting for its children
+    open_children INTEGER NOT NULL DEFAULT 0   -- a parent: linked children still to run
 );
 -- One open task per kind and target: a second revocation touching a blob whose rotation
 -- is queued joins that task instead of rotating the blob twice.

@@ -111,6 +111,9 @@ pub struct Task {
     pub after: Option<Tstamp>,
     /// A parent whose own part is done and which waits for its children.
     pub waiting: bool,
+    /// A parent: how many of its children are still to run or running (kept by the store
+    /// as children are linked and change state).
+    pub open_children: u64,
 }
 
 /// A task to queue.

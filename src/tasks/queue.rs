@@ -58,28 +58,20 @@ pub fn after_entry(t: &mut dyn MetaWrite, entry: &ShareEntry) -> Result<(), Stor
     Ok(())
 }
 
-/// Brings a waiting parent's state up to date with its children: still running while any
-/// is open; then failed if any failed, else done. A share's rotation that is done is
-/// recorded in the share's log (`rotated`). Call after a child changed state, in the same
-/// transaction.
+/// Settles a waiting parent once none of its children is still to run: failed if any
+/// failed, else done. A share's rotation that is done is recorded in the share's log
+/// (`rotated`). Call after a child changed state, in the same transaction. (The store keeps
+/// the open-children count; the full tally is taken once, here at the end, and on reads.)
 pub fn settle_parent(t: &mut dyn MetaWrite, parent: TaskId) -> Result<(), StoreError> {
     let Some(task) = t.task(parent)? else {
         return Ok(());
     };
-    if !task.waiting {
+    if !task.waiting || task.open_children > 0 || !task.state.is_open() {
         return Ok(());
     }
     let counts = t.task_children(parent)?;
     let total = counts.total();
-    let (state, report) = if counts.open() > 0 {
-        (
-            TaskState::InProgress,
-            format!(
-                "{} of {total} versions done, {} failed",
-                counts.done, counts.failed
-            ),
-        )
-    } else if counts.failed > 0 {
+    let (state, report) = if counts.failed > 0 {
         (
             TaskState::Failed,
             format!(
@@ -93,20 +85,19 @@ pub fn settle_parent(t: &mut dyn MetaWrite, parent: TaskId) -> Result<(), StoreE
             format!("every version ({total}) is under a fresh data key"),
         )
     };
-    let was = task.state;
     t.update_task(
         parent,
         None,
         &TaskUpdate {
             state,
-            report: Some(report.clone()),
+            report: Some(report),
             run_after_ms: None,
             waiting: None,
             attempts: None,
         },
         now_ms(),
     )?;
-    if state == TaskState::Done && was != TaskState::Done && task.kind == TaskKind::RotateShare {
+    if state == TaskState::Done && task.kind == TaskKind::RotateShare {
         if let Some(share) = task.share.map(|s| t.share(s)).transpose()?.flatten() {
             // The share itself did not change (its tstamp, a client's precondition, stays):
             // the entry records what was done about it.

@@ -8,8 +8,14 @@ use crate::model::{
 };
 use crate::store::StoreError;
 
-const SELECT: &str = "SELECT id, kind, target, oid, share, actor, sharer, state, attempts, report,
-        created, updated, run_after, lease_owner, lease_until, after, waiting FROM tasks";
+/// A task row's columns, in `from_row`'s order.
+macro_rules! columns {
+    () => {
+        "id, kind, target, oid, share, actor, sharer, state, attempts, report, created, updated,
+         run_after, lease_owner, lease_until, after, waiting, open_children"
+    };
+}
+const SELECT: &str = concat!("SELECT ", columns!(), " FROM tasks");
 
 fn ms(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -43,6 +49,7 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Task> {
         lease_until_ms: r.get::<_, Option<i64>>(14)?.map(|v| v.max(0) as u64),
         after: r.get::<_, Option<i64>>(15)?.map(Tstamp::from_i64),
         waiting: r.get(16)?,
+        open_children: r.get::<_, i64>(17)?.max(0) as u64,
     })
 }
 
@@ -193,40 +200,90 @@ pub(super) fn enqueue(
 }
 
 pub(super) fn link(conn: &Connection, parent: TaskId, child: TaskId) -> Result<(), StoreError> {
-    conn.prepare_cached("INSERT OR IGNORE INTO task_links (parent, child) VALUES (?1, ?2)")?
+    let added = conn
+        .prepare_cached("INSERT OR IGNORE INTO task_links (parent, child) VALUES (?1, ?2)")?
         .execute(params![parent.as_i64(), child.as_i64()])?;
+    if added == 1 {
+        conn.prepare_cached(
+            "UPDATE tasks SET open_children = open_children + 1
+             WHERE id = ?1 AND (SELECT state FROM tasks WHERE id = ?2) IN ('todo', 'in_progress')",
+        )?
+        .execute(params![parent.as_i64(), child.as_i64()])?;
+    }
     Ok(())
 }
 
-/// Leases the next task that may run: one due, or one whose holder's lease ran out (not a
-/// parent waiting for its children). A webhook waits while an earlier one of its share is
-/// not done: deliveries go out in order per share.
+fn is_open(state: &str) -> bool {
+    state == "todo" || state == "in_progress"
+}
+
+/// Keeps the parents' `open_children` true when `child` goes from `was` to `now`.
+fn count_for_parents(
+    conn: &Connection,
+    child: TaskId,
+    was: &str,
+    now: &str,
+) -> Result<(), StoreError> {
+    let delta: i64 = match (is_open(was), is_open(now)) {
+        (true, false) => -1,
+        (false, true) => 1,
+        _ => return Ok(()),
+    };
+    conn.prepare_cached(
+        "UPDATE tasks SET open_children = max(open_children + ?2, 0)
+         WHERE id IN (SELECT parent FROM task_links WHERE child = ?1)",
+    )?
+    .execute(params![child.as_i64(), delta])?;
+    Ok(())
+}
+
+/// Leases the next task that may run: one due, or else one whose holder's lease ran out
+/// (not a parent waiting for its children). A webhook waits while an earlier one of its
+/// share is not done: deliveries go out in order per share. Each step walks an index
+/// (`tasks_runnable`), so finished tasks cost nothing here.
 pub(super) fn lease(
     conn: &Connection,
     now_ms: u64,
     node: &str,
     until_ms: u64,
 ) -> Result<Option<Task>, StoreError> {
+    const WEBHOOK_IN_ORDER: &str = "NOT (t.kind = 'webhook' AND EXISTS (
+            SELECT 1 FROM tasks p
+            WHERE p.share = t.share AND p.kind = 'webhook' AND p.id < t.id
+              AND p.state != 'done'))";
+    let due: Option<i64> = conn
+        .prepare_cached(&format!(
+            "SELECT t.id FROM tasks t
+             WHERE t.state = 'todo' AND t.run_after <= ?1 AND {WEBHOOK_IN_ORDER}
+             ORDER BY t.run_after, t.id LIMIT 1"
+        ))?
+        .query_row([ms(now_ms)], |r| r.get(0))
+        .optional()?;
+    let id = match due {
+        Some(id) => Some(id),
+        None => conn
+            .prepare_cached(&format!(
+                "SELECT t.id FROM tasks t
+                 WHERE t.state = 'in_progress' AND t.waiting = 0 AND t.lease_until < ?1
+                   AND {WEBHOOK_IN_ORDER}
+                 ORDER BY t.lease_until LIMIT 1"
+            ))?
+            .query_row([ms(now_ms)], |r| r.get(0))
+            .optional()?,
+    };
+    let Some(id) = id else {
+        return Ok(None);
+    };
     let sql = format!(
         "UPDATE tasks SET state = 'in_progress', lease_owner = ?2, lease_until = ?3,
                 attempts = attempts + 1, updated = ?1
-         WHERE id = (
-            SELECT t.id FROM tasks t
-            WHERE ((t.state = 'todo' AND t.run_after <= ?1)
-                   OR (t.state = 'in_progress' AND t.waiting = 0 AND t.lease_until < ?1))
-              AND NOT (t.kind = 'webhook' AND EXISTS (
-                    SELECT 1 FROM tasks p
-                    WHERE p.share = t.share AND p.kind = 'webhook' AND p.id < t.id
-                      AND p.state != 'done'))
-            ORDER BY t.run_after, t.id LIMIT 1)
+         WHERE id = ?4
          RETURNING {}",
-        SELECT
-            .trim_start_matches("SELECT ")
-            .trim_end_matches(" FROM tasks")
+        columns!()
     );
     Ok(conn
         .prepare_cached(&sql)?
-        .query_row(params![ms(now_ms), node, ms(until_ms)], from_row)
+        .query_row(params![ms(now_ms), node, ms(until_ms), id], from_row)
         .optional()?)
 }
 
@@ -254,6 +311,13 @@ pub(super) fn update(
     u: &TaskUpdate,
     now_ms: u64,
 ) -> Result<bool, StoreError> {
+    let was: Option<String> = conn
+        .prepare_cached("SELECT state FROM tasks WHERE id = ?1")?
+        .query_row([id.as_i64()], |r| r.get(0))
+        .optional()?;
+    let Some(was) = was else {
+        return Ok(false);
+    };
     let n = conn
         .prepare_cached(
             "UPDATE tasks SET state = ?3, report = coalesce(?4, report),
@@ -280,6 +344,9 @@ pub(super) fn update(
             }
             _ => StoreError::from(e),
         })?;
+    if n == 1 {
+        count_for_parents(conn, id, &was, u.state.as_str())?;
+    }
     Ok(n == 1)
 }
 
