@@ -735,7 +735,7 @@ pub fn change(
     };
     record(t, access, &changed, ShareChange::Changed)?;
     if stops_reading {
-        crate::tasks::queue::rotation(t, &changed, access.identity.claims.label())?;
+        crate::tasks::queue::rotation(t, &changed)?;
     }
     if narrowed {
         narrow_through(t, access, &changed)?;
@@ -785,7 +785,7 @@ fn narrow_through(t: &mut dyn MetaWrite, access: &Access, parent: &Share) -> Res
             };
             record(t, access, &narrowed, ShareChange::Changed)?;
             if stops_reading {
-                crate::tasks::queue::rotation(t, &narrowed, access.identity.claims.label())?;
+                crate::tasks::queue::rotation(t, &narrowed)?;
             }
             todo.push((narrowed.id, keep, until));
         }
@@ -849,7 +849,7 @@ fn close_by(t: &mut dyn MetaWrite, by: &str, share: Share, to: ShareState) -> Re
     };
     record_by(t, by, &closed, kind)?;
     if granted {
-        crate::tasks::queue::rotation(t, &closed, by)?;
+        crate::tasks::queue::rotation(t, &closed)?;
     }
     Ok(closed)
 }

@@ -247,7 +247,15 @@ async fn run(
         (Endpoint::Healthz, _) => healthz(state).await,
         (Endpoint::Config, _) => Ok(body::json(StatusCode::OK, &state.public_config())),
         (Endpoint::Metrics, _) => {
-            let queue = state.store.read(|s| s.queue_stats()).await?;
+            // The queue's gauges come from the store; if it cannot answer, the rest of the
+            // metrics still do.
+            let queue = match state.store.read(|s| s.queue_stats()).await {
+                Ok(q) => q,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the task queue for /metrics");
+                    Default::default()
+                }
+            };
             let text = state.metrics.render(
                 state.policy.stats(),
                 crate::metrics::Held {

@@ -288,6 +288,9 @@ pub trait MetaWrite: MetaRead {
     ) -> Result<bool, StoreError>;
     /// Gives back every lease `node` holds (a clean shutdown); returns how many.
     fn release_tasks(&mut self, node: &str, now_ms: u64) -> Result<u64, StoreError>;
+    /// Forgets at most `limit` tasks done before `before_ms` (with their links), keeping
+    /// any that a parent not yet done still counts. Returns how many.
+    fn prune_tasks(&mut self, before_ms: u64, limit: usize) -> Result<u64, StoreError>;
 }
 
 /// What `vellum fsck` finds in the log itself: how many events there are, and each

@@ -15,10 +15,13 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Queues the key rotation of every file version `share` let its recipients read, by the
-/// identity labelled `actor`. The versions are those at or before the share's latest tstamp
-/// (the change that ended its reading): later ones were never readable through it.
-pub fn rotation(t: &mut dyn MetaWrite, share: &Share, actor: &str) -> Result<TaskId, StoreError> {
+/// Queues the key rotation of every file version `share` let its recipients read. The
+/// versions are those at or before the share's latest tstamp (the change that ended its
+/// reading): later ones were never readable through it. The task is the sharer's (and
+/// visible to the object's owners), whoever ended the share: a recipient who leaves does
+/// not get to watch the content they left being rotated.
+pub fn rotation(t: &mut dyn MetaWrite, share: &Share) -> Result<TaskId, StoreError> {
+    let actor = share.sharer.label.as_str();
     let (id, _) = t.enqueue_task(
         &NewTask {
             kind: TaskKind::RotateShare,

@@ -13,6 +13,10 @@ use super::runner::{Outcome, TaskContext};
 const QUEUE_PAGE: usize = 500;
 /// Shares recorded as expired per transaction.
 const SWEEP_PAGE: usize = 200;
+/// How long a finished task stays listed before the sweep forgets it.
+const DONE_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Finished tasks forgotten per transaction.
+const PRUNE_PAGE: usize = 1000;
 /// How long a rotation waits for downloads still reading a blob's old object before it
 /// deletes it anyway (such a download then fails cleanly; it never mixes bytes).
 const OLD_OBJECT_GRACE: Duration = Duration::from_secs(120);
@@ -135,8 +139,25 @@ pub(super) async fn sweep(ctx: &Arc<TaskContext>) -> Result<Outcome, String> {
             break;
         }
     }
+    // Finished tasks are kept a week for their owners to look at, then forgotten (the
+    // share log keeps what they did), so the queue does not grow without end.
+    let before = now_ms().saturating_sub(DONE_RETENTION.as_millis() as u64);
+    let mut pruned = 0u64;
+    loop {
+        let n = ctx
+            .store
+            .write(move |t| t.prune_tasks(before, PRUNE_PAGE))
+            .await
+            .map_err(|e| e.to_string())?;
+        pruned += n;
+        if (n as usize) < PRUNE_PAGE {
+            break;
+        }
+    }
     Ok(Outcome::Again {
-        report: format!("last sweep recorded {total} expired shares"),
+        report: format!(
+            "last sweep recorded {total} expired shares and forgot {pruned} tasks finished over a week ago"
+        ),
         after: ctx.config.sweep_interval,
     })
 }

@@ -403,3 +403,26 @@ pub(super) fn next_due(conn: &Connection) -> Result<Option<u64>, StoreError> {
     }
     .map(|v| v.max(0) as u64))
 }
+
+pub(super) fn prune(conn: &Connection, before_ms: u64, limit: usize) -> Result<u64, StoreError> {
+    let mut st = conn.prepare_cached(
+        "SELECT t.id FROM tasks t
+         WHERE t.state = 'done' AND t.updated < ?1
+           AND NOT EXISTS (SELECT 1 FROM task_links l JOIN tasks p ON p.id = l.parent
+                           WHERE l.child = t.id AND p.state != 'done')
+         LIMIT ?2",
+    )?;
+    let ids: Vec<i64> = st
+        .query_map(
+            params![ms(before_ms), i64::try_from(limit).unwrap_or(i64::MAX)],
+            |r| r.get(0),
+        )?
+        .collect::<Result<_, _>>()?;
+    for id in &ids {
+        conn.prepare_cached("DELETE FROM task_links WHERE parent = ?1 OR child = ?1")?
+            .execute([id])?;
+        conn.prepare_cached("DELETE FROM tasks WHERE id = ?1")?
+            .execute([id])?;
+    }
+    Ok(ids.len() as u64)
+}

@@ -433,3 +433,201 @@ fn a_reopened_store_keeps_its_clock_ahead_of_the_share_log_too() {
         "the feed's high-water mark counts share entries"
     );
 }
+
+fn new_task(
+    kind: crate::model::TaskKind,
+    target: &str,
+    share: Option<u64>,
+) -> crate::model::NewTask {
+    crate::model::NewTask {
+        kind,
+        target: target.into(),
+        oid: None,
+        share: share.map(Oid),
+        actor: Some("a".into()),
+        sharer: None,
+        after: Some(Tstamp(5)),
+        run_after_ms: 0,
+    }
+}
+
+fn done(state: crate::model::TaskState) -> crate::model::TaskUpdate {
+    crate::model::TaskUpdate {
+        state,
+        report: None,
+        run_after_ms: None,
+        waiting: None,
+        attempts: None,
+    }
+}
+
+#[test]
+fn a_task_is_leased_to_one_node_at_a_time_until_its_lease_runs_out() {
+    use crate::model::{TaskKind, TaskState};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), &SqliteConfig::NORMAL).unwrap();
+    rt().block_on(async {
+        let (id, new) = store
+            .write(|t| t.enqueue_task(&new_task(TaskKind::RotateBlob, "r1", None), 10))
+            .await
+            .unwrap();
+        assert!(new);
+        // Queueing the same work again joins it, raising its `after`.
+        let mut again = new_task(TaskKind::RotateBlob, "r1", None);
+        again.after = Some(Tstamp(9));
+        let (same, new) = store
+            .write(move |t| t.enqueue_task(&again, 11))
+            .await
+            .unwrap();
+        assert_eq!((same, new), (id, false));
+        let a = store
+            .write(|t| t.lease_task(100, "a", 200))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((a.id, a.attempts, a.after), (id, 1, Some(Tstamp(9))));
+        // Held: nobody else gets it, until the lease has run out.
+        assert!(store
+            .write(|t| t.lease_task(150, "b", 250))
+            .await
+            .unwrap()
+            .is_none());
+        assert!(!store
+            .write(move |t| t.renew_task(id, "b", 300))
+            .await
+            .unwrap());
+        let b = store
+            .write(|t| t.lease_task(201, "b", 400))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (b.id, b.attempts, b.lease_owner.as_deref()),
+            (id, 2, Some("b"))
+        );
+        // The first holder can no longer record an outcome; the second can.
+        let up = done(TaskState::Done);
+        let u2 = up.clone();
+        assert!(!store
+            .write(move |t| t.update_task(id, Some("a"), &up, 300))
+            .await
+            .unwrap());
+        assert!(store
+            .write(move |t| t.update_task(id, Some("b"), &u2, 300))
+            .await
+            .unwrap());
+        assert!(store
+            .write(|t| t.lease_task(1000, "a", 2000))
+            .await
+            .unwrap()
+            .is_none());
+        // Done, the same work may be queued anew.
+        let (next, new) = store
+            .write(|t| t.enqueue_task(&new_task(TaskKind::RotateBlob, "r1", None), 12))
+            .await
+            .unwrap();
+        assert!(new && next != id);
+    });
+}
+
+#[test]
+fn webhooks_of_one_share_are_leased_in_order_and_a_parent_counts_its_open_children() {
+    use crate::model::{TaskKind, TaskState};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path(), &SqliteConfig::NORMAL).unwrap();
+    rt().block_on(async {
+        let ids = store
+            .write(|t| -> Result<Vec<Oid>, StoreError> {
+                let mut ids = Vec::new();
+                for (target, share) in [("s1/1", 1), ("s1/2", 1), ("s2/1", 2)] {
+                    ids.push(
+                        t.enqueue_task(&new_task(TaskKind::Webhook, target, Some(share)), 1)?
+                            .0,
+                    );
+                }
+                Ok(ids)
+            })
+            .await
+            .unwrap();
+        let first = store
+            .write(|t| t.lease_task(10, "n", 100))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.id, ids[0]);
+        // s1's second entry waits for its first; s2's does not.
+        let next = store
+            .write(|t| t.lease_task(10, "n", 100))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(next.id, ids[2]);
+        assert!(store
+            .write(|t| t.lease_task(10, "n", 100))
+            .await
+            .unwrap()
+            .is_none());
+        let failed = done(TaskState::Failed);
+        let id0 = ids[0];
+        store
+            .write(move |t| t.update_task(id0, Some("n"), &failed, 20))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .write(|t| t.lease_task(30, "n", 100))
+                .await
+                .unwrap()
+                .is_none(),
+            "a failed delivery holds back the later ones of its share"
+        );
+
+        // A parent and three children: the count follows their states.
+        let (parent, kids) = store
+            .write(|t| -> Result<(Oid, Vec<Oid>), StoreError> {
+                let (p, _) = t.enqueue_task(&new_task(TaskKind::RotateShare, "s9", Some(9)), 1)?;
+                let mut kids = Vec::new();
+                for r in ["x", "y", "z"] {
+                    let (c, _) = t.enqueue_task(&new_task(TaskKind::RotateBlob, r, Some(9)), 1)?;
+                    t.link_task(p, c)?;
+                    t.link_task(p, c)?; // twice changes nothing
+                    kids.push(c);
+                }
+                Ok((p, kids))
+            })
+            .await
+            .unwrap();
+        let open = |store: &SqliteStore| {
+            store
+                .read_blocking(|s| s.task(parent))
+                .unwrap()
+                .unwrap()
+                .open_children
+        };
+        assert_eq!(open(&store), 3);
+        for (i, kid) in kids.iter().enumerate() {
+            let kid = *kid;
+            let state = if i == 0 {
+                TaskState::Failed
+            } else {
+                TaskState::Done
+            };
+            let u = done(state);
+            store
+                .write(move |t| t.update_task(kid, None, &u, 40))
+                .await
+                .unwrap();
+        }
+        assert_eq!(open(&store), 0);
+        let counts = store.read_blocking(|s| s.task_children(parent)).unwrap();
+        assert_eq!((counts.done, counts.failed, counts.total()), (2, 1, 3));
+        // A retried child is open again.
+        let k0 = kids[0];
+        let u = done(TaskState::Todo);
+        store
+            .write(move |t| t.update_task(k0, None, &u, 50))
+            .await
+            .unwrap();
+        assert_eq!(open(&store), 1);
+    });
+}

@@ -322,4 +322,8 @@ impl MetaWrite for WriteCtx<'_> {
     fn release_tasks(&mut self, node: &str, now_ms: u64) -> Result<u64, StoreError> {
         self.with(|conn| super::tasks::release(conn, node, now_ms))
     }
+
+    fn prune_tasks(&mut self, before_ms: u64, limit: usize) -> Result<u64, StoreError> {
+        self.with(|conn| super::tasks::prune(conn, before_ms, limit))
+    }
 }
