@@ -28,6 +28,7 @@ CREATE TABLE tasks (
 -- is queued joins that task instead of rotating the blob twice.
 CREATE UNIQUE INDEX tasks_open ON tasks (kind, target) WHERE state IN ('todo', 'in_progress');
 CREATE INDEX tasks_runnable ON tasks (state, run_after);
+CREATE INDEX tasks_by_target ON tasks (target);
 CREATE INDEX tasks_by_share ON tasks (share, kind, id) WHERE share IS NOT NULL;
 CREATE INDEX tasks_by_actor ON tasks (actor, id);
 CREATE INDEX tasks_by_sharer ON tasks (sharer, id);

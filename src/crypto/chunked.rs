@@ -10,8 +10,8 @@
 
 use std::fmt;
 
-use aes_gcm::aead::AeadInOut;
-use aes_gcm::{Aes256Gcm, Nonce, Tag};
+use std::sync::Arc;
+
 use aws_lc_rs::aead::{self, LessSafeKey};
 use rand_core::{OsRng, RngCore};
 
@@ -52,7 +52,7 @@ fn chunk_len_allowed(index: u64, plain_len: usize, chunk_size: u32, last: bool) 
 
 /// Seals the chunks of one blob, in order. Build a new one (new random nonce prefix) per blob.
 pub struct Encryptor {
-    /// AWS-LC's AES-256-GCM: see `aws-lc-rs` in `Cargo.toml`. (Opening stays with aes-gcm.)
+    /// AWS-LC's AES-256-GCM: see `aws-lc-rs` in `Cargo.toml`.
     key: LessSafeKey,
     header: Header,
     aad: Vec<u8>,
@@ -182,9 +182,11 @@ impl Encryptor {
 }
 
 /// Opens single chunks of one blob, in any order, from any number of threads (`&self`).
+/// AWS-LC's AES-256-GCM, as sealing: several times aes-gcm's speed (opening was 3.4 GB/s
+/// with aes-gcm), and assembly, so unoptimised test builds read at the same speed.
 #[derive(Clone)]
 pub struct Decryptor {
-    cipher: Aes256Gcm,
+    key: Arc<LessSafeKey>,
     header: Header,
     aad: Vec<u8>,
 }
@@ -202,15 +204,15 @@ impl Decryptor {
     /// [`HEADER_LEN`] bytes). A wrong DEK or blob id is only noticed when a chunk is opened.
     pub fn new(dek: &Dek, blob_id: &[u8], header_bytes: &[u8]) -> Result<Self> {
         Ok(Self::from_parts(
-            dek.cipher(),
+            Arc::new(dek.sealing_key()),
             blob_id,
             Header::parse(header_bytes)?,
         ))
     }
 
-    fn from_parts(cipher: Aes256Gcm, blob_id: &[u8], header: Header) -> Self {
+    fn from_parts(key: Arc<LessSafeKey>, blob_id: &[u8], header: Header) -> Self {
         Self {
-            cipher,
+            key,
             aad: chunk_aad(&header, blob_id),
             header,
         }
@@ -247,15 +249,13 @@ impl Decryptor {
             return Err(CryptoError::ChunkLength { index, len });
         }
         let plain_len = len - TAG_LEN;
-        let tag = Tag::from(<[u8; TAG_LEN]>::try_from(&buf[plain_len..]).expect("16 bytes"));
         let nonce = chunk_nonce(&self.header.nonce_prefix(), index, is_last);
-        match self.cipher.decrypt_inout_detached(
-            &Nonce::from(nonce),
-            &self.aad,
-            (&mut buf[..plain_len]).into(),
-            &tag,
+        match self.key.open_in_place(
+            aead::Nonce::assume_unique_for_key(nonce),
+            aead::Aad::from(&self.aad[..]),
+            &mut buf[..],
         ) {
-            Ok(()) => {
+            Ok(_) => {
                 buf.truncate(plain_len);
                 Ok(())
             }
@@ -469,7 +469,7 @@ impl Drop for SealedChunks<'_> {
 
 enum Stage {
     Header {
-        cipher: Aes256Gcm,
+        key: Arc<LessSafeKey>,
         blob_id: Vec<u8>,
         got: Vec<u8>,
     },
@@ -519,7 +519,7 @@ impl ChunkOpener {
     pub fn new(dek: &Dek, blob_id: &[u8]) -> Self {
         Self {
             stage: Stage::Header {
-                cipher: dek.cipher(),
+                key: Arc::new(dek.sealing_key()),
                 blob_id: blob_id.to_vec(),
                 got: Vec::with_capacity(HEADER_LEN),
             },
@@ -639,11 +639,8 @@ impl ChunkOpener {
                     if got.len() < HEADER_LEN {
                         return None;
                     }
-                    let Stage::Header {
-                        cipher,
-                        blob_id,
-                        got,
-                    } = std::mem::replace(&mut self.stage, Stage::Failed)
+                    let Stage::Header { key, blob_id, got } =
+                        std::mem::replace(&mut self.stage, Stage::Failed)
                     else {
                         unreachable!()
                     };
@@ -661,7 +658,7 @@ impl ChunkOpener {
                         }
                     }
                     self.buf = Vec::with_capacity(header.chunk_size() as usize + TAG_LEN);
-                    self.stage = Stage::Body(Decryptor::from_parts(cipher, &blob_id, header));
+                    self.stage = Stage::Body(Decryptor::from_parts(key, &blob_id, header));
                 }
                 Stage::Body(dec) => {
                     if self.done {

@@ -52,10 +52,6 @@ impl Dek {
         LessSafeKey::new(key)
     }
 
-    pub(crate) fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new((&*self.0).into())
-    }
-
     /// The key as base64, for callers with the `blobkey` privilege (SPEC §3) only.
     pub fn expose_base64(&self) -> String {
         STANDARD.encode(&self.0[..])

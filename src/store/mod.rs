@@ -205,6 +205,8 @@ pub trait MetaRead {
     fn task_children(&self, parent: TaskId) -> Result<TaskCounts, StoreError>;
     /// The failed children of `parent`.
     fn failed_children(&self, parent: TaskId) -> Result<Vec<TaskId>, StoreError>;
+    /// The child of `parent` with this target, if one is linked (in any state).
+    fn task_child_for(&self, parent: TaskId, target: &str) -> Result<Option<TaskId>, StoreError>;
     /// The parents `child` is linked to.
     fn task_parents(&self, child: TaskId) -> Result<Vec<TaskId>, StoreError>;
     fn queue_stats(&self) -> Result<QueueStats, StoreError>;

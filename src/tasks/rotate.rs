@@ -23,7 +23,7 @@ const OLD_OBJECT_GRACE: Duration = Duration::from_secs(120);
 
 /// A share's rotation: queues one rotation per blob of every file version the share let
 /// its recipients read (joining any already queued), then waits for them. Safe to run
-/// again after a crash: joining is idempotent.
+/// again after a crash: a blob already linked to it is skipped.
 pub(super) async fn expand(ctx: &Arc<TaskContext>, task: &Task) -> Result<Outcome, String> {
     let Some(share_id) = task.share else {
         return Ok(Outcome::Done("no share named".into()));
@@ -53,6 +53,11 @@ pub(super) async fn expand(ctx: &Arc<TaskContext>, task: &Task) -> Result<Outcom
             .write(move |t| -> Result<(), crate::store::StoreError> {
                 let now = now_ms();
                 for (oid, rname) in page {
+                    // Queued by an earlier run of this expansion that was cut off: done, or
+                    // failed and waiting for a retry of this task, it counts once.
+                    if t.task_child_for(parent.id, &rname)?.is_some() {
+                        continue;
+                    }
                     let (child, _) = t.enqueue_task(
                         &NewTask {
                             kind: TaskKind::RotateBlob,

@@ -263,7 +263,8 @@ fn known_answer_v1() {
     );
 
     // The same bytes from first principles: nonce = prefix ‖ BE32 index ‖ flag, AAD = header ‖ blob id.
-    use aes_gcm::aead::KeyInit;
+    use aes_gcm::aead::{AeadInOut, KeyInit};
+    use aes_gcm::{Aes256Gcm, Nonce};
     let gcm = Aes256Gcm::new_from_slice(&std::array::from_fn::<u8, 32, _>(|i| i as u8)).unwrap();
     let mut aad = stored[..16].to_vec();
     aad.extend_from_slice(b"558/158340da6ed32558");

@@ -360,4 +360,8 @@ impl<T: HasConn> MetaRead for T {
     fn next_task_due(&self) -> Result<Option<u64>, StoreError> {
         self.with(tasks::next_due)
     }
+
+    fn task_child_for(&self, parent: TaskId, target: &str) -> Result<Option<TaskId>, StoreError> {
+        self.with(|conn| tasks::child_for(conn, parent, target))
+    }
 }

@@ -144,9 +144,12 @@ pub(super) fn stats(conn: &Connection) -> Result<QueueStats, StoreError> {
             _ => {}
         }
     }
+    // The recurring sweep's row lives as long as the store: it counts from when its next
+    // run is due, not from when it was first queued (else the age would be the uptime).
     out.oldest_open_ms = conn
         .prepare_cached(
-            "SELECT min(created) FROM tasks WHERE state IN ('todo', 'in_progress') AND waiting = 0",
+            "SELECT min(CASE kind WHEN 'expiry_sweep' THEN run_after ELSE created END)
+             FROM tasks WHERE state IN ('todo', 'in_progress') AND waiting = 0",
         )?
         .query_row([], |r| r.get::<_, Option<i64>>(0))?
         .map(|v| v.max(0) as u64);
@@ -425,4 +428,20 @@ pub(super) fn prune(conn: &Connection, before_ms: u64, limit: usize) -> Result<u
             .execute([id])?;
     }
     Ok(ids.len() as u64)
+}
+
+pub(super) fn child_for(
+    conn: &Connection,
+    parent: TaskId,
+    target: &str,
+) -> Result<Option<TaskId>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT t.id FROM tasks t WHERE t.target = ?2
+               AND EXISTS (SELECT 1 FROM task_links l WHERE l.parent = ?1 AND l.child = t.id)
+             LIMIT 1",
+        )?
+        .query_row(params![parent.as_i64(), target], |r| r.get::<_, i64>(0))
+        .optional()?
+        .map(Oid::from_i64))
 }
