@@ -1830,3 +1830,97 @@ async fn metrics_show_the_queue_the_running_and_the_failed_tasks() {
     // Nothing but the sweep's next run is waiting: nothing is old.
     assert_eq!(m["vellum_task_oldest_age_seconds"], 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recipient_leaving_and_a_change_that_takes_away_reading_both_rotate_as_the_sharers_tasks()
+{
+    let app = spawn_app().await;
+    let (jane, bob) = (app.token_for("jane"), app.token_for("bob"));
+    let rob = app.token_for("rob");
+    let (folder, note) = janes_docs(&app).await;
+    let key_of = |rows: &HashMap<String, BlobRow>| rows.values().next().unwrap().wrapped.clone();
+    let k0 = key_of(&blob_rows(&app.data_dir).await);
+
+    // Bob leaves a share he held: the content he read gets a fresh key; the task is Jane's
+    // (the sharer's), not Bob's.
+    let to_bob = share(
+        &app,
+        &jane,
+        json!({"oid": folder, "audience": email(BOB), "role": "reader"}),
+    )
+    .await;
+    let id = to_bob["id"].as_str().unwrap();
+    let (s, _) = call(&app, "DELETE", &format!("/shares/{id}"), Some(&bob), None).await;
+    assert_eq!(s, 200);
+    let task = rotation_of(&app, &jane, id).await;
+    let task = wait_task(
+        &app,
+        &jane,
+        task["id"].as_str().unwrap(),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(task["state"], "done", "{task}");
+    let (s, mine) = call(&app, "GET", "/tasks?kind=rotate_share", Some(&bob), None).await;
+    assert_eq!(
+        (s, mine),
+        (200, json!([])),
+        "the leaver does not watch the rotation"
+    );
+    let k1 = key_of(&blob_rows(&app.data_dir).await);
+    assert_ne!(k1, k0);
+
+    // A change that leaves Rob only C (no R, no X) rotates what he could read.
+    let to_rob = share(
+        &app,
+        &jane,
+        json!({"oid": folder, "audience": email("rob.jonhson@email.com"), "role": "writer"}),
+    )
+    .await;
+    let rid = to_rob["id"].as_str().unwrap();
+    assert_eq!(status(&app, &format!("/stream/{note}"), &rob).await, 200);
+    let (s, v) = call(
+        &app,
+        "PATCH",
+        &format!("/shares/{rid}"),
+        Some(&jane),
+        Some(&json!({"letters": ["C"]})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(status(&app, &format!("/stream/{note}"), &rob).await, 404);
+    let task = rotation_of(&app, &jane, rid).await;
+    let task = wait_task(
+        &app,
+        &jane,
+        task["id"].as_str().unwrap(),
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(task["state"], "done", "{task}");
+    let k2 = key_of(&blob_rows(&app.data_dir).await);
+    assert_ne!(k2, k1);
+    // A change that keeps reading rotates nothing.
+    let to_bob = share(
+        &app,
+        &jane,
+        json!({"oid": folder, "audience": email(BOB), "role": "writer"}),
+    )
+    .await;
+    let bid = to_bob["id"].as_str().unwrap();
+    let (s, _) = call(
+        &app,
+        "PATCH",
+        &format!("/shares/{bid}"),
+        Some(&jane),
+        Some(&json!({"role": "reader"})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (_, list) = call(&app, "GET", "/tasks?kind=rotate_share", Some(&jane), None).await;
+    assert!(
+        list.as_array().unwrap().iter().all(|t| t["share"] != bid),
+        "{list}"
+    );
+    assert_eq!(key_of(&blob_rows(&app.data_dir).await), k2);
+}
