@@ -2189,3 +2189,171 @@ async fn after_a_revocations_200_every_request_is_refused_while_a_download_begun
         "every byte received is the file's"
     );
 }
+
+/// Who asks, in the access matrix.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Who {
+    Sharer,
+    Pending,
+    Accepted,
+    Stranger,
+    Anonymous,
+    Readonly,
+}
+
+#[tokio::test]
+async fn every_share_and_object_endpoint_answers_each_kind_of_caller_as_the_matrix_says() {
+    use Who::*;
+    let app = spawn_app().await;
+    let (jane, bob, rob) = (
+        app.token_for("jane"),
+        app.token_for("bob"),
+        app.token_for("rob"),
+    );
+    let readonly = app.token_for("readonly");
+    let (folder, note) = janes_docs(&app).await;
+    let offer = share(
+        &app,
+        &jane,
+        json!({"oid": folder, "audience": email(BOB), "role": "reader", "terms": "t",
+               "acceptance": "required"}),
+    )
+    .await;
+    let id = offer["id"].as_str().unwrap().to_string();
+    let token = |w: Who| -> Option<&str> {
+        match w {
+            Sharer => Some(&jane),
+            Pending | Accepted => Some(&bob),
+            Stranger => Some(&rob),
+            Anonymous => None,
+            Readonly => Some(&readonly),
+        }
+    };
+    // (method, path, body) → the status for Sharer, Pending, Accepted, Stranger, Anonymous,
+    // Readonly. Nothing here changes the store: the writes are refused, or change nothing
+    // that matters (a PATCH of the message).
+    let upd = json!([{"action": "U", "oid": note, "name": "note.txt"}]);
+    let reads: Vec<(&str, String, [u16; 6])> = vec![
+        (
+            "GET",
+            format!("/props/{note}"),
+            [200, 404, 200, 404, 404, 404],
+        ),
+        (
+            "GET",
+            format!("/list/{folder}"),
+            [200, 404, 200, 404, 404, 404],
+        ),
+        (
+            "GET",
+            format!("/history/{note}"),
+            [200, 404, 200, 404, 404, 404],
+        ),
+        (
+            "GET",
+            format!("/stream/{note}"),
+            [200, 404, 200, 404, 404, 404],
+        ),
+        (
+            "GET",
+            format!("/show/{note}"),
+            [200, 404, 200, 404, 404, 404],
+        ),
+        // Anonymous callers may ask about themselves too: on what they may not read, 404.
+        (
+            "GET",
+            format!("/access/{note}"),
+            [200, 404, 200, 404, 404, 404],
+        ),
+        (
+            "GET",
+            format!("/shares/{id}"),
+            [200, 200, 200, 404, 401, 404],
+        ),
+        (
+            "GET",
+            format!("/shares/{id}/log"),
+            [200, 200, 200, 404, 401, 404],
+        ),
+        (
+            "GET",
+            format!("/shares?oid={folder}"),
+            [200, 404, 403, 404, 401, 404],
+        ),
+        (
+            "GET",
+            "/shares/incoming".into(),
+            [200, 200, 200, 200, 401, 200],
+        ),
+        (
+            "GET",
+            "/shares/outgoing".into(),
+            [200, 200, 200, 200, 401, 200],
+        ),
+        (
+            "POST",
+            format!("/shares/{id}/decline"),
+            [403, 0, 409, 404, 401, 404],
+        ),
+        (
+            "POST",
+            format!("/shares/{id}/accept"),
+            [403, 0, 200, 404, 401, 404],
+        ),
+        (
+            "PATCH",
+            format!("/shares/{id}"),
+            [200, 403, 403, 404, 401, 403],
+        ),
+        ("POST", "/shares".into(), [201, 404, 403, 404, 401, 403]),
+    ];
+    let mut wrong = Vec::new();
+    for who in [Sharer, Pending, Accepted, Stranger, Anonymous, Readonly] {
+        if who == Accepted {
+            let (s, _) = call(
+                &app,
+                "POST",
+                &format!("/shares/{id}/accept"),
+                Some(&bob),
+                None,
+            )
+            .await;
+            assert_eq!(s, 200);
+        }
+        let col = [Sharer, Pending, Accepted, Stranger, Anonymous, Readonly]
+            .iter()
+            .position(|w| *w == who)
+            .unwrap();
+        for (method, path, want) in &reads {
+            let want = want[col];
+            if want == 0 {
+                continue; // not asked: it would change the state the next columns need
+            }
+            let body = match (*method, path.as_str()) {
+                ("PATCH", _) => Some(json!({"message": "m"})),
+                ("POST", "/shares") => {
+                    Some(json!({"oid": note, "audience": email("x@y"), "role": "reader"}))
+                }
+                _ => None,
+            };
+            let (got, v) = call(&app, method, path, token(who), body.as_ref()).await;
+            if got != want {
+                wrong.push(format!("{who:?} {method} {path}: {got} (want {want}) {v}"));
+            }
+            // A stranger learns nothing: no share id, no name, no terms.
+            if matches!(who, Stranger | Readonly | Anonymous) && got >= 400 {
+                let text = v.to_string();
+                assert!(
+                    !text.contains("note.txt") && !text.contains("\"t\""),
+                    "{who:?} {path}: {text}"
+                );
+            }
+        }
+        let (got, _) = status_json(app.write(token(who), &upd).await).await;
+        let want = [200, 404, 403, 404, 404, 403][col];
+        if got != want {
+            wrong.push(format!("{who:?} POST /write U: {got} (want {want})"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
