@@ -247,6 +247,85 @@ pub enum Reencrypted {
     Skipped(&'static str),
 }
 
+/// A blob sealed afresh, not switched to yet: what [`seal_afresh`] made.
+#[derive(Debug)]
+pub struct Sealed {
+    pub rname: String,
+    /// The key the store must still name for the switch to apply.
+    pub was: crate::crypto::Wrapped,
+    pub switch: crate::store::BlobSwitch,
+    /// The object its bytes lay in (stored blobs), to delete after the switch.
+    pub old_location: Option<String>,
+    /// The new object (stored blobs), to delete if the switch does not apply.
+    pub new_location: Option<String>,
+}
+
+/// The first half of a re-encryption: the content of `row` decrypted with its key and sealed
+/// under a fresh one, into a new object (durable) or new inline bytes, checked against the
+/// recorded hash as it is sealed (a blob that does not decrypt to what was stored is never
+/// switched to). `None`: nothing to do (stored unencrypted).
+pub async fn seal_afresh(blobs: &BlobStore, row: &BlobRow) -> anyhow::Result<Option<Sealed>> {
+    let Some(was) = row.wrapped.clone() else {
+        return Ok(None);
+    };
+    let old_location = row.location().to_string();
+    let reader = blobs
+        .open_recorded(
+            &row.rname,
+            &old_location,
+            row.algorithm,
+            Some(&was),
+            row.inline.clone(),
+        )
+        .await?;
+    let size = reader.size();
+    let plaintext = reader
+        .read_range(0..size)
+        .map(|r| r.map_err(std::io::Error::other));
+    if row.inline.is_some() {
+        let pieces: Vec<bytes::Bytes> = plaintext
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        let info = blobs.seal_inline(&row.rname, row.algorithm, &pieces, Some(&row.sha256plain))?;
+        let (Some(stored), Some(wrapped)) = (info.inline, info.wrapped) else {
+            anyhow::bail!("sealing {} gave no inline bytes or no key", row.rname);
+        };
+        return Ok(Some(Sealed {
+            rname: row.rname.clone(),
+            was,
+            switch: crate::store::BlobSwitch::Inline { stored, wrapped },
+            old_location: None,
+            new_location: None,
+        }));
+    }
+    let location = BlobStore::new_rname();
+    let info = blobs
+        .put_at(
+            &row.rname,
+            &location,
+            row.algorithm,
+            Box::pin(plaintext),
+            Some(&row.sha256plain),
+            None,
+        )
+        .await?;
+    let Some(wrapped) = info.wrapped else {
+        anyhow::bail!("sealing {} gave no key", row.rname);
+    };
+    Ok(Some(Sealed {
+        rname: row.rname.clone(),
+        was,
+        switch: crate::store::BlobSwitch::Stored {
+            location: location.clone(),
+            wrapped,
+        },
+        old_location: Some(old_location),
+        new_location: Some(location),
+    }))
+}
+
 /// Re-encrypts blob `rname` under a fresh data key: the content is decrypted with the old
 /// key and sealed with a new one into a new object (inline content is re-sealed in place);
 /// one metadata transaction switches the wrapped key and the location together, if the
@@ -267,60 +346,15 @@ pub async fn reencrypt(
     let Some(row) = store.read(move |s| s.blob(&name)).await? else {
         return Ok(Reencrypted::Skipped("no such blob"));
     };
-    let Some(was) = row.wrapped.clone() else {
+    let Some(sealed) = seal_afresh(blobs, &row).await? else {
         return Ok(Reencrypted::Skipped("stored unencrypted"));
     };
-    let old_location = row.location().to_string();
-    let reader = blobs
-        .open_recorded(
-            &row.rname,
-            &old_location,
-            row.algorithm,
-            Some(&was),
-            row.inline.clone(),
-        )
-        .await?;
-    let size = reader.size();
-    let plaintext = reader
-        .read_range(0..size)
-        .map(|r| r.map_err(std::io::Error::other));
-    // Checked against the recorded hash as it is sealed: a blob that does not decrypt to
-    // what was stored is never switched to.
-    let (switch, new_location) = if row.inline.is_some() {
-        let pieces: Vec<bytes::Bytes> = plaintext
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<Result<_, _>>()?;
-        let info = blobs.seal_inline(&row.rname, row.algorithm, &pieces, Some(&row.sha256plain))?;
-        let (Some(stored), Some(wrapped)) = (info.inline, info.wrapped) else {
-            anyhow::bail!("sealing {rname} gave no inline bytes or no key");
-        };
-        (crate::store::BlobSwitch::Inline { stored, wrapped }, None)
-    } else {
-        let location = BlobStore::new_rname();
-        let body = Box::pin(plaintext);
-        let info = blobs
-            .put_at(
-                &row.rname,
-                &location,
-                row.algorithm,
-                body,
-                Some(&row.sha256plain),
-                None,
-            )
-            .await?;
-        let Some(wrapped) = info.wrapped else {
-            anyhow::bail!("sealing {rname} gave no key");
-        };
-        let switch = crate::store::BlobSwitch::Stored {
-            location: location.clone(),
-            wrapped,
-        };
-        (switch, Some(location))
-    };
     step(ReencryptStep::Sealed);
-    let name = row.rname.clone();
+    let (name, was, switch) = (
+        sealed.rname.clone(),
+        sealed.was.clone(),
+        sealed.switch.clone(),
+    );
     let switched = store
         .write(move |ctx| {
             let at = ctx.next_tstamp();
@@ -328,17 +362,17 @@ pub async fn reencrypt(
         })
         .await?;
     if !switched {
-        if let Some(location) = &new_location {
+        if let Some(location) = &sealed.new_location {
             blobs.delete(location).await?;
         }
         return Ok(Reencrypted::Skipped("its key changed meanwhile"));
     }
     step(ReencryptStep::Switched);
-    if row.inline.is_none() {
-        blobs.delete_when_unread(&old_location, max_wait).await?;
+    if let Some(old) = &sealed.old_location {
+        blobs.delete_when_unread(old, max_wait).await?;
         step(ReencryptStep::OldDeleted);
     }
     Ok(Reencrypted::Done {
-        location: new_location,
+        location: sealed.new_location,
     })
 }

@@ -277,6 +277,16 @@ pub trait MetaWrite: MetaRead {
         node: &str,
         until_ms: u64,
     ) -> Result<Option<Task>, StoreError>;
+    /// Leases up to `n` more due tasks of `kind` (never webhooks' order-bound ones) to
+    /// `node`, as [`MetaWrite::lease_task`] does one: a worker runs like tasks in a batch.
+    fn lease_more(
+        &mut self,
+        kind: crate::model::TaskKind,
+        n: usize,
+        now_ms: u64,
+        node: &str,
+        until_ms: u64,
+    ) -> Result<Vec<Task>, StoreError>;
     /// Extends `node`'s lease of task `id`; false when it no longer holds it.
     fn renew_task(&mut self, id: TaskId, node: &str, until_ms: u64) -> Result<bool, StoreError>;
     /// Applies `u` to task `id` and clears its lease; with `node`, only if that node still

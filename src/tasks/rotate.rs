@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::model::{NewTask, Task, TaskKind};
-use crate::ops::{self, Reencrypted};
+use crate::model::{NewTask, Task, TaskKind, TaskUpdate};
+use crate::ops;
 
 use super::queue::now_ms;
 use super::runner::{Outcome, TaskContext};
@@ -83,37 +83,186 @@ pub(super) async fn expand(ctx: &Arc<TaskContext>, task: &Task) -> Result<Outcom
     )))
 }
 
-/// One blob under a fresh data key, unless its key is already younger than the latest
-/// revocation the task serves.
-pub(super) async fn blob(ctx: &Arc<TaskContext>, task: &Task) -> Result<Outcome, String> {
-    let rname = task.target.clone();
-    let name = rname.clone();
-    let row = ctx
-        .store
-        .read(move |s| s.blob(&name))
-        .await
-        .map_err(|e| e.to_string())?;
-    let Some(row) = row else {
-        return Ok(Outcome::Done("purged: nothing to rotate".into()));
-    };
-    if task.after.is_some_and(|after| row.keyed > after) {
-        return Ok(Outcome::Done(
-            "already under a data key made after the revocation".into(),
-        ));
-    }
-    let done = ops::reencrypt(&ctx.store, &ctx.blobs, &rname, OLD_OBJECT_GRACE, &|_| {})
-        .await
-        .map_err(|e| format!("{e:#}"))?;
-    Ok(Outcome::Done(match done {
-        Reencrypted::Done { location: Some(_) } => {
-            format!(
-                "re-encrypted under a fresh data key into a new object ({} bytes)",
-                row.size
-            )
+/// What one blob of a batch comes to before the commit.
+enum Plan {
+    Done(String),
+    Failed(String),
+    Switch(Box<ops::Sealed>, u64),
+}
+
+/// A batch of blob rotations: their rows read in one snapshot; each blob not purged and
+/// not already under a key younger than the revocation it serves sealed afresh (a new
+/// object, or new inline bytes); then one transaction switches every key that is still the
+/// one read and records every task's outcome; then the old objects are deleted once no
+/// download reads them (`vellum gc` removes any a crash leaves). Stopping anywhere before
+/// the commit leaves new objects that no row names (gc) and the tasks to run again.
+pub(super) async fn blobs(
+    ctx: &Arc<TaskContext>,
+    mut tasks: Vec<Task>,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) {
+    use super::runner::{gave_up, heartbeat, outcome_update, record};
+    let now = now_ms();
+    // Tasks whose runs kept dying are failed, not run again.
+    let mut given_up = Vec::new();
+    tasks.retain(|t| match gave_up(ctx, t) {
+        Some(report) => {
+            given_up.push((t.clone(), report));
+            false
         }
-        Reencrypted::Done { location: None } => "re-sealed in place under a fresh data key".into(),
-        Reencrypted::Skipped(why) => format!("skipped: {why}"),
-    }))
+        None => true,
+    });
+    let ids: Vec<_> = tasks.iter().map(|t| t.id).collect();
+    let work = async {
+        let names: Vec<String> = tasks.iter().map(|t| t.target.clone()).collect();
+        let rows = ctx
+            .store
+            .read(move |s| {
+                names
+                    .iter()
+                    .map(|n| s.blob(n))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await;
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => return tasks.iter().map(|_| Plan::Failed(e.to_string())).collect(),
+        };
+        let mut plans = Vec::with_capacity(tasks.len());
+        for (task, row) in tasks.iter().zip(rows) {
+            plans.push(match row {
+                None => Plan::Done("purged: nothing to rotate".into()),
+                Some(row) if task.after.is_some_and(|after| row.keyed > after) => {
+                    Plan::Done("already under a data key made after the revocation".into())
+                }
+                Some(row) => match ops::seal_afresh(&ctx.blobs, &row).await {
+                    Ok(None) => Plan::Done("skipped: stored unencrypted".into()),
+                    Ok(Some(sealed)) => Plan::Switch(Box::new(sealed), row.size),
+                    Err(e) => Plan::Failed(format!("{e:#}")),
+                },
+            });
+        }
+        plans
+    };
+    let plans: Vec<Plan> = tokio::select! {
+        p = work => p,
+        _ = heartbeat(ctx, ids.clone()) => {
+            tracing::warn!("lost the lease of a batch of blob rotations; stopped it");
+            return;
+        }
+        _ = stop.changed() => return,
+    };
+    // What the commit needs: each task's id, its switch if any, and its outcome otherwise.
+    let mut jobs = Vec::with_capacity(tasks.len() + given_up.len());
+    let mut sealed_objects = Vec::new();
+    // Per job, which sealed object it switches to (if any).
+    let mut sealed_index: Vec<Option<usize>> = Vec::with_capacity(tasks.len());
+    for (task, plan) in tasks.iter().zip(plans) {
+        let last = task.attempts >= ctx.config.max_attempts;
+        match plan {
+            Plan::Done(report) => {
+                sealed_index.push(None);
+                jobs.push((
+                    task.clone(),
+                    None,
+                    outcome_update(ctx, task, Ok(Outcome::Done(report)), last, now),
+                ));
+            }
+            Plan::Failed(report) => {
+                sealed_index.push(None);
+                jobs.push((
+                    task.clone(),
+                    None,
+                    outcome_update(ctx, task, Err(report), last, now),
+                ));
+            }
+            Plan::Switch(sealed, size) => {
+                let report = match &sealed.new_location {
+                    Some(_) => format!(
+                        "re-encrypted under a fresh data key into a new object ({size} bytes)"
+                    ),
+                    None => "re-sealed in place under a fresh data key".to_string(),
+                };
+                let done = outcome_update(ctx, task, Ok(Outcome::Done(report)), last, now);
+                let switch = (
+                    sealed.rname.clone(),
+                    sealed.was.clone(),
+                    sealed.switch.clone(),
+                );
+                sealed_index.push(Some(sealed_objects.len()));
+                sealed_objects.push(*sealed);
+                jobs.push((task.clone(), Some(switch), done));
+            }
+        }
+    }
+    for (task, report) in given_up {
+        let u = outcome_update(ctx, &task, Err(report), true, now);
+        sealed_index.push(None);
+        jobs.push((task, None, u));
+    }
+    let node = ctx.node.clone();
+    let committed = ctx
+        .store
+        .write(move |t| -> crate::error::Result<Vec<(bool, bool, bool)>> {
+            let mut out = Vec::with_capacity(jobs.len());
+            for (task, switch, (update, failed)) in jobs {
+                let switched = match &switch {
+                    Some((rname, was, to)) => {
+                        let at = t.next_tstamp();
+                        t.switch_blob(rname, was, to, at)?
+                    }
+                    None => false,
+                };
+                let update = if switch.is_some() && !switched {
+                    TaskUpdate {
+                        report: Some("skipped: its key changed meanwhile".into()),
+                        ..update
+                    }
+                } else {
+                    update
+                };
+                let recorded = record(t, task.id, &node, &update, now)?;
+                out.push((switched, recorded, failed && recorded));
+            }
+            Ok(out)
+        })
+        .await;
+    let results = match committed {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not commit a batch of blob rotations");
+            // Nothing switched: the new objects are nobody's.
+            for s in sealed_objects {
+                if let Some(new) = &s.new_location {
+                    let _ = ctx.blobs.delete(new).await;
+                }
+            }
+            return;
+        }
+    };
+    for (k, (switched, recorded, failed)) in results.into_iter().enumerate() {
+        if failed {
+            ctx.failed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if !recorded {
+            tracing::warn!("a blob rotation's lease ended before its outcome was recorded");
+        }
+        let Some(Some(n)) = sealed_index.get(k) else {
+            continue;
+        };
+        let s = &sealed_objects[*n];
+        if switched {
+            // The old object goes once no download reads it; the next batch need not wait.
+            if let Some(old) = s.old_location.clone() {
+                if let Err(e) = ctx.blobs.delete_when_unread(&old, OLD_OBJECT_GRACE).await {
+                    tracing::warn!(error = %e, "could not delete a rotated blob's old object; gc will");
+                }
+            }
+        } else if let Some(new) = &s.new_location {
+            let _ = ctx.blobs.delete(new).await;
+        }
+    }
 }
 
 /// Records every share whose expiry has passed as `expired` (with the shares made through

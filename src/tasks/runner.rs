@@ -22,6 +22,8 @@ use super::queue::{backoff, now_ms, settle_parent};
 const IDLE_POLL: Duration = Duration::from_millis(500);
 /// Shortest pause between two looks of an idle worker: a burst of commits wakes it once.
 const IDLE_SPACING: Duration = Duration::from_millis(25);
+/// Blob rotations one worker leases and commits together.
+const BLOB_BATCH: usize = 16;
 
 /// What running a task came to.
 pub(super) enum Outcome {
@@ -147,14 +149,30 @@ async fn worker(ctx: Arc<TaskContext>, mut stop: tokio::sync::watch::Receiver<bo
         let until = now + ctx.lease().as_millis() as u64;
         let leased = ctx
             .store
-            .write(move |t| t.lease_task(now, &node, until))
+            .write(move |t| -> Result<Vec<Task>, crate::store::StoreError> {
+                let Some(first) = t.lease_task(now, &node, until)? else {
+                    return Ok(Vec::new());
+                };
+                // Blob rotations go in batches: one lease, one read and one commit for
+                // many versions, rather than several round trips each.
+                let more = if first.kind == TaskKind::RotateBlob {
+                    t.lease_more(TaskKind::RotateBlob, BLOB_BATCH - 1, now, &node, until)?
+                } else {
+                    Vec::new()
+                };
+                Ok(std::iter::once(first).chain(more).collect())
+            })
             .await;
         match leased {
-            Ok(Some(task)) => {
-                run(&ctx, task, &mut stop).await;
+            Ok(tasks) if tasks.is_empty() => {}
+            Ok(mut tasks) => {
+                if tasks[0].kind == TaskKind::RotateBlob {
+                    super::rotate::blobs(&ctx, tasks, &mut stop).await;
+                } else {
+                    run(&ctx, tasks.remove(0), &mut stop).await;
+                }
                 continue;
             }
-            Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "could not lease a task"),
         }
         // Idle: until a commit (which may have queued a task), the next task's due time,
@@ -177,51 +195,64 @@ async fn worker(ctx: Arc<TaskContext>, mut stop: tokio::sync::watch::Receiver<bo
     }
 }
 
+/// Renews `ids`' leases every third of the lease; returns when one of them is lost.
+pub(super) async fn heartbeat(ctx: &TaskContext, ids: Vec<crate::model::TaskId>) {
+    let every = ctx.lease() / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        let (ids, node) = (ids.clone(), ctx.node.clone());
+        let until = now_ms() + ctx.lease().as_millis() as u64;
+        let renewed = ctx
+            .store
+            .write(move |t| -> Result<bool, crate::store::StoreError> {
+                let mut all = true;
+                for id in ids {
+                    all &= t.renew_task(id, &node, until)?;
+                }
+                Ok(all)
+            })
+            .await;
+        match renewed {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => tracing::warn!(error = %e, "could not renew a lease"),
+        }
+    }
+}
+
 /// Runs one leased task to its outcome, renewing the lease meanwhile.
 async fn run(ctx: &Arc<TaskContext>, task: Task, stop: &mut tokio::sync::watch::Receiver<bool>) {
-    let max = ctx.config.max_attempts;
-    if task.attempts > max {
-        // Its runs kept dying before they could record anything.
-        let report = format!(
-            "gave up after {} runs that did not finish",
-            task.attempts - 1
-        );
+    if let Some(report) = gave_up(ctx, &task) {
         finish(ctx, &task, Err(report), true).await;
         return;
     }
-    let heartbeat = async {
-        let every = ctx.lease() / 3;
-        loop {
-            tokio::time::sleep(every).await;
-            let (id, node) = (task.id, ctx.node.clone());
-            let until = now_ms() + ctx.lease().as_millis() as u64;
-            match ctx
-                .store
-                .write(move |t| t.renew_task(id, &node, until))
-                .await
-            {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(e) => tracing::warn!(task = %task.id, error = %e, "could not renew a lease"),
-            }
-        }
-    };
     let outcome = tokio::select! {
         r = work(ctx, &task) => r,
-        _ = heartbeat => {
+        _ = heartbeat(ctx, vec![task.id]) => {
             tracing::warn!(task = %task.id, "lost the lease of a running task; stopped it");
             return;
         }
         _ = stop.changed() => return,
     };
-    let last = task.attempts >= max;
+    let last = task.attempts >= ctx.config.max_attempts;
     finish(ctx, &task, outcome, last).await;
+}
+
+/// Why a task is given up before it runs: its runs kept dying before they could record
+/// anything.
+pub(super) fn gave_up(ctx: &TaskContext, task: &Task) -> Option<String> {
+    (task.attempts > ctx.config.max_attempts).then(|| {
+        format!(
+            "gave up after {} runs that did not finish",
+            task.attempts - 1
+        )
+    })
 }
 
 async fn work(ctx: &Arc<TaskContext>, task: &Task) -> Result<Outcome, String> {
     match task.kind {
         TaskKind::RotateShare => super::rotate::expand(ctx, task).await,
-        TaskKind::RotateBlob => super::rotate::blob(ctx, task).await,
+        TaskKind::RotateBlob => Err("blob rotations run in batches".into()),
         TaskKind::ExpirySweep => super::rotate::sweep(ctx).await,
         TaskKind::Webhook => match &ctx.webhook {
             Some(w) => w.deliver(&ctx.store, task).await,
@@ -233,10 +264,15 @@ async fn work(ctx: &Arc<TaskContext>, task: &Task) -> Result<Outcome, String> {
     }
 }
 
-/// Records a run's outcome, if this node still holds the lease.
-async fn finish(ctx: &Arc<TaskContext>, task: &Task, outcome: Result<Outcome, String>, last: bool) {
-    let now = now_ms();
-    let (update, failed) = match outcome {
+/// What a run's outcome makes of its task, and whether that fails it.
+pub(super) fn outcome_update(
+    ctx: &TaskContext,
+    task: &Task,
+    outcome: Result<Outcome, String>,
+    last: bool,
+    now: u64,
+) -> (TaskUpdate, bool) {
+    match outcome {
         Ok(Outcome::Done(report)) => (plain(TaskState::Done, report), false),
         Ok(Outcome::Waiting(report)) => (
             TaskUpdate {
@@ -269,27 +305,43 @@ async fn finish(ctx: &Arc<TaskContext>, task: &Task, outcome: Result<Outcome, St
                 )
             }
         }
-    };
-    let (id, node) = (task.id, ctx.node.clone());
+    }
+}
+
+/// Records `update` for task `id` inside a write transaction, if `node` still holds its
+/// lease, and settles what it settles (a waiting parent). Returns whether it applied.
+pub(super) fn record(
+    t: &mut dyn crate::store::MetaWrite,
+    id: crate::model::TaskId,
+    node: &str,
+    update: &TaskUpdate,
+    now: u64,
+) -> Result<bool, crate::error::Error> {
+    if !t.update_task(id, Some(node), update, now)? {
+        return Ok(false);
+    }
     let settles = update.state == TaskState::Done
         || update.state == TaskState::Failed
         || update.waiting == Some(true);
+    if settles {
+        if update.waiting == Some(true) {
+            settle_parent(t, id)?;
+        }
+        for parent in t.task_parents(id)? {
+            settle_parent(t, parent)?;
+        }
+    }
+    Ok(true)
+}
+
+/// Records a run's outcome, if this node still holds the lease.
+async fn finish(ctx: &Arc<TaskContext>, task: &Task, outcome: Result<Outcome, String>, last: bool) {
+    let now = now_ms();
+    let (update, failed) = outcome_update(ctx, task, outcome, last, now);
+    let (id, node) = (task.id, ctx.node.clone());
     let recorded = ctx
         .store
-        .write(move |t| -> Result<bool, crate::error::Error> {
-            if !t.update_task(id, Some(&node), &update, now)? {
-                return Ok(false);
-            }
-            if settles {
-                if update.waiting == Some(true) {
-                    settle_parent(t, id)?;
-                }
-                for parent in t.task_parents(id)? {
-                    settle_parent(t, parent)?;
-                }
-            }
-            Ok(true)
-        })
+        .write(move |t| record(t, id, &node, &update, now))
         .await;
     match recorded {
         Ok(true) if failed => {

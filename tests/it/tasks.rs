@@ -187,10 +187,13 @@ async fn revoking_a_folder_share_refuses_at_once_and_rotates_every_version_it_re
             );
         } else {
             assert_ne!(new.location(), old.location(), "{rname}: same object");
-            assert!(
-                !app.data_dir.join("blobs").join(old.location()).exists(),
-                "old object left"
-            );
+            // Deleted right after the switch's commit, by the rotation, off its batch.
+            let path = app.data_dir.join("blobs").join(old.location());
+            let gone_by = Instant::now() + Duration::from_secs(10);
+            while path.exists() && Instant::now() < gone_by {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert!(!path.exists(), "old object left");
         }
     }
     for old in before.values() {
@@ -966,8 +969,6 @@ async fn a_1_gib_version_rotated_while_four_downloads_run_serves_each_whole() {
     assert_ne!(switched.location(), rname);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(old_object.exists(), "the old object went while read");
-    let (_, t) = call(&app, "GET", &format!("/tasks/{task_id}"), Some(&jane), None).await;
-    assert_eq!(t["state"], "in_progress", "{t}");
 
     go_tx.send(true).unwrap();
     let released = Instant::now();
@@ -988,6 +989,11 @@ async fn a_1_gib_version_rotated_while_four_downloads_run_serves_each_whole() {
     assert_ne!(after.wrapped, before.wrapped);
     assert_ne!(after.location(), before.location());
     assert_eq!(after.location(), switched.location());
+    // The old object goes once its last reader has let go (a moment after the downloads).
+    let gone_by = Instant::now() + Duration::from_secs(10);
+    while old_object.exists() && Instant::now() < gone_by {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(!old_object.exists(), "the old object is left");
     assert!(app.data_dir.join("blobs").join(after.location()).exists());
     // The new object reads (its first MiB, by Range), and only under the new key.

@@ -290,6 +290,46 @@ pub(super) fn lease(
         .optional()?)
 }
 
+pub(super) fn lease_more(
+    conn: &Connection,
+    kind: TaskKind,
+    n: usize,
+    now_ms: u64,
+    node: &str,
+    until_ms: u64,
+) -> Result<Vec<Task>, StoreError> {
+    if n == 0 || kind == TaskKind::Webhook {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<i64> = conn
+        .prepare_cached(
+            "SELECT id FROM tasks WHERE state = 'todo' AND run_after <= ?1 AND kind = ?2
+             ORDER BY run_after, id LIMIT ?3",
+        )?
+        .query_map(
+            params![
+                ms(now_ms),
+                kind.as_str(),
+                i64::try_from(n).unwrap_or(i64::MAX)
+            ],
+            |r| r.get(0),
+        )?
+        .collect::<Result<_, _>>()?;
+    let sql = format!(
+        "UPDATE tasks SET state = 'in_progress', lease_owner = ?2, lease_until = ?3,
+                attempts = attempts + 1, updated = ?1
+         WHERE id = ?4
+         RETURNING {}",
+        columns!()
+    );
+    let mut st = conn.prepare_cached(&sql)?;
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        out.push(st.query_row(params![ms(now_ms), node, ms(until_ms), id], from_row)?);
+    }
+    Ok(out)
+}
+
 pub(super) fn renew(
     conn: &Connection,
     id: TaskId,

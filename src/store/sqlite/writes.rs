@@ -326,4 +326,15 @@ impl MetaWrite for WriteCtx<'_> {
     fn prune_tasks(&mut self, before_ms: u64, limit: usize) -> Result<u64, StoreError> {
         self.with(|conn| super::tasks::prune(conn, before_ms, limit))
     }
+
+    fn lease_more(
+        &mut self,
+        kind: crate::model::TaskKind,
+        n: usize,
+        now_ms: u64,
+        node: &str,
+        until_ms: u64,
+    ) -> Result<Vec<Task>, StoreError> {
+        self.with(|conn| super::tasks::lease_more(conn, kind, n, now_ms, node, until_ms))
+    }
 }
