@@ -6,12 +6,12 @@
 use crate::common;
 use crate::common::external;
 use crate::common::extra;
+use crate::common::process::{run, vellum, Server};
 use crate::common::rng;
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use base64::Engine as _;
 use common::{claims, es512_keys};
@@ -21,158 +21,8 @@ use rng::Rng;
 use serde_json::{json, Value};
 use vellum::identity::TokenSigner;
 
-/// Every variable SPEC §1 (and README) names, so the caller's environment cannot leak in.
-const CONFIG_VARS: &[&str] = &[
-    "LISTEN",
-    "DATA_DIR",
-    "MASTERKEY",
-    "MASTERKEYS",
-    "JWT_PUB",
-    "JWT_SECRET",
-    "JWT_PRIV",
-    "JWT_ALGORITHMS",
-    "JWT_ISSUER",
-    "JWT_AUDIENCE",
-    "USERS_FILE",
-    "TRUSTED_PROXIES",
-    "GMDATA_NAMESPACE",
-    "GMDATA_NAMESPACE_USERFIELD",
-    "USES3",
-    "FILE_BUCKET",
-    "FILE_PARTITION",
-    "SYNCHRONOUS",
-    "CLIENT_PREFIX",
-    "LOG_FORMAT",
-    "MAX_EVENTS_PER_WRITE",
-    "MAX_METADATA_BYTES",
-    "MAX_POLICY_BYTES",
-    "POLICY_TIMEOUT",
-    "INLINE_MAX_BYTES",
-    "MAX_FILE_BYTES",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_REGION",
-    "AWS_ENDPOINT",
-];
-
 fn manifest(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
-}
-
-fn vellum(cwd: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_vellum"));
-    for v in CONFIG_VARS {
-        c.env_remove(v);
-    }
-    c.current_dir(cwd);
-    c
-}
-
-/// A running `vellum` process; killed (and reaped) when dropped. Its output goes to log
-/// files, printed if the test is failing.
-struct Server {
-    child: Child,
-    base: String,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(cwd: &Path, args: &[&str], envs: &[(&str, &str)], port: u16) -> Server {
-        Self::start_logging_to(cwd, cwd, args, envs, port)
-    }
-
-    fn start_logging_to(
-        cwd: &Path,
-        log_dir: &Path,
-        args: &[&str],
-        envs: &[(&str, &str)],
-        port: u16,
-    ) -> Server {
-        let log = log_dir.join(format!("vellum-{port}.log"));
-        let out = File::create(&log).unwrap();
-        let mut cmd = vellum(cwd);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("start vellum");
-        Server {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            log,
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until GET /healthz answers 200; fails if the process exits first.
-    async fn wait_healthy(&mut self) {
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("vellum exited early with {status}:\n{}", self.log_text());
-            }
-            if let Ok(r) = client.get(format!("{}/healthz", self.base)).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "vellum never became healthy:\n{}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-        if std::thread::panicking() {
-            eprintln!(
-                "---- vellum log ({}) ----\n{}",
-                self.log.display(),
-                self.log_text()
-            );
-        }
-    }
-}
-
-/// Runs a command that must finish by itself; kills it after `secs`.
-fn run(mut cmd: Command, secs: u64) -> Output {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "command did not finish in {secs}s: stdout {} stderr {}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn masterkey() -> String {

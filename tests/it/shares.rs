@@ -1607,11 +1607,16 @@ async fn show_lists_an_objects_shares_and_show_shares_the_callers_with_terms_esc
     assert_eq!(page(format!("/show/{folder}"), rob.clone()).await.0, 404);
 }
 
-/// Runs `vellum share ARGS` as `token` against `app`; returns the exit code, stdout as JSON
-/// (or text) and stderr.
-async fn cli(app: &TestApp, token: &str, args: &[&str]) -> (i32, Value, String) {
+/// Runs `vellum SUBCOMMAND ARGS` (an API client) as `token` against `app`; returns the exit
+/// code, stdout as JSON (or text) and stderr.
+async fn client(
+    app: &TestApp,
+    token: &str,
+    subcommand: &str,
+    args: &[&str],
+) -> (i32, Value, String) {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_vellum"));
-    c.arg("share")
+    c.arg(subcommand)
         .args(args)
         .env("VELLUM_URL", &app.base)
         .env("VELLUM_TOKEN", token)
@@ -1628,6 +1633,10 @@ async fn cli(app: &TestApp, token: &str, args: &[&str]) -> (i32, Value, String) 
         v,
         String::from_utf8_lossy(&out.stderr).to_string(),
     )
+}
+
+async fn cli(app: &TestApp, token: &str, args: &[&str]) -> (i32, Value, String) {
+    client(app, token, "share", args).await
 }
 
 #[tokio::test]
@@ -1694,25 +1703,8 @@ async fn vellum_share_creates_lists_answers_and_revokes_from_the_command_line() 
     assert_eq!(code, 1, "an accepted share cannot be declined, only left");
 }
 
-/// Runs `vellum tasks ARGS` as `token` against `app`, as [`cli`] does `vellum share`.
 async fn tasks_cli(app: &TestApp, token: &str, args: &[&str]) -> (i32, Value, String) {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_vellum"));
-    c.arg("tasks")
-        .args(args)
-        .env("VELLUM_URL", &app.base)
-        .env("VELLUM_TOKEN", token)
-        .env_remove("USER_DN");
-    let out = tokio::task::spawn_blocking(move || c.output())
-        .await
-        .unwrap()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    let v = serde_json::from_str(&stdout).unwrap_or(Value::String(stdout));
-    (
-        out.status.code().unwrap_or(-1),
-        v,
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
+    client(app, token, "tasks", args).await
 }
 
 #[tokio::test]

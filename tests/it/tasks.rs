@@ -12,6 +12,7 @@ use vellum::blob::BlobStore;
 use vellum::store::BlobRow;
 
 use crate::common::extra::*;
+use crate::common::process::{run, vellum, Server};
 use crate::common::rng::Rng;
 use crate::common::{open_store, spawn_app, TestApp};
 use crate::shares::{call, email, janes_docs, share, status};
@@ -84,6 +85,17 @@ pub(crate) async fn rotation_of(app: &TestApp, token: &str, share_id: &str) -> V
     found[0].clone()
 }
 
+/// Share `share_id`'s rotation once it has ended (done or failed), as `token` sees it.
+pub(crate) async fn rotation_ended(
+    app: &TestApp,
+    token: &str,
+    share_id: &str,
+    limit: Duration,
+) -> Value {
+    let task = rotation_of(app, token, share_id).await;
+    wait_task(app, token, task["id"].as_str().unwrap(), limit).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn revoking_a_folder_share_refuses_at_once_and_rotates_every_version_it_reached() {
     let app = spawn_app().await;
@@ -142,14 +154,7 @@ async fn revoking_a_folder_share_refuses_at_once_and_rotates_every_version_it_re
     ] {
         assert_eq!(status(&app, &path, &bob).await, 404, "{path}");
     }
-    let task = rotation_of(&app, &jane, &id).await;
-    let task = wait_task(
-        &app,
-        &jane,
-        task["id"].as_str().unwrap(),
-        Duration::from_secs(300),
-    )
-    .await;
+    let task = rotation_ended(&app, &jane, &id, Duration::from_secs(300)).await;
     assert_eq!(task["state"], "done", "{task}");
     assert_eq!(task["progress"]["done"], 201, "{task}");
     // Bob never sees Jane's rotation tasks.
@@ -230,127 +235,14 @@ async fn revoking_a_folder_share_refuses_at_once_and_rotates_every_version_it_re
 // receiver, /metrics.
 // ---------------------------------------------------------------------------------------
 
-/// Every configuration variable, so the caller's environment cannot leak into a child.
-const CONFIG_VARS: &[&str] = &[
-    "LISTEN",
-    "DATA_DIR",
-    "MASTERKEY",
-    "MASTERKEYS",
-    "JWT_PUB",
-    "JWT_SECRET",
-    "JWT_ALGORITHMS",
-    "JWT_ISSUER",
-    "JWT_AUDIENCE",
-    "USERS_FILE",
-    "USES3",
-    "FILE_BUCKET",
-    "FILE_PARTITION",
-    "SYNCHRONOUS",
-    "CLIENT_PREFIX",
-    "LOG_FORMAT",
-    "TASK_WORKERS",
-    "TASK_LEASE",
-    "TASK_MAX_ATTEMPTS",
-    "TASK_BACKOFF",
-    "TASK_BACKOFF_MAX",
-    "SHARE_SWEEP_INTERVAL",
-    "SHARE_WEBHOOK_URL",
-    "SHARE_WEBHOOK_SECRET",
-    "SHARE_WEBHOOK_TIMEOUT",
-];
-
-/// `vellum` (the real binary) with a clean configuration environment.
-fn vellum_command() -> std::process::Command {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_vellum"));
-    for v in CONFIG_VARS {
-        c.env_remove(v);
-    }
-    c.stdin(std::process::Stdio::null());
-    c
-}
-
-/// A `vellum serve` child process on a fixed port and data folder, its output appended to
-/// `log` (printed when the test fails). Killed with SIGKILL when dropped.
-struct Child {
-    child: std::process::Child,
-    base: String,
-    log: std::path::PathBuf,
-}
-
-impl Child {
-    fn start(data: &Path, port: u16, jwt_pub: &str, extra: &[&str], log: &Path) -> Child {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let listen = format!("127.0.0.1:{port}");
-        let data_s = data.display().to_string();
-        let child = vellum_command()
-            .args(["serve", "--listen", &listen, "--data-dir", &data_s])
-            .args(extra)
-            .env("JWT_PUB", jwt_pub)
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("start vellum");
-        Child {
-            child,
-            base: format!("http://{listen}"),
-            log: log.to_path_buf(),
-        }
-    }
-
-    /// Waits until GET /healthz answers 200; fails if the process exits first.
-    async fn wait_healthy(&mut self) {
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("vellum exited early with {status}");
-            }
-            if let Ok(r) = client
-                .get(format!("{}/healthz", self.base))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-            {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            assert!(Instant::now() < deadline, "vellum never became healthy");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// SIGKILL, and reaps it.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let tail: String = text
-                .lines()
-                .rev()
-                .take(80)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("\n");
-            eprintln!(
-                "---- vellum log ({}), last lines ----\n{tail}",
-                self.log.display()
-            );
-        }
-    }
+/// `vellum serve` on `data` at `port`, verifying tokens of `jwt_pub`, logging to
+/// `log_dir` (one log per port, kept across restarts).
+fn serve(data: &Path, port: u16, jwt_pub: &str, extra: &[&str], log_dir: &Path) -> Server {
+    let listen = format!("127.0.0.1:{port}");
+    let data_s = data.display().to_string();
+    let mut args = vec!["serve", "--listen", &listen, "--data-dir", &data_s];
+    args.extend_from_slice(extra);
+    Server::start_logging_to(log_dir, log_dir, &args, &[("JWT_PUB", jwt_pub)], port)
 }
 
 /// A server in this process on `data_dir` with extra `serve` flags, restartable on the
@@ -658,12 +550,12 @@ async fn a_rotation_of_1000_versions_killed_50_times_finishes_with_every_version
     let started = Instant::now();
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let log = tmp.path().join("vellum.log");
+    let log = tmp.path();
     let (pem, jwt_pub) = crate::common::es512_keys();
     let port = crate::common::external::free_port();
     // A killed worker's task is taken over a second after its last renewal.
     let flags = ["--task-lease", "1s"];
-    let mut proc = Child::start(&data, port, &jwt_pub, &flags, &log);
+    let mut proc = serve(&data, port, &jwt_pub, &flags, log);
     proc.wait_healthy().await;
     let signer = || vellum::identity::TokenSigner::from_pem(&pem).unwrap();
     let app = TestApp::attach(proc_addr(port), signer(), data.clone());
@@ -759,9 +651,9 @@ async fn a_rotation_of_1000_versions_killed_50_times_finishes_with_every_version
             open_at_kill += 1;
         }
         seen.push(format!("{}:{}", t["state"], t["progress"]["done"]));
-        proc.kill();
+        proc.stop();
         drop(proc);
-        proc = Child::start(&data, port, &jwt_pub, &flags, &log);
+        proc = serve(&data, port, &jwt_pub, &flags, log);
         proc.wait_healthy().await;
     }
     let kills = kills_started.elapsed();
@@ -792,7 +684,7 @@ async fn a_rotation_of_1000_versions_killed_50_times_finishes_with_every_version
         assert_eq!(r.status(), 200, "{oid}@{tstamp}");
         assert_eq!(&sha_hex(&r.bytes().await.unwrap()), sha, "{oid}@{tstamp}");
     }
-    proc.kill();
+    proc.stop();
 
     // With the server stopped: every key changed (and every stored one's object), fsck
     // finds nothing, and after gc only objects that rows name are left.
@@ -1424,25 +1316,14 @@ async fn serve_refuses_a_bad_webhook_url_or_a_missing_secret_with_exit_code_2() 
         let port = crate::common::external::free_port();
         let listen = format!("127.0.0.1:{port}");
         let data_s = data.display().to_string();
-        let mut cmd = vellum_command();
+        let mut cmd = vellum(tmp.path());
         cmd.args(["serve", "--listen", &listen, "--data-dir", &data_s])
             .args(*flags)
-            .env("JWT_PUB", &jwt_pub)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
+            .env("JWT_PUB", &jwt_pub);
         for (k, v) in *envs {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("case {i}: vellum serve did not exit");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let out = child.wait_with_output().unwrap();
+        let out = run(cmd, 30);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "case {i}: {stderr}");
         for word in *says {
@@ -1460,7 +1341,7 @@ async fn serve_refuses_a_bad_webhook_url_or_a_missing_secret_with_exit_code_2() 
     }
     // The same server with a good URL and a secret serves.
     let data = tmp.path().join("good");
-    let mut good = Child::start(
+    let mut good = serve(
         &data,
         crate::common::external::free_port(),
         &jwt_pub,
@@ -1470,7 +1351,7 @@ async fn serve_refuses_a_bad_webhook_url_or_a_missing_secret_with_exit_code_2() 
             "--share-webhook-secret",
             "s",
         ],
-        &tmp.path().join("good.log"),
+        tmp.path(),
     );
     good.wait_healthy().await;
 }
@@ -1858,14 +1739,7 @@ async fn a_recipient_leaving_and_a_change_that_takes_away_reading_both_rotate_as
     let id = to_bob["id"].as_str().unwrap();
     let (s, _) = call(&app, "DELETE", &format!("/shares/{id}"), Some(&bob), None).await;
     assert_eq!(s, 200);
-    let task = rotation_of(&app, &jane, id).await;
-    let task = wait_task(
-        &app,
-        &jane,
-        task["id"].as_str().unwrap(),
-        Duration::from_secs(60),
-    )
-    .await;
+    let task = rotation_ended(&app, &jane, id, Duration::from_secs(60)).await;
     assert_eq!(task["state"], "done", "{task}");
     let (s, mine) = call(&app, "GET", "/tasks?kind=rotate_share", Some(&bob), None).await;
     assert_eq!(
@@ -1895,14 +1769,7 @@ async fn a_recipient_leaving_and_a_change_that_takes_away_reading_both_rotate_as
     .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(status(&app, &format!("/stream/{note}"), &rob).await, 404);
-    let task = rotation_of(&app, &jane, rid).await;
-    let task = wait_task(
-        &app,
-        &jane,
-        task["id"].as_str().unwrap(),
-        Duration::from_secs(60),
-    )
-    .await;
+    let task = rotation_ended(&app, &jane, rid, Duration::from_secs(60)).await;
     assert_eq!(task["state"], "done", "{task}");
     let k2 = key_of(&blob_rows(&app.data_dir).await);
     assert_ne!(k2, k1);

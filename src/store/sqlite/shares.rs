@@ -16,21 +16,34 @@ fn decode<T: serde::de::DeserializeOwned>(
         .map_err(|e| StoreError::Corrupt(format!("{what} {}", Oid::from_i64(id)), e))
 }
 
+/// Runs `sql`, which selects (key, JSON body) rows, and decodes each body as a `what`.
+fn decoded<T: serde::de::DeserializeOwned>(
+    conn: &Connection,
+    what: &str,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<T>, StoreError> {
+    let mut st = conn.prepare_cached(sql)?;
+    let rows = st.query_map(args, |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (key, body) = row?;
+        out.push(decode(what, key, &body)?);
+    }
+    Ok(out)
+}
+
 fn shares_where(
     conn: &Connection,
     clause: &str,
     args: impl rusqlite::Params,
 ) -> Result<Vec<Share>, StoreError> {
-    let mut st = conn.prepare_cached(&format!(
-        "SELECT id, body FROM shares WHERE {clause} ORDER BY id"
-    ))?;
-    let rows = st.query_map(args, |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (id, body) = row?;
-        out.push(decode("share", id, &body)?);
-    }
-    Ok(out)
+    decoded(
+        conn,
+        "share",
+        &format!("SELECT id, body FROM shares WHERE {clause} ORDER BY id"),
+        args,
+    )
 }
 
 pub(super) fn share(conn: &Connection, id: ShareId) -> Result<Option<Share>, StoreError> {
@@ -135,17 +148,12 @@ pub(super) fn bind_link(conn: &Connection, id: ShareId, hash: &str) -> Result<()
 }
 
 pub(super) fn share_log(conn: &Connection, id: ShareId) -> Result<Vec<ShareEntry>, StoreError> {
-    let mut st =
-        conn.prepare_cached("SELECT tstamp, body FROM share_log WHERE share = ?1 ORDER BY tstamp")?;
-    let rows = st.query_map([id.as_i64()], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (tstamp, body) = row?;
-        out.push(decode("share log entry", tstamp, &body)?);
-    }
-    Ok(out)
+    decoded(
+        conn,
+        "share log entry",
+        "SELECT tstamp, body FROM share_log WHERE share = ?1 ORDER BY tstamp",
+        [id.as_i64()],
+    )
 }
 
 pub(super) fn share_log_since(
@@ -153,19 +161,13 @@ pub(super) fn share_log_since(
     after: Tstamp,
     limit: usize,
 ) -> Result<Vec<ShareEntry>, StoreError> {
-    let mut st = conn.prepare_cached(
-        "SELECT tstamp, body FROM share_log WHERE tstamp > ?1 ORDER BY tstamp LIMIT ?2",
-    )?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let rows = st.query_map(params![after.as_i64(), limit], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (tstamp, body) = row?;
-        out.push(decode("share log entry", tstamp, &body)?);
-    }
-    Ok(out)
+    decoded(
+        conn,
+        "share log entry",
+        "SELECT tstamp, body FROM share_log WHERE tstamp > ?1 ORDER BY tstamp LIMIT ?2",
+        params![after.as_i64(), limit],
+    )
 }
 
 pub(super) fn log_share(conn: &Connection, entry: &ShareEntry) -> Result<(), StoreError> {
@@ -217,17 +219,11 @@ pub(super) fn shares_expired(
 ) -> Result<Vec<Share>, StoreError> {
     let now = i64::try_from(now).unwrap_or(i64::MAX);
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let mut st = conn.prepare_cached(
+    decoded(
+        conn,
+        "share",
         "SELECT id, body FROM shares WHERE closed = 0 AND expires IS NOT NULL AND expires <= ?1
          ORDER BY expires LIMIT ?2",
-    )?;
-    let rows = st.query_map(params![now, limit], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (id, body) = row?;
-        out.push(decode("share", id, &body)?);
-    }
-    Ok(out)
+        params![now, limit],
+    )
 }
