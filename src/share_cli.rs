@@ -86,7 +86,11 @@ pub enum ShareCommand {
         tstamp: Option<String>,
     },
     /// Redeem a link share's secret: a share to you, made through the link.
-    Redeem { secret: String },
+    Redeem {
+        /// Secrets are base64url, so one in 64 begins with `-`; it is still the secret.
+        #[arg(allow_hyphen_values = true)]
+        secret: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -278,4 +282,22 @@ pub fn exit(code: i32) -> ! {
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     std::process::exit(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::cli::{Cli, Command};
+
+    use super::ShareCommand;
+
+    #[test]
+    fn a_link_secret_that_begins_with_a_hyphen_is_taken_as_the_secret() {
+        let cli = Cli::try_parse_from(["vellum", "share", "redeem", "-Ab_9"]).unwrap();
+        let Some(Command::Share(args)) = cli.command else {
+            panic!("not a share command");
+        };
+        assert!(matches!(args.command, ShareCommand::Redeem { secret } if secret == "-Ab_9"));
+    }
 }
