@@ -278,12 +278,10 @@ pub async fn seal_afresh(blobs: &BlobStore, row: &BlobRow) -> anyhow::Result<Opt
             row.inline.clone(),
         )
         .await?;
-    let size = reader.size();
-    let plaintext = reader
-        .read_range(0..size)
-        .map(|r| r.map_err(std::io::Error::other));
     if row.inline.is_some() {
-        let pieces: Vec<bytes::Bytes> = plaintext
+        let size = reader.size();
+        let pieces: Vec<bytes::Bytes> = reader
+            .read_range(0..size)
             .collect::<Vec<_>>()
             .await
             .into_iter()
@@ -301,16 +299,7 @@ pub async fn seal_afresh(blobs: &BlobStore, row: &BlobRow) -> anyhow::Result<Opt
         }));
     }
     let location = BlobStore::new_rname();
-    let info = blobs
-        .put_at(
-            &row.rname,
-            &location,
-            row.algorithm,
-            Box::pin(plaintext),
-            Some(&row.sha256plain),
-            None,
-        )
-        .await?;
+    let info = blobs.reseal(reader, &location, &row.sha256plain).await?;
     let Some(wrapped) = info.wrapped else {
         anyhow::bail!("sealing {} gave no key", row.rname);
     };

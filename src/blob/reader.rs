@@ -148,6 +148,65 @@ impl BlobReader {
         self.stored_len
     }
 
+    /// The stored object as an open file, when the backend keeps it in one (local blobs), for
+    /// [`BlobReader::open_chunk_into`]; `None` otherwise.
+    pub(crate) async fn stored_file(&self) -> Result<Option<std::fs::File>, BlobError> {
+        let r = self
+            .store
+            .get_opts(&self.location, GetOptions::new())
+            .await
+            .map_err(|e| BlobError::backend(&self.rname, e))?;
+        if r.meta.size != self.stored_len {
+            return Err(truncated(
+                &self.rname,
+                "the stored object changed while it was being read",
+            ));
+        }
+        Ok(match r.payload {
+            GetResultPayload::File(file, _) => Some(file),
+            GetResultPayload::Stream(_) => None,
+        })
+    }
+
+    /// Chunks of an encrypted blob (0 for one stored as it is).
+    pub(crate) fn chunk_count(&self) -> u64 {
+        match &self.kind {
+            Kind::Plain => 0,
+            Kind::Chunked { layout, .. } => layout.chunk_count(),
+        }
+    }
+
+    /// Reads sealed chunk `index` of an encrypted blob from `file` (its stored object, see
+    /// [`BlobReader::stored_file`]) into `buf`, replacing what `buf` held, and opens it there:
+    /// `buf` ends holding the chunk's plaintext. Reusing one `buf` for every chunk of a blob
+    /// reads it without allocating. Blocking.
+    pub(crate) fn open_chunk_into(
+        &self,
+        file: &std::fs::File,
+        index: u64,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), BlobError> {
+        let Kind::Chunked { dec, layout } = &self.kind else {
+            return Err(BlobError::Io(std::io::Error::other(
+                "chunks of a blob stored unencrypted",
+            )));
+        };
+        let rname = &*self.rname;
+        let stored = layout
+            .ciphertext_range_of_chunk(index)
+            .map_err(|e| BlobError::integrity(rname, e))?;
+        buf.resize((stored.end - stored.start) as usize, 0);
+        match read_exact_at(file, buf, stored.start) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(truncated(rname, "the stored object ended early"))
+            }
+            Err(e) => return Err(BlobError::Io(e)),
+        }
+        dec.open_chunk_in_place(index, buf, layout.is_last_chunk(index))
+            .map_err(|e| BlobError::integrity(rname, e))
+    }
+
     /// The plaintext bytes of `range` (clamped to [`BlobReader::size`]; the caller validates
     /// it first), as a stream of pieces of at most one chunk. Only the chunks the range covers
     /// are fetched (one ranged request, none when they were already fetched by `open`) and

@@ -471,3 +471,111 @@ async fn a_local_upload_whose_file_cannot_be_written_fails_as_the_servers_fault(
     assert_eq!(std::fs::read(partition).unwrap(), b"not a directory");
     assert_eq!(staging_files(dir.path()), Vec::<std::path::PathBuf>::new());
 }
+
+/// The file under `dir` whose path ends with `name` (a local blob's object).
+fn object_file(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                todo.push(path);
+            } else if path.ends_with(name) {
+                return path;
+            }
+        }
+    }
+    panic!("no object {name} under {}", dir.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_blob_resealed_reads_the_same_from_its_new_object_under_a_new_key_only() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::from_config(&BlobConfig::local(dir.path()), keys()).unwrap();
+    let chunk = crate::crypto::DEFAULT_CHUNK_SIZE as usize;
+    for n in [0, 1, chunk, chunk + 1, 3 * chunk + 5, 2 * PART_SIZE + 77] {
+        let (data, pieces) = uneven_body(n);
+        let sha = hex::encode(Sha256::digest(&data));
+        let rname = BlobStore::new_rname();
+        let old = store
+            .put(
+                &rname,
+                BlobAlgorithm::Chunked,
+                stream::iter(pieces),
+                None,
+                None,
+            )
+            .await
+            .unwrap();
+        let old_key = old.wrapped.clone().unwrap();
+        // The whole plaintext of `location` read under `key`, or the first error.
+        let read = |location: String, key: crate::crypto::Wrapped| {
+            let (store, rname) = (store.clone(), rname.clone());
+            async move {
+                let reader = store
+                    .open_recorded(&rname, &location, BlobAlgorithm::Chunked, Some(&key), None)
+                    .await?;
+                let pieces: Vec<Result<Bytes, BlobError>> =
+                    reader.read_range(0..u64::MAX).collect().await;
+                pieces
+                    .into_iter()
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(|p| p.concat())
+            }
+        };
+        let reader = store
+            .open_recorded(&rname, &rname, BlobAlgorithm::Chunked, Some(&old_key), None)
+            .await
+            .unwrap();
+        let location = BlobStore::new_rname();
+        let new = store.reseal(reader, &location, &sha).await.unwrap();
+        assert_eq!((new.size, &new.sha256plain), (n as u64, &sha), "{n} bytes");
+        let new_key = new.wrapped.clone().unwrap();
+        assert_ne!(new_key, old_key);
+        assert!(
+            read(location.clone(), new_key).await.unwrap() == data,
+            "{n} bytes"
+        );
+        // The old key opens the old object only (an empty blob has no chunk to open).
+        if n > 0 {
+            assert!(read(location, old_key.clone()).await.is_err(), "{n} bytes");
+        }
+        assert!(read(rname.clone(), old_key).await.unwrap() == data);
+    }
+    assert_eq!(staging_files(dir.path()), Vec::<std::path::PathBuf>::new());
+
+    // A wrong expected hash, or stored bytes that do not open, leave nothing behind.
+    let (data, pieces) = uneven_body(3 * chunk + 5);
+    let sha = hex::encode(Sha256::digest(&data));
+    let rname = BlobStore::new_rname();
+    let info = store
+        .put(
+            &rname,
+            BlobAlgorithm::Chunked,
+            stream::iter(pieces),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    let key = info.wrapped.unwrap();
+    let reader = || store.open_recorded(&rname, &rname, BlobAlgorithm::Chunked, Some(&key), None);
+    let location = BlobStore::new_rname();
+    let r = store
+        .reseal(reader().await.unwrap(), &location, &"0".repeat(64))
+        .await;
+    assert!(matches!(r, Err(BlobError::HashMismatch { .. })), "{r:?}");
+    let file = object_file(dir.path(), rname.rsplit('/').next().unwrap());
+    let mut stored = std::fs::read(&file).unwrap();
+    stored[crate::crypto::HEADER_LEN + chunk + 100] ^= 1;
+    std::fs::write(&file, &stored).unwrap();
+    let r = store.reseal(reader().await.unwrap(), &location, &sha).await;
+    assert!(matches!(r, Err(BlobError::Integrity { .. })), "{r:?}");
+    assert!(store
+        .open(&location, BlobAlgorithm::None, None)
+        .await
+        .unwrap_err()
+        .is_not_found());
+    assert_eq!(staging_files(dir.path()), Vec::<std::path::PathBuf>::new());
+}

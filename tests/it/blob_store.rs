@@ -843,3 +843,82 @@ async fn an_unreachable_s3_server_is_an_error_not_a_hang() {
     );
     assert!(started.elapsed() < Duration::from_secs(60));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resealed_blob_reads_the_same_from_a_new_object_under_a_new_key_on_both_backends() {
+    for b in backends() {
+        let mut rng = Rng(12);
+        for size in [0, 1, CS, CS + 1, 3 * MIB + 17] {
+            let ctx = format!("{} {size}", b.name);
+            let data = rng.bytes(size);
+            let old = b.put(BlobAlgorithm::Chunked, &data, &mut rng).await;
+            let open = |location: String, info: BlobInfo| {
+                let store = b.store.clone();
+                async move {
+                    store
+                        .open_recorded(
+                            &info.rname,
+                            &location,
+                            BlobAlgorithm::Chunked,
+                            info.wrapped.as_ref(),
+                            None,
+                        )
+                        .await
+                        .unwrap()
+                }
+            };
+            let location = BlobStore::new_rname();
+            let reader = open(old.rname.clone(), old.clone()).await;
+            let new = b
+                .store
+                .reseal(reader, &location, &old.sha256plain)
+                .await
+                .unwrap_or_else(|e| panic!("{ctx}: {e}"));
+            assert_eq!(
+                (new.size, &new.sha256plain),
+                (old.size, &old.sha256plain),
+                "{ctx}"
+            );
+            assert_ne!(new.wrapped, old.wrapped, "{ctx}");
+            assert_ne!(
+                b.raw_get(&location).await,
+                b.raw_get(&old.rname).await,
+                "{ctx}"
+            );
+            for (at, info) in [(&location, &new), (&old.rname, &old)] {
+                let got: Vec<Bytes> = open(at.clone(), info.clone())
+                    .await
+                    .read_range(0..u64::MAX)
+                    .map(|r| r.unwrap())
+                    .collect()
+                    .await;
+                assert!(got.concat() == data, "{ctx}: {at} reads other bytes");
+            }
+        }
+        // A plaintext that is not the one recorded is never sealed anew.
+        let before = b.raw_objects().await;
+        let data = rng.bytes(2 * CS + 3);
+        let info = b.put(BlobAlgorithm::Chunked, &data, &mut rng).await;
+        let reader = open_at(&b, &info).await;
+        let r = b
+            .store
+            .reseal(reader, &BlobStore::new_rname(), &sha_hex(b"other"))
+            .await;
+        assert!(
+            matches!(r, Err(BlobError::HashMismatch { .. })),
+            "{}: {r:?}",
+            b.name
+        );
+        let mut after = before.clone();
+        after.push(b.raw_path(&info.rname).to_string());
+        after.sort();
+        assert_eq!(b.raw_objects().await, after, "{}", b.name);
+    }
+}
+
+async fn open_at(b: &Backend, info: &BlobInfo) -> vellum::blob::BlobReader {
+    b.store
+        .open(&info.rname, info.algorithm, info.wrapped.as_ref())
+        .await
+        .unwrap()
+}
