@@ -62,8 +62,9 @@ print(json.dumps([{"action": "C", "parentoid": folder, "name": f"v{i:04d}", "isf
 PY
   local args=(-F "metadata=@$WORK/meta.json;type=application/json")
   for i in $(seq "$2"); do
-    [ -f "$WORK/part$i" ] || head -c "$3" /dev/urandom >"$WORK/part$i"
-    args+=(-F "f$i=@$WORK/part$i;type=application/octet-stream")
+    # Named by size too: part 2 must not pick up part 1's 5 MiB files as its 16 KiB ones.
+    [ -f "$WORK/part$3-$i" ] || head -c "$3" /dev/urandom >"$WORK/part$3-$i"
+    args+=(-F "f$i=@$WORK/part$3-$i;type=application/octet-stream")
   done
   curl -sf -o /dev/null -w '%{time_total}' -H "userpolicy: $JANE" "${args[@]}" $URL/write
 }

@@ -342,6 +342,18 @@ pub trait Backend: Send + Sync + 'static {
         R: Send + 'static,
         E: From<StoreError> + Send + 'static;
 
+    /// Runs `f` as [`Backend::write`] does, as background work (the task queue's): the
+    /// backend may hold it back while requests' writes wait, so that background work takes
+    /// only a small share of a busy store. By default, no different from `write`.
+    fn write_background<R, E, F>(&self, f: F) -> impl Future<Output = Result<R, E>> + Send
+    where
+        F: FnOnce(&mut Self::Txn<'_>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        self.write(f)
+    }
+
     /// Runs `f` exactly as [`Backend::write`] would and always rolls it back: a rehearsal
     /// that sees what a real write would (to authorise before receiving blobs).
     fn dry_run<R, E, F>(&self, f: F) -> impl Future<Output = Result<R, E>> + Send
@@ -396,6 +408,18 @@ impl Store {
     {
         match self {
             Store::Sqlite(s) => s.write(move |t| f(t)).await,
+        }
+    }
+
+    /// [`Store::write`] for background work (see [`Backend::write_background`]).
+    pub async fn write_background<R, E, F>(&self, f: F) -> Result<R, E>
+    where
+        F: FnOnce(&mut dyn MetaWrite) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        match self {
+            Store::Sqlite(s) => s.write_background(move |t| f(t)).await,
         }
     }
 

@@ -50,7 +50,7 @@ pub(super) async fn expand(ctx: &Arc<TaskContext>, task: &Task) -> Result<Outcom
         let page = page.to_vec();
         let parent = task.clone();
         ctx.store
-            .write(move |t| -> Result<(), crate::store::StoreError> {
+            .write_background(move |t| -> Result<(), crate::store::StoreError> {
                 let now = now_ms();
                 for (oid, rname) in page {
                     // Queued by an earlier run of this expansion that was cut off: done, or
@@ -203,7 +203,7 @@ pub(super) async fn blobs(
     let node = ctx.node.clone();
     let committed = ctx
         .store
-        .write(move |t| -> crate::error::Result<Vec<(bool, bool, bool)>> {
+        .write_background(move |t| -> crate::error::Result<Vec<(bool, bool, bool)>> {
             let mut out = Vec::with_capacity(jobs.len());
             for (task, switch, (update, failed)) in jobs {
                 let switched = match &switch {
@@ -273,7 +273,7 @@ pub(super) async fn sweep(ctx: &Arc<TaskContext>) -> Result<Outcome, String> {
         let now = now_ms() / 1000;
         let n = ctx
             .store
-            .write(move |t| -> crate::error::Result<usize> {
+            .write_background(move |t| -> crate::error::Result<usize> {
                 let due = t.shares_expired(now, SWEEP_PAGE)?;
                 let n = due.len();
                 for share in due {
@@ -300,7 +300,7 @@ pub(super) async fn sweep(ctx: &Arc<TaskContext>) -> Result<Outcome, String> {
     loop {
         let n = ctx
             .store
-            .write(move |t| t.prune_tasks(before, PRUNE_PAGE))
+            .write_background(move |t| t.prune_tasks(before, PRUNE_PAGE))
             .await
             .map_err(|e| e.to_string())?;
         pruned += n;

@@ -33,7 +33,7 @@ pub use readers::ReadSnapshot;
 pub use writer::WriteCtx;
 
 use readers::ReaderPool;
-use writer::{Job, Submitted, Writer};
+use writer::{Queued, Submitted, Writer};
 
 /// Migrations, applied in order; `PRAGMA user_version` records how many ran.
 /// DO NOT CHANGE or reorder released entries: append.
@@ -76,7 +76,7 @@ impl From<rusqlite::Error> for StoreError {
 /// The embedded backend. Cheap to clone: the writer's queue and the reader pool are shared.
 #[derive(Clone)]
 pub struct SqliteStore {
-    jobs: mpsc::Sender<Box<dyn Job>>,
+    jobs: mpsc::Sender<Queued>,
     readers: Arc<ReaderPool>,
     db_path: PathBuf,
     commits: Arc<tokio::sync::watch::Sender<u64>>,
@@ -152,7 +152,7 @@ impl SqliteStore {
             commits.clone(),
             outbox.clone(),
         );
-        let (tx, rx) = mpsc::channel::<Box<dyn Job>>();
+        let (tx, rx) = mpsc::channel::<Queued>();
         std::thread::Builder::new()
             .name("vellum-writer".into())
             .spawn(move || writer.serve(rx))?;
@@ -174,7 +174,7 @@ impl SqliteStore {
         &self.db_path
     }
 
-    async fn submit<R, E, F>(&self, f: F, dry: bool) -> Result<R, E>
+    async fn submit<R, E, F>(&self, f: F, dry: bool, background: bool) -> Result<R, E>
     where
         F: FnOnce(&mut WriteCtx<'_>) -> Result<R, E> + Send + 'static,
         R: Send + 'static,
@@ -183,7 +183,7 @@ impl SqliteStore {
         let (reply, rx) = tokio::sync::oneshot::channel::<Result<R, E>>();
         let job = Box::new(Submitted::new(f, reply, dry));
         self.jobs
-            .send(job)
+            .send(Queued { job, background })
             .map_err(|_| E::from(StoreError::WriterGone))?;
         rx.await.map_err(|_| E::from(StoreError::WriterGone))?
     }
@@ -212,7 +212,19 @@ impl Backend for SqliteStore {
         R: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        self.submit(f, false)
+        self.submit(f, false, false)
+    }
+
+    fn write_background<R, E, F>(
+        &self,
+        f: F,
+    ) -> impl std::future::Future<Output = Result<R, E>> + Send
+    where
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        self.submit(f, false, true)
     }
 
     fn dry_run<R, E, F>(&self, f: F) -> impl std::future::Future<Output = Result<R, E>> + Send
@@ -221,7 +233,7 @@ impl Backend for SqliteStore {
         R: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        self.submit(f, true)
+        self.submit(f, true, false)
     }
 
     fn read_blocking<R, E, F>(&self, f: F) -> Result<R, E>

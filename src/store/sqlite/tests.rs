@@ -631,3 +631,56 @@ fn webhooks_of_one_share_are_leased_in_order_and_a_parent_counts_its_open_childr
         assert_eq!(open(&store), 1);
     });
 }
+
+#[test]
+fn background_writes_commit_on_an_idle_store_and_are_not_starved_by_a_stream_of_requests() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path(), &SqliteConfig::NORMAL).unwrap());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let write = |store: Arc<SqliteStore>, oid: u64, background: bool| async move {
+        let f = move |ctx: &mut WriteCtx<'_>| -> Result<(), StoreError> {
+            let t = ctx.next_tstamp();
+            ctx.append(&event(Oid(oid), Oid::ROOT, &format!("n{oid}"), t))
+        };
+        if background {
+            store.write_background(f).await
+        } else {
+            store.write(f).await
+        }
+    };
+    rt.block_on(async {
+        // Nothing else running: it commits like any write.
+        write(store.clone(), 10, true).await.unwrap();
+        assert_eq!(count_events(&store), 1);
+        // Requests without pause from 8 clients, and 20 background writes one after another.
+        let stop = Arc::new(AtomicBool::new(false));
+        let requests = Arc::new(AtomicU64::new(0));
+        let mut clients = Vec::new();
+        for c in 0..8u64 {
+            let (store, stop, requests) = (store.clone(), stop.clone(), requests.clone());
+            clients.push(tokio::spawn(async move {
+                let mut oid = 1_000_000 * (c + 1);
+                while !stop.load(Ordering::Relaxed) {
+                    oid += 1;
+                    write(store.clone(), oid, false).await.unwrap();
+                    requests.fetch_add(1, Ordering::Relaxed);
+                }
+            }));
+        }
+        for k in 0..20u64 {
+            write(store.clone(), 100 + k, true).await.unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        for c in clients {
+            c.await.unwrap();
+        }
+        let requests = requests.load(Ordering::Relaxed);
+        assert!(requests > 0);
+        assert_eq!(count_events(&store), 1 + 20 + requests as i64);
+    });
+}
