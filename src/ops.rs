@@ -258,10 +258,14 @@ pub struct Sealed {
     pub old_location: Option<String>,
     /// The new object (stored blobs), to delete if the switch does not apply.
     pub new_location: Option<String>,
+    /// The new object while it is not yet durable: switch to it only after
+    /// [`BlobStore::make_durable`] took this and said Ok.
+    pub pending: Option<crate::blob::PendingObject>,
 }
 
 /// The first half of a re-encryption: the content of `row` decrypted with its key and sealed
-/// under a fresh one, into a new object (durable) or new inline bytes, checked against the
+/// under a fresh one, into a new object (durable once [`BlobStore::make_durable`] has taken
+/// its `pending`) or new inline bytes, checked against the
 /// recorded hash as it is sealed (a blob that does not decrypt to what was stored is never
 /// switched to). `None`: nothing to do (stored unencrypted).
 pub async fn seal_afresh(blobs: &BlobStore, row: &BlobRow) -> anyhow::Result<Option<Sealed>> {
@@ -296,11 +300,12 @@ pub async fn seal_afresh(blobs: &BlobStore, row: &BlobRow) -> anyhow::Result<Opt
             switch: crate::store::BlobSwitch::Inline { stored, wrapped },
             old_location: None,
             new_location: None,
+            pending: None,
         }));
     }
     let location = BlobStore::new_rname();
-    let info = blobs.reseal(reader, &location, &row.sha256plain).await?;
-    let Some(wrapped) = info.wrapped else {
+    let resealed = blobs.reseal(reader, &location, &row.sha256plain).await?;
+    let Some(wrapped) = resealed.info.wrapped else {
         anyhow::bail!("sealing {} gave no key", row.rname);
     };
     Ok(Some(Sealed {
@@ -312,6 +317,7 @@ pub async fn seal_afresh(blobs: &BlobStore, row: &BlobRow) -> anyhow::Result<Opt
         },
         old_location: Some(old_location),
         new_location: Some(location),
+        pending: resealed.pending,
     }))
 }
 
@@ -335,9 +341,14 @@ pub async fn reencrypt(
     let Some(row) = store.read(move |s| s.blob(&name)).await? else {
         return Ok(Reencrypted::Skipped("no such blob"));
     };
-    let Some(sealed) = seal_afresh(blobs, &row).await? else {
+    let Some(mut sealed) = seal_afresh(blobs, &row).await? else {
         return Ok(Reencrypted::Skipped("stored unencrypted"));
     };
+    if let Some(pending) = sealed.pending.take() {
+        if let Some(Err(e)) = blobs.make_durable(vec![pending]).await.pop() {
+            return Err(e.into());
+        }
+    }
     step(ReencryptStep::Sealed);
     let (name, was, switch) = (
         sealed.rname.clone(),

@@ -129,13 +129,19 @@ impl StagingFile {
     }
 
     /// Moves the (synced) file into place and makes that durable. Blocking.
-    pub(crate) fn commit(mut self) -> std::io::Result<()> {
-        std::fs::rename(&self.staging, &self.dest)?;
-        self.committed = true;
-        match self.dest.parent() {
-            Some(dir) => File::open(dir)?.sync_all(),
+    pub(crate) fn commit(self) -> std::io::Result<()> {
+        match self.rename_into_place()? {
+            Some(dir) => sync_dir(&dir),
             None => Ok(()),
         }
+    }
+
+    /// Moves the (synced) file into place; durable once its directory (returned) is
+    /// synced, which the caller does once for many files. Blocking.
+    pub(crate) fn rename_into_place(mut self) -> std::io::Result<Option<PathBuf>> {
+        std::fs::rename(&self.staging, &self.dest)?;
+        self.committed = true;
+        Ok(self.dest.parent().map(Path::to_path_buf))
     }
 }
 
@@ -168,6 +174,11 @@ impl Drop for StagingFile {
             Err(_) => remove(),
         }
     }
+}
+
+/// Makes the entries of directory `dir` durable. Blocking.
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 /// Creates `dir` and any missing parents, fsyncing each parent whose entries changed, so the

@@ -48,7 +48,7 @@ use crate::crypto::{CryptoError, DEFAULT_CHUNK_SIZE};
 
 pub use crate::crypto::BlobAlgorithm;
 pub use reader::BlobReader;
-pub use store::BlobStore;
+pub use store::{BlobStore, PendingObject, Resealed};
 
 /// Time allowed for the first response of a read (the body then streams without a deadline).
 pub(crate) const FIRST_BYTE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);

@@ -529,7 +529,10 @@ async fn a_local_blob_resealed_reads_the_same_from_its_new_object_under_a_new_ke
             .await
             .unwrap();
         let location = BlobStore::new_rname();
-        let new = store.reseal(reader, &location, &sha).await.unwrap();
+        let resealed = store.reseal(reader, &location, &sha).await.unwrap();
+        let done = store.make_durable(vec![resealed.pending.unwrap()]).await;
+        assert!(done.iter().all(Result::is_ok), "{done:?}");
+        let new = resealed.info;
         assert_eq!((new.size, &new.sha256plain), (n as u64, &sha), "{n} bytes");
         let new_key = new.wrapped.clone().unwrap();
         assert_ne!(new_key, old_key);
@@ -578,4 +581,79 @@ async fn a_local_blob_resealed_reads_the_same_from_its_new_object_under_a_new_ke
         .unwrap_err()
         .is_not_found());
     assert_eq!(staging_files(dir.path()), Vec::<std::path::PathBuf>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_objects_made_durable_together_are_in_place_and_one_dropped_instead_leaves_nothing() {
+    use sha2::{Digest, Sha256};
+    let dir = tempfile::tempdir().unwrap();
+    let store = BlobStore::from_config(&BlobConfig::local(dir.path()), keys()).unwrap();
+    let mut pending = Vec::new();
+    let mut expected = Vec::new();
+    for k in 0..5 {
+        let (data, pieces) = uneven_body(100_000 + k * 70_000);
+        let sha = hex::encode(Sha256::digest(&data));
+        let rname = BlobStore::new_rname();
+        let old = store
+            .put(
+                &rname,
+                BlobAlgorithm::Chunked,
+                stream::iter(pieces),
+                None,
+                None,
+            )
+            .await
+            .unwrap();
+        let reader = store
+            .open_recorded(
+                &rname,
+                &rname,
+                BlobAlgorithm::Chunked,
+                old.wrapped.as_ref(),
+                None,
+            )
+            .await
+            .unwrap();
+        let location = BlobStore::new_rname();
+        let resealed = store.reseal(reader, &location, &sha).await.unwrap();
+        pending.push(resealed.pending.unwrap());
+        expected.push((location, resealed.info, data));
+    }
+    // The last one is given up: dropped, it is not in place and leaves no file.
+    drop(pending.pop());
+    let (gone, _, _) = expected.pop().unwrap();
+    let done = store.make_durable(pending).await;
+    assert_eq!(done.len(), 4);
+    assert!(done.iter().all(Result::is_ok), "{done:?}");
+    for (location, info, data) in expected {
+        let reader = store
+            .open_recorded(
+                &info.rname,
+                &location,
+                BlobAlgorithm::Chunked,
+                info.wrapped.as_ref(),
+                None,
+            )
+            .await
+            .unwrap();
+        let got: Vec<Bytes> = reader
+            .read_range(0..u64::MAX)
+            .map(|r| r.unwrap())
+            .collect()
+            .await;
+        assert!(got.concat() == data);
+    }
+    // Removal of a dropped file runs in the background.
+    for _ in 0..200 {
+        if staging_files(dir.path()).is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(staging_files(dir.path()), Vec::<std::path::PathBuf>::new());
+    assert!(store
+        .open(&gone, BlobAlgorithm::None, None)
+        .await
+        .unwrap_err()
+        .is_not_found());
 }

@@ -142,6 +142,31 @@ pub(super) async fn blobs(
                 },
             });
         }
+        // The batch's new objects made durable together (see `BlobStore::make_durable`).
+        let mut waiting = Vec::new();
+        let mut pending = Vec::new();
+        for (k, plan) in plans.iter_mut().enumerate() {
+            if let Plan::Switch(sealed, _) = plan {
+                if let Some(p) = sealed.pending.take() {
+                    waiting.push(k);
+                    pending.push(p);
+                }
+            }
+        }
+        for (k, durable) in waiting
+            .into_iter()
+            .zip(ctx.blobs.make_durable(pending).await)
+        {
+            if let Err(e) = durable {
+                // Renamed into place but its directory not synced: not the version's either.
+                if let Plan::Switch(sealed, _) = &plans[k] {
+                    if let Some(new) = &sealed.new_location {
+                        let _ = ctx.blobs.delete(new).await;
+                    }
+                }
+                plans[k] = Plan::Failed(format!("could not make the new object durable: {e}"));
+            }
+        }
         plans
     };
     let plans: Vec<Plan> = tokio::select! {

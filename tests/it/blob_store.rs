@@ -869,11 +869,22 @@ async fn a_resealed_blob_reads_the_same_from_a_new_object_under_a_new_key_on_bot
             };
             let location = BlobStore::new_rname();
             let reader = open(old.rname.clone(), old.clone()).await;
-            let new = b
+            let resealed = b
                 .store
                 .reseal(reader, &location, &old.sha256plain)
                 .await
                 .unwrap_or_else(|e| panic!("{ctx}: {e}"));
+            // A local object is in place only once made durable; an S3 one at once.
+            assert_eq!(resealed.pending.is_some(), b.server.is_none(), "{ctx}");
+            if let Some(pending) = resealed.pending {
+                assert!(!b
+                    .raw_objects()
+                    .await
+                    .contains(&b.raw_path(&location).to_string()));
+                let done = b.store.make_durable(vec![pending]).await;
+                assert!(done.iter().all(Result::is_ok), "{ctx}: {done:?}");
+            }
+            let new = resealed.info;
             assert_eq!(
                 (new.size, &new.sha256plain),
                 (old.size, &old.sha256plain),

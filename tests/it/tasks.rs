@@ -1639,8 +1639,9 @@ async fn metrics_show_the_queue_the_running_and_the_failed_tasks() {
         "vellum_task_run_failures_total",
         "vellum_tasks_failed_total",
     ];
+    // The sweep is queued by the task runtime just after start-up.
     let m = metrics_until(&app, Duration::from_secs(10), "an idle queue", |m| {
-        m.get("vellum_tasks_in_progress") == Some(&0.0)
+        m.get("vellum_tasks_in_progress") == Some(&0.0) && m.get("vellum_tasks_todo") == Some(&1.0)
     })
     .await;
     for n in names {
