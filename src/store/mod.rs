@@ -6,6 +6,7 @@
 //! embedded default. Nothing here knows about HTTP or policies.
 
 pub mod clock;
+pub mod postgres;
 pub mod sqlite;
 
 use std::future::Future;

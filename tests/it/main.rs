@@ -18,6 +18,7 @@ mod names;
 mod openapi;
 mod operator_views;
 mod policy_table;
+mod postgres;
 mod proxy_mtls;
 mod reads;
 mod reencrypt;

@@ -4,6 +4,7 @@
 
 pub mod external;
 pub mod extra;
+pub mod postgres;
 pub mod process;
 pub mod rng;
 pub mod s3;

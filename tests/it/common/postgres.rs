@@ -1,0 +1,205 @@
+//! A PostgreSQL server for the tests (issue 14): the one `DATABASE_URL` names, or a private
+//! cluster started from Debian's `postgresql` package with `initdb` in a temporary folder
+//! (as the `postgres` user when the tests run as root, since initdb refuses root), on a free
+//! loopback port, stopped when dropped. Each test gets a database of its own. Without
+//! PostgreSQL a test is skipped locally and fails in CI (see `external.rs`).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::external::{find_program, free_port, skip_or_fail};
+
+/// A running server, and a fresh database on it.
+pub struct Postgres {
+    /// The fresh database's URL.
+    pub url: String,
+    cluster: Option<Cluster>,
+}
+
+/// A private cluster: stopped (and its folder removed) on drop.
+struct Cluster {
+    pg_ctl: PathBuf,
+    data: PathBuf,
+    as_postgres: bool,
+    _dir: tempfile::TempDir,
+}
+
+/// initdb, pg_ctl from the newest PostgreSQL of Debian's layout, else from PATH.
+fn binaries() -> Option<(PathBuf, PathBuf)> {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v = e.file_name().to_str()?.parse().ok()?;
+            Some((v, e.path().join("bin")))
+        })
+        .filter(|(v, bin)| *v >= 15 && bin.join("initdb").is_file())
+        .collect();
+    versions.sort();
+    match versions.pop() {
+        Some((_, bin)) => Some((bin.join("initdb"), bin.join("pg_ctl"))),
+        None => Some((find_program("initdb")?, find_program("pg_ctl")?)),
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// Runs `program args` (as the `postgres` user if `as_postgres`); Err with its output.
+fn run(as_postgres: bool, program: &Path, args: &[&str]) -> Result<(), String> {
+    let mut cmd = if as_postgres {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    };
+    let out = cmd
+        .args(args)
+        .output()
+        .map_err(|e| format!("{}: {e}", program.display()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} {args:?}: {}{}",
+            program.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+impl Cluster {
+    fn start() -> Result<(Cluster, String), String> {
+        let (initdb, pg_ctl) = binaries().ok_or("no PostgreSQL 15 or later (initdb, pg_ctl)")?;
+        let as_postgres = is_root();
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        if as_postgres {
+            let status = Command::new("chown")
+                .arg("postgres:")
+                .arg(dir.path())
+                .status()
+                .map_err(|e| e.to_string())?;
+            if !status.success() {
+                return Err("cannot give the cluster's folder to the postgres user".into());
+            }
+        }
+        let data = dir.path().join("data");
+        let data_s = data
+            .to_str()
+            .ok_or("a temporary path that is not UTF-8")?
+            .to_string();
+        let data_s = data_s.as_str();
+        run(
+            as_postgres,
+            &initdb,
+            &[
+                "-D",
+                data_s,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        )?;
+        let port = free_port();
+        let log = dir.path().join("server.log");
+        let options = format!(
+            "-h 127.0.0.1 -p {port} -k {} -c fsync=off -c full_page_writes=off",
+            dir.path().display()
+        );
+        let cluster = Cluster {
+            pg_ctl,
+            data,
+            as_postgres,
+            _dir: dir,
+        };
+        run(
+            as_postgres,
+            &cluster.pg_ctl,
+            &[
+                "start",
+                "-w",
+                "-t",
+                "60",
+                "-D",
+                data_s,
+                "-l",
+                log.to_str().unwrap_or_default(),
+                "-o",
+                &options,
+            ],
+        )
+        .map_err(|e| {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            format!("{e}\n{log}")
+        })?;
+        Ok((cluster, format!("postgres://postgres@127.0.0.1:{port}")))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(data) = self.data.to_str() {
+            let _ = run(
+                self.as_postgres,
+                &self.pg_ctl,
+                &["stop", "-m", "immediate", "-D", data],
+            );
+        }
+    }
+}
+
+/// Connects to `url`; the connection runs on a task of the current runtime.
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+impl Postgres {
+    /// A fresh database, on `DATABASE_URL`'s server or a private cluster; `None` (after
+    /// `skip_or_fail`) when there is no PostgreSQL to run.
+    pub async fn start() -> Option<Postgres> {
+        let (server, cluster) = match std::env::var("DATABASE_URL") {
+            Ok(url) if !url.is_empty() => (url.trim_end_matches('/').to_string(), None),
+            _ => match tokio::task::spawn_blocking(Cluster::start).await.unwrap() {
+                Ok((cluster, url)) => (url, Some(cluster)),
+                Err(e) => {
+                    skip_or_fail(&format!("no PostgreSQL server for this test: {e}"));
+                    return None;
+                }
+            },
+        };
+        // The server's URL names its maintenance database, or none.
+        let base = match server.rsplit_once('/') {
+            Some((head, _)) if head.contains("://") && head.len() > "postgres://".len() => {
+                head.to_string()
+            }
+            _ => server.clone(),
+        };
+        let admin = connect(&format!("{base}/postgres")).await;
+        let name = format!("vellum_test_{}", uuid::Uuid::new_v4().simple());
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap_or_else(|e| panic!("creating {name}: {e}"));
+        Some(Postgres {
+            url: format!("{base}/{name}"),
+            cluster,
+        })
+    }
+}
