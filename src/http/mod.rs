@@ -176,6 +176,8 @@ async fn connection(
     // hyper only enforces the head timeout with a timer. It starts the clock whenever it
     // waits for a head, so the same timeout closes idle keep-alive connections.
     builder.timer(TokioTimer::new());
+    // Bounds the request head and the size of each read (see `HttpLimits::max_header_bytes`).
+    builder.max_buf_size(limits.max_header_bytes);
     if reserved {
         builder
             .keep_alive(false)

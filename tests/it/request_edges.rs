@@ -209,3 +209,29 @@ async fn json_responses_and_errors_are_never_sniffed() {
     assert_eq!(bad.status(), 400);
     assert_nosniff(&bad, "a refused write");
 }
+
+// ---------------------------------------------------------------------------------------
+// The request head's size (MAX_HEADER_BYTES, 32 KiB)
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_request_head_over_max_header_bytes_is_431_and_the_server_goes_on_serving() {
+    let app = spawn_app().await;
+    let token = app.token_for("jane");
+    // 20 KiB of headers beside the token: served.
+    let pad = "p".repeat(20 << 10);
+    let (status, me) = self_as(&app, &[("userpolicy", &token), ("x-padding", &pad)]).await;
+    assert_eq!(status, 200, "{me}");
+    // 80 KiB: refused, and nothing else is read of it. (hyper checks the buffer between
+    // reads of growing size, so a head of up to about twice the limit can pass.)
+    let pad = "p".repeat(80 << 10);
+    let resp = get_with(
+        &app.base,
+        "/self",
+        &[("userpolicy", &token), ("x-padding", &pad)],
+    )
+    .await;
+    assert_eq!(resp.status().as_u16(), 431);
+    let (status, _) = self_as(&app, &[("userpolicy", &token)]).await;
+    assert_eq!(status, 200);
+}
