@@ -165,3 +165,20 @@ CREATE TABLE task_links (
     PRIMARY KEY (parent, child)
 );
 CREATE INDEX task_links_by_child ON task_links (child, parent);
+
+-- The store's one clock (SPEC §10): tstamps and oids are nanosecond timestamps, unique and
+-- strictly increasing store-wide however many nodes write. A write transaction takes each
+-- of its tstamps from `vellum_next_tstamp(<its node's wall clock, ns>)`, which advances the
+-- one row below and keeps it locked until the transaction ends: another transaction that
+-- wants a tstamp waits for that commit (or rollback), so commit order is tstamp order, which
+-- the feed relies on. The cost: writes serialise from their first tstamp to their commit,
+-- as under SQLite's one writer; reads and the rest of a write before it do not.
+CREATE TABLE clock (
+    one  BOOLEAN PRIMARY KEY DEFAULT true CHECK (one),
+    last BIGINT  NOT NULL
+);
+INSERT INTO clock (last) VALUES (0);
+
+CREATE FUNCTION vellum_next_tstamp(now_ns BIGINT) RETURNS BIGINT LANGUAGE sql AS $$
+    UPDATE clock SET last = greatest(last + 1, now_ns) RETURNING last;
+$$;

@@ -47,6 +47,7 @@ async fn the_schema_migrates_once_even_from_three_nodes_at_once_and_refuses_a_ne
         tables,
         [
             "blobs",
+            "clock",
             "event_blobs",
             "events",
             "meta",
@@ -124,4 +125,101 @@ async fn the_database_refuses_to_change_the_logs_and_deletes_events_only_inside_
         .map(|r| r.get(0))
         .collect();
     assert_eq!(left, [2]);
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tstamps_from_three_nodes_are_unique_increasing_and_committed_in_their_order() {
+    let Some(pg) = Postgres::start().await else {
+        return;
+    };
+    let mut admin = connect(&pg.url).await;
+    migrate(&mut admin).await.unwrap();
+    // A wall clock far behind (a node whose clock stepped back) still gets a later tstamp.
+    let a: i64 = admin
+        .query_one("SELECT vellum_next_tstamp($1)", &[&now_ns()])
+        .await
+        .unwrap()
+        .get(0);
+    let b: i64 = admin
+        .query_one("SELECT vellum_next_tstamp($1)", &[&1i64])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(b, a + 1);
+
+    // Three nodes, each committing 200 transactions of two tstamps, while a feed polls for
+    // what was committed after the last tstamp it saw: it must never find an older one late.
+    const PER_NODE: usize = 200;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let (url, done) = (pg.url.clone(), done.clone());
+        nodes.push(tokio::spawn(async move {
+            let mut client = connect(&url).await;
+            for _ in 0..PER_NODE {
+                let tx = client.transaction().await.unwrap();
+                for _ in 0..2 {
+                    let t: i64 = tx
+                        .query_one("SELECT vellum_next_tstamp($1)", &[&now_ns()])
+                        .await
+                        .unwrap()
+                        .get(0);
+                    tx.execute(
+                        "INSERT INTO events (oid, tstamp, body) VALUES ($1, $1, '{}')",
+                        &[&t],
+                    )
+                    .await
+                    .unwrap();
+                    tokio::task::yield_now().await;
+                }
+                tx.commit().await.unwrap();
+            }
+            done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }));
+    }
+    let feed = connect(&pg.url).await;
+    let (mut last, mut seen) = (b, Vec::new());
+    loop {
+        let finished = done.load(std::sync::atomic::Ordering::SeqCst) == 3;
+        let late: i64 = feed
+            .query_one(
+                "SELECT count(*) FROM events WHERE tstamp <= $1 AND tstamp > $2",
+                &[&last, &b],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            late as usize,
+            seen.len(),
+            "a transaction committed behind the feed"
+        );
+        let rows = feed
+            .query(
+                "SELECT tstamp FROM events WHERE tstamp > $1 ORDER BY tstamp",
+                &[&last],
+            )
+            .await
+            .unwrap();
+        for r in rows {
+            let t: i64 = r.get(0);
+            seen.push(t);
+            last = t;
+        }
+        if finished {
+            break;
+        }
+    }
+    for n in nodes {
+        n.await.unwrap();
+    }
+    assert_eq!(seen.len(), 3 * PER_NODE * 2);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]));
 }
