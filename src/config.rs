@@ -405,8 +405,8 @@ pub struct HttpLimits {
     /// (hyper checks between reads, so a head of up to about twice this can pass). It is
     /// also the connection's read buffer, so the most each read of a body takes. hyper's
     /// default (about 400 KiB) made reads large enough for the allocator to keep what each
-    /// one freed: one 1 GiB upload peaked at 103-137 MiB resident, against 53-56 MiB with
-    /// 32 KiB, at the same speed (766-798 against 640-810 MB/s).
+    /// one freed: one 1 GiB upload peaked at 103-137 MiB resident, against 53-57 MiB with
+    /// 32 KiB, at the same speed (653-798 against 640-810 MB/s, six runs each).
     pub max_header_bytes: usize,
 }
 

@@ -196,13 +196,7 @@ impl BlobReader {
             .ciphertext_range_of_chunk(index)
             .map_err(|e| BlobError::integrity(rname, e))?;
         buf.resize((stored.end - stored.start) as usize, 0);
-        match read_exact_at(file, buf, stored.start) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return Err(truncated(rname, "the stored object ended early"))
-            }
-            Err(e) => return Err(BlobError::Io(e)),
-        }
+        read_stored(rname, file, buf, stored.start)?;
         dec.open_chunk_in_place(index, buf, layout.is_last_chunk(index))
             .map_err(|e| BlobError::integrity(rname, e))
     }
@@ -382,13 +376,7 @@ impl Job {
         let rname = &*self.blob.rname;
         let read = |offset: u64, len: usize| -> Result<Vec<u8>, BlobError> {
             let mut buf = vec![0u8; len];
-            match read_exact_at(file, &mut buf, offset) {
-                Ok(()) => Ok(buf),
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    Err(truncated(rname, "the stored object ended early"))
-                }
-                Err(e) => Err(BlobError::Io(e)),
-            }
+            read_stored(rname, file, &mut buf, offset).map(|()| buf)
         };
         let mut out = Vec::new();
         match &self.blob.kind {
@@ -413,6 +401,23 @@ impl Job {
             }
         }
         Ok(out)
+    }
+}
+
+/// Fills `buf` from `offset` of blob `rname`'s stored object `file`; an object that ends
+/// before is truncated (an integrity error), not an I/O error.
+fn read_stored(
+    rname: &str,
+    file: &std::fs::File,
+    buf: &mut [u8],
+    offset: u64,
+) -> Result<(), BlobError> {
+    match read_exact_at(file, buf, offset) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Err(truncated(rname, "the stored object ended early"))
+        }
+        Err(e) => Err(BlobError::Io(e)),
     }
 }
 

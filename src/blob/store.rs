@@ -281,7 +281,7 @@ impl BlobStore {
     /// instead (the way for S3, where the object is durable once put), a rotation of 1 GiB of
     /// 5 MiB versions left the allocator holding 233 MiB for about 10 MiB ever in use at once
     /// (its threads' heaps filled with memory that other threads freed); this way it peaks
-    /// at 52-59 MiB in the same time or less.
+    /// at 52-64 MiB in the same time or less.
     pub async fn reseal(
         &self,
         reader: BlobReader,

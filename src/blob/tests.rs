@@ -327,8 +327,8 @@ fn a_full_disk_under_the_blob_store_is_its_own_error_and_answers_507() {
     assert!(matches!(other, BlobError::Backend(_)), "{other:?}");
 }
 
-/// Files under `dir` whose names hold a `#`: staging files of unfinished local uploads.
-fn staging_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
@@ -336,12 +336,23 @@ fn staging_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
             let path = entry.path();
             if path.is_dir() {
                 todo.push(path);
-            } else if entry.file_name().to_string_lossy().contains('#') {
+            } else {
                 found.push(path);
             }
         }
     }
     found
+}
+
+/// Files under `dir` whose names hold a `#`: staging files of unfinished local uploads.
+fn staging_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().contains('#'))
+        })
+        .collect()
 }
 
 /// Bytes 0..n of a fixed pattern, in pieces of uneven sizes (as a body arrives).
@@ -474,18 +485,10 @@ async fn a_local_upload_whose_file_cannot_be_written_fails_as_the_servers_fault(
 
 /// The file under `dir` whose path ends with `name` (a local blob's object).
 fn object_file(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let path = e.unwrap().path();
-            if path.is_dir() {
-                todo.push(path);
-            } else if path.ends_with(name) {
-                return path;
-            }
-        }
-    }
-    panic!("no object {name} under {}", dir.display());
+    files_under(dir)
+        .into_iter()
+        .find(|p| p.ends_with(name))
+        .unwrap_or_else(|| panic!("no object {name} under {}", dir.display()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -274,9 +274,20 @@ pub(super) fn lease(
             .query_row([ms(now_ms)], |r| r.get(0))
             .optional()?,
     };
-    let Some(id) = id else {
-        return Ok(None);
-    };
+    match id {
+        Some(id) => take_lease(conn, id, now_ms, node, until_ms).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Gives task `id` to `node` until `until_ms` (a run begins: attempts + 1).
+fn take_lease(
+    conn: &Connection,
+    id: i64,
+    now_ms: u64,
+    node: &str,
+    until_ms: u64,
+) -> Result<Task, StoreError> {
     let sql = format!(
         "UPDATE tasks SET state = 'in_progress', lease_owner = ?2, lease_until = ?3,
                 attempts = attempts + 1, updated = ?1
@@ -286,8 +297,7 @@ pub(super) fn lease(
     );
     Ok(conn
         .prepare_cached(&sql)?
-        .query_row(params![ms(now_ms), node, ms(until_ms), id], from_row)
-        .optional()?)
+        .query_row(params![ms(now_ms), node, ms(until_ms), id], from_row)?)
 }
 
 pub(super) fn lease_more(
@@ -315,19 +325,9 @@ pub(super) fn lease_more(
             |r| r.get(0),
         )?
         .collect::<Result<_, _>>()?;
-    let sql = format!(
-        "UPDATE tasks SET state = 'in_progress', lease_owner = ?2, lease_until = ?3,
-                attempts = attempts + 1, updated = ?1
-         WHERE id = ?4
-         RETURNING {}",
-        columns!()
-    );
-    let mut st = conn.prepare_cached(&sql)?;
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        out.push(st.query_row(params![ms(now_ms), node, ms(until_ms), id], from_row)?);
-    }
-    Ok(out)
+    ids.into_iter()
+        .map(|id| take_lease(conn, id, now_ms, node, until_ms))
+        .collect()
 }
 
 pub(super) fn renew(
