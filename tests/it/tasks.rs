@@ -475,6 +475,19 @@ impl Drop for Receiver {
 
 const WEBHOOK_SECRET: &str = "a shared secret, not a password";
 
+/// A server that posts every share-log entry to `url` (signed with [`WEBHOOK_SECRET`]),
+/// with `more` flags.
+async fn app_with_webhook(url: &str, more: &[&str]) -> TestApp {
+    let mut flags = vec![
+        "--share-webhook-url",
+        url,
+        "--share-webhook-secret",
+        WEBHOOK_SECRET,
+    ];
+    flags.extend_from_slice(more);
+    crate::common::spawn_app_with(&flags).await
+}
+
 /// Checks one arrival against the log entry it carries: the signature, the id header, the
 /// body (the entry, as `GET /shares/{id}/log` shows it).
 fn check_arrival(a: &Arrival, entry: &Value, sent_after: u64) {
@@ -1367,18 +1380,17 @@ async fn a_webhook_failed_after_its_attempts_blocks_its_share_until_retried_then
     let since = now_secs();
     let receiver = Receiver::start(Duration::ZERO, ANSWER_500).await;
     let url = receiver.url();
-    let app = crate::common::spawn_app_with(&[
-        "--share-webhook-url",
+    let app = app_with_webhook(
         &url,
-        "--share-webhook-secret",
-        WEBHOOK_SECRET,
-        "--task-max-attempts",
-        "2",
-        "--task-backoff",
-        "100ms",
-        "--task-backoff-max",
-        "200ms",
-    ])
+        &[
+            "--task-max-attempts",
+            "2",
+            "--task-backoff",
+            "100ms",
+            "--task-backoff-max",
+            "200ms",
+        ],
+    )
     .await;
     let (jane, bob) = (app.token_for("jane"), app.token_for("bob"));
     let (_, note) = janes_docs(&app).await;
@@ -1621,15 +1633,7 @@ async fn metrics_show_the_queue_the_running_and_the_failed_tasks() {
     // A receiver that holds each delivery two seconds, then answers 500; one attempt.
     let receiver = Receiver::start(Duration::ZERO, ANSWER_SLOW_500).await;
     let url = receiver.url();
-    let app = crate::common::spawn_app_with(&[
-        "--share-webhook-url",
-        &url,
-        "--share-webhook-secret",
-        WEBHOOK_SECRET,
-        "--task-max-attempts",
-        "1",
-    ])
-    .await;
+    let app = app_with_webhook(&url, &["--task-max-attempts", "1"]).await;
     let (jane, bob) = (app.token_for("jane"), app.token_for("bob"));
     let names = [
         "vellum_tasks_todo",
