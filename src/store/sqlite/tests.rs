@@ -672,6 +672,10 @@ fn background_writes_commit_on_an_idle_store_and_are_not_starved_by_a_stream_of_
                 }
             }));
         }
+        // The stream is flowing before the background writes begin.
+        while requests.load(Ordering::Relaxed) < 50 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
         for k in 0..20u64 {
             write(store.clone(), 100 + k, true).await.unwrap();
         }
