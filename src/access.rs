@@ -152,6 +152,17 @@ impl Access {
             .collect()
     }
 
+    /// [`Access::letters`] with the caller's shares already read ([`Access::incoming`], in
+    /// the snapshot `event` was read in): no store access, so it may run after the snapshot
+    /// ended.
+    pub fn letters_given(&self, incoming: &[crate::model::Share], event: &Event) -> Perms {
+        let policy = self.by_policy(event, Letter::R, event);
+        if self.is_root() {
+            return policy;
+        }
+        self.mask(policy | shared_letters(incoming, event))
+    }
+
     /// Every letter the caller holds on `target` when asking for `letter`: what its policy
     /// grants, united with the letters of every share on it or on a folder above it that
     /// grants now and whose audience the caller is in (SPEC §9.3), read in the snapshot `s`

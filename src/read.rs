@@ -77,6 +77,12 @@ pub fn attach_keys<S: MetaRead + ?Sized>(
     let Some(row) = s.blob(rname)? else {
         return Ok(());
     };
+    attach_row(keys, &row, e);
+    Ok(())
+}
+
+/// [`attach_keys`] from the blob's row, already read.
+fn attach_row(keys: Option<&MasterKeys>, row: &crate::store::BlobRow, e: &mut EventView) {
     if let Some(w) = &row.wrapped {
         let (data, nonce) = w.to_json();
         e.encrypteddata = Some(data);
@@ -95,7 +101,6 @@ pub fn attach_keys<S: MetaRead + ?Sized>(
             }
         }
     }
-    Ok(())
 }
 
 /// GET /props: the current version, if the caller may R it.
@@ -315,52 +320,103 @@ fn share_news(access: &Access, e: &ShareEntry) -> bool {
     }
 }
 
-/// One step of the notification feed: the events stored after `after` that the caller may
-/// read (each judged by its own version's policy and the shares in this snapshot) and the
-/// share log entries after it that concern the caller, in tstamp order, scanning at most
-/// `scan` rows. Returns them and the last tstamp scanned (`None` when nothing newer is
-/// stored), so the feed moves past what the caller may not see.
-pub fn feed_page<S: MetaRead + ?Sized>(
+/// A row of the merged logs: a version (with its blob's row, if it has one) or a share-log
+/// entry.
+type FeedRow = (
+    Tstamp,
+    Option<(Event, Option<crate::store::BlobRow>)>,
+    Option<ShareEntry>,
+);
+
+/// One step of the notification feed as read in a snapshot: the first `scan` rows after
+/// `after` of the two logs merged in tstamp order, the caller's shares and the blob rows
+/// of the file versions, all from the same snapshot. [`FeedRows::judge`] then keeps the
+/// events the caller may read (each judged by its own version's policy and those shares)
+/// and the share-log entries that concern them, after the snapshot has ended. `last` (the
+/// last tstamp scanned, `None` when nothing newer is stored) moves the feed past what the
+/// caller may not see.
+pub struct FeedRows {
+    rows: Vec<FeedRow>,
+    incoming: Vec<crate::model::Share>,
+    /// The tstamp of the last row read, to resume after.
+    pub last: Option<Tstamp>,
+}
+
+pub fn feed_rows<S: MetaRead + ?Sized>(
     s: &S,
     access: &Access,
-    keys: Option<&MasterKeys>,
     after: Tstamp,
     scan: usize,
-) -> Result<(Vec<FeedItem>, Option<Tstamp>)> {
+) -> Result<FeedRows> {
     let events = s.events_since(after, scan)?;
     let entries = s.share_log_since(after, scan)?;
     // The first `scan` rows of the two logs merged: a row of one log past the other's last
     // one fetched waits for the next step, so nothing is skipped.
-    let mut rows: Vec<(Tstamp, Option<Event>, Option<ShareEntry>)> = events
+    let mut merged: Vec<(Tstamp, Option<Event>, Option<ShareEntry>)> = events
         .into_iter()
         .map(|e| (e.tstamp, Some(e), None))
         .chain(entries.into_iter().map(|e| (e.tstamp, None, Some(e))))
         .collect();
-    rows.sort_by_key(|r| r.0);
-    rows.truncate(scan);
-    let last = rows.last().map(|r| r.0);
-    let mut out = Vec::new();
-    for row in rows {
-        match row {
-            (_, Some(e), _) => {
-                let letters = access.letters(s, &e);
-                if letters.contains(Perms::R) {
-                    // The feed shows no tstampend: a version's end may not be known yet.
-                    let mut v = EventView::new(e, None);
-                    v.policy = Some(letters);
-                    attach_keys(s, keys, &mut v)?;
-                    out.push(FeedItem::Event(Box::new(v)));
+    merged.sort_by_key(|r| r.0);
+    merged.truncate(scan);
+    let last = merged.last().map(|r| r.0);
+    let mut rows = Vec::with_capacity(merged.len());
+    for (t, e, entry) in merged {
+        let e = match e {
+            Some(e) => {
+                let blob = match e.rname_str() {
+                    Some(rname) => s.blob(rname)?,
+                    None => None,
+                };
+                Some((e, blob))
+            }
+            None => None,
+        };
+        rows.push((t, e, entry));
+    }
+    let incoming = if access.is_root() {
+        Vec::new()
+    } else {
+        access.incoming(s)
+    };
+    Ok(FeedRows {
+        rows,
+        incoming,
+        last,
+    })
+}
+
+impl FeedRows {
+    /// What the caller may see of the rows: policies are evaluated here, outside any
+    /// snapshot, so a slow policy holds no database connection or read transaction while
+    /// it runs or waits for the policy gate (a hundred feeds cannot starve other requests
+    /// of them). Blocking (policy evaluation): call it from a blocking thread.
+    pub fn judge(self, access: &Access, keys: Option<&MasterKeys>) -> Result<Vec<FeedItem>> {
+        let mut out = Vec::new();
+        for row in self.rows {
+            match row {
+                (_, Some((e, blob)), _) => {
+                    let letters = access.letters_given(&self.incoming, &e);
+                    if letters.contains(Perms::R) {
+                        // The feed shows no tstampend: a version's end may not be known yet.
+                        let mut v = EventView::new(e, None);
+                        v.policy = Some(letters);
+                        if let Some(row) = &blob {
+                            attach_row(keys, row, &mut v);
+                        }
+                        out.push(FeedItem::Event(Box::new(v)));
+                    }
                 }
+                (_, None, Some(entry)) if share_news(access, &entry) => {
+                    out.push(FeedItem::Share(Box::new(entry)))
+                }
+                _ => {}
             }
-            (_, None, Some(entry)) if share_news(access, &entry) => {
-                out.push(FeedItem::Share(Box::new(entry)))
-            }
-            _ => {}
         }
+        // A feed must not skip events it could not judge: it ends, and the client resumes.
+        if let Some(e) = access.budget_error() {
+            return Err(e);
+        }
+        Ok(out)
     }
-    // A feed must not skip events it could not judge: it ends, and the client resumes.
-    if let Some(e) = access.budget_error() {
-        return Err(e);
-    }
-    Ok((out, last))
 }

@@ -145,10 +145,27 @@ pub async fn notifications(
                 let a = access.renewed(state.config.limits.request_budget());
                 let k = super::handlers::keys_for(&state, &a);
                 let after = last;
-                let page = state
+                // One snapshot reads the step's rows; the policies are judged after it.
+                let page = match state
                     .store
-                    .read(move |s| read::feed_page(s, &a, k.as_deref(), after, SCAN))
-                    .await;
+                    .read(move |s| read::feed_rows(s, &a, after, SCAN).map(|r| (r, a)))
+                    .await
+                {
+                    Ok((rows, a)) => {
+                        let scanned = rows.last;
+                        tokio::task::spawn_blocking(move || {
+                            rows.judge(&a, k.as_deref()).map(|items| (items, scanned))
+                        })
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(crate::error::Error::internal(
+                                crate::error::Code::List,
+                                "judging a feed step failed",
+                            ))
+                        })
+                    }
+                    Err(e) => Err(e),
+                };
                 let (events, scanned) = match page {
                     Ok(p) => p,
                     Err(e) if e.code == "policy_budget_exceeded" => {
