@@ -31,7 +31,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
-        let store = Store::open(&config.data_dir, &config.sqlite)?;
+        let store = Store::open(&config.data_dir, &config.sqlite, config.postgres.as_ref())?;
         let blobs = open_blobs(&config)?;
         let policy = Arc::new(PolicyEngine::new(config.policy_limits()));
         let auth = Authenticator::from_config(&config.identity)?;

@@ -121,14 +121,15 @@ where
 {
     let config = Config::from_args(args)?;
     init_logging(config.log_format);
-    if !crate::store::Store::exists(&config.data_dir) {
+    if !crate::store::Store::exists(&config.data_dir, config.postgres.as_ref()) {
         anyhow::bail!("no store at {}", config.data_dir.display());
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let store = crate::store::Store::open(&config.data_dir, &config.sqlite)?;
+        let store =
+            crate::store::Store::open(&config.data_dir, &config.sqlite, config.postgres.as_ref())?;
         let blobs = crate::app::open_blobs(&config)?;
         f(store, blobs).await
     })

@@ -30,6 +30,39 @@ impl SqliteConfig {
     };
 }
 
+/// The PostgreSQL backend's settings (SPEC §10): set, the metadata lives there instead of
+/// in SQLite.
+#[derive(Clone)]
+pub struct PostgresConfig {
+    /// `postgres://user:password@host:port/db?...`: a secret, never logged or shown.
+    url: String,
+    /// Most read connections one node opens (its writer and its listener take one each
+    /// besides). Bounds what a burst of reads asks of the database's `max_connections`.
+    pub pool_size: usize,
+}
+
+impl PostgresConfig {
+    pub fn new(url: String, pool_size: usize) -> PostgresConfig {
+        PostgresConfig {
+            url,
+            pool_size: pool_size.max(1),
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &"<secret>")
+            .field("pool_size", &self.pool_size)
+            .finish()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -90,6 +123,14 @@ pub struct ServeArgs {
         default_value = "full"
     )]
     pub synchronous: Synchronous,
+    /// Keep the metadata in PostgreSQL (`postgres://…`) instead of SQLite in the data
+    /// folder: several nodes may then serve one store (SPEC §10). Blobs stay where the
+    /// blob settings put them.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Most read connections to PostgreSQL per node.
+    #[arg(long, env = "DATABASE_POOL", default_value_t = 16)]
+    pub database_pool: usize,
     /// A path prefix the API also answers under, e.g. /services/gm-data/0.1.
     #[arg(long, env = "CLIENT_PREFIX")]
     pub client_prefix: Option<String>,
@@ -433,6 +474,8 @@ pub struct Config {
     pub namespace: String,
     pub namespace_userfield: String,
     pub sqlite: SqliteConfig,
+    /// Set: the metadata is in PostgreSQL, not SQLite.
+    pub postgres: Option<PostgresConfig>,
     /// Normalised: starts with '/', no trailing '/'.
     pub client_prefix: Option<String>,
     pub log_format: LogFormat,
@@ -567,6 +610,10 @@ impl Config {
             sqlite: SqliteConfig {
                 synchronous: a.synchronous,
             },
+            postgres: a
+                .database_url
+                .filter(|u| !u.is_empty())
+                .map(|u| PostgresConfig::new(u, a.database_pool)),
             client_prefix,
             log_format: a.log_format,
             limits,

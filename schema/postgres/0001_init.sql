@@ -71,7 +71,7 @@ FOR EACH STATEMENT EXECUTE FUNCTION refuse_change('never');
 -- Blobs: a file version's content, by name (its identity, bound into its encryption) and
 -- location (where its current object lies; NULL: at its name).
 CREATE TABLE blobs (
-    rname          TEXT   PRIMARY KEY,
+    rname          TEXT   COLLATE "C" PRIMARY KEY,  -- byte order, as SQLite pages it (fsck, rekey)
     algorithm      TEXT   NOT NULL CHECK (algorithm IN ('chunked', 'none')),
     key_id         TEXT,              -- NULL for algorithm 'none'
     encrypteddata  TEXT,

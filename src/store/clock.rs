@@ -26,6 +26,11 @@ impl Clock {
         self.last
     }
 
+    /// The last tstamp or oid handed out (or the high-water mark it started from).
+    pub fn last(&self) -> u64 {
+        self.last
+    }
+
     pub fn tstamp(&mut self) -> Tstamp {
         Tstamp(self.next())
     }

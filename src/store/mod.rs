@@ -3,11 +3,12 @@
 //! The write path (`crate::write`) and the read path (`crate::read`) are written against
 //! the narrow traits [`MetaRead`] and [`MetaWrite`] only, so that another backend
 //! (PostgreSQL, for deployments that outgrow one machine) can follow. `sqlite` is the
-//! embedded default. Nothing here knows about HTTP or policies.
+//! embedded default; `postgres` serves several nodes; `writer` is group commit for both. Nothing here knows about HTTP or policies.
 
 pub mod clock;
 pub mod postgres;
 pub mod sqlite;
+mod writer;
 
 use std::future::Future;
 use std::path::Path;
@@ -19,6 +20,7 @@ use crate::model::{
     TaskUpdate, Tstamp, UserPolicy,
 };
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// What the metadata store can fail with. Backend-neutral: each backend maps its driver's
@@ -323,7 +325,8 @@ pub struct EventCheck {
 /// step back of the wall clock), and the order of commits equals the order of the tstamps
 /// they carry: once a reader sees an event at tstamp T, no event with a tstamp below T can
 /// still commit. The notification feed (`events_since`) depends on this: resuming after T
-/// misses nothing. SQLite meets it with a single writer that owns the clock.
+/// misses nothing. SQLite meets it with a single writer that owns the clock; PostgreSQL with
+/// one clock row that each batch's transaction locks from its BEGIN to its COMMIT.
 ///
 /// **Transactions**: a job passed to [`Backend::write`] runs inside its own savepoint of a
 /// transaction shared with other jobs (group commit); its changes are kept only if it
@@ -385,20 +388,27 @@ pub trait Backend: Send + Sync + 'static {
 #[derive(Clone)]
 pub enum Store {
     Sqlite(SqliteStore),
+    Postgres(PgStore),
 }
 
 impl Store {
-    /// Opens the embedded default (SQLite in `data_dir`), creating it if needed.
+    /// Opens PostgreSQL when `postgres` is set, else the embedded default (SQLite in
+    /// `data_dir`), creating or migrating the schema if needed.
     pub fn open(
         data_dir: &Path,
         sqlite: &crate::config::SqliteConfig,
+        postgres: Option<&crate::config::PostgresConfig>,
     ) -> Result<Store, StoreError> {
-        Ok(Store::Sqlite(SqliteStore::open(data_dir, sqlite)?))
+        match postgres {
+            Some(pg) => Ok(Store::Postgres(PgStore::open(pg)?)),
+            None => Ok(Store::Sqlite(SqliteStore::open(data_dir, sqlite)?)),
+        }
     }
 
     /// Whether a store exists at `data_dir` (the maintenance commands refuse to make one).
-    pub fn exists(data_dir: &Path) -> bool {
-        SqliteStore::exists(data_dir)
+    /// A PostgreSQL store is the database's, and always counts as there.
+    pub fn exists(data_dir: &Path, postgres: Option<&crate::config::PostgresConfig>) -> bool {
+        postgres.is_some() || SqliteStore::exists(data_dir)
     }
 
     pub async fn write<R, E, F>(&self, f: F) -> Result<R, E>
@@ -409,6 +419,7 @@ impl Store {
     {
         match self {
             Store::Sqlite(s) => s.write(move |t| f(t)).await,
+            Store::Postgres(s) => s.write(move |t| f(t)).await,
         }
     }
 
@@ -421,6 +432,7 @@ impl Store {
     {
         match self {
             Store::Sqlite(s) => s.write_background(move |t| f(t)).await,
+            Store::Postgres(s) => s.write_background(move |t| f(t)).await,
         }
     }
 
@@ -432,6 +444,7 @@ impl Store {
     {
         match self {
             Store::Sqlite(s) => s.dry_run(move |t| f(t)).await,
+            Store::Postgres(s) => s.dry_run(move |t| f(t)).await,
         }
     }
 
@@ -444,6 +457,7 @@ impl Store {
     {
         match self {
             Store::Sqlite(s) => s.read(move |snap| f(snap)).await,
+            Store::Postgres(s) => s.read(move |snap| f(snap)).await,
         }
     }
 
@@ -456,24 +470,28 @@ impl Store {
     {
         match self {
             Store::Sqlite(s) => s.read_blocking(move |snap| f(snap)),
+            Store::Postgres(s) => s.read_blocking(move |snap| f(snap)),
         }
     }
 
     pub async fn check_events(&self) -> Result<EventCheck, StoreError> {
         match self {
             Store::Sqlite(s) => s.check_events().await,
+            Store::Postgres(s) => s.check_events().await,
         }
     }
 
     pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
         match self {
             Store::Sqlite(s) => s.commits(),
+            Store::Postgres(s) => s.commits(),
         }
     }
 
     pub fn describe(&self) -> String {
         match self {
             Store::Sqlite(s) => s.describe(),
+            Store::Postgres(s) => s.describe(),
         }
     }
 
@@ -482,6 +500,7 @@ impl Store {
     pub fn set_share_outbox(&self, on: bool) {
         match self {
             Store::Sqlite(s) => s.set_share_outbox(on),
+            Store::Postgres(s) => s.set_share_outbox(on),
         }
     }
 }

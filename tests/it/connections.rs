@@ -578,6 +578,9 @@ async fn a_listing_read_one_byte_a_second_holds_no_snapshot_while_writes_go_on()
 
 #[tokio::test]
 async fn the_wal_is_cut_back_after_a_large_transaction() {
+    if crate::common::postgres::skip_unless_sqlite("the WAL") {
+        return;
+    }
     let app = spawn_app_with(&[]).await;
     let root = app.token_for("root");
     let dir = oid_of(&mkdir(&app, &root, "1", "big", None).await);

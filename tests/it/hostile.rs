@@ -346,7 +346,7 @@ async fn a_hostile_stored_policy_cannot_stop_the_server_from_starting_or_serving
     // callers only, written straight into the store.
     let hostile = "package p\nimport rego.v1\nf(x) := y if { y := f(x) }\nR if { input.claims.label == \"anonymous\"; f(1) }\nU if true\nP if true\n";
     {
-        let store = Store::open(&r.data_dir(), &SqliteConfig::NORMAL).unwrap();
+        let store = Store::open(&r.data_dir(), &SqliteConfig::NORMAL, None).unwrap();
         store
             .write(move |ctx| -> Result<(), vellum::store::StoreError> {
                 let mut e = ctx.current(oid)?.unwrap().event;

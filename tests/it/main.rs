@@ -1,7 +1,7 @@
 //! The integration tests: one binary (one link step) for every suite. Each suite starts the
 //! real server on an ephemeral port, or the real binary, and talks to it from outside.
 
-mod common;
+pub(crate) mod common;
 
 mod bad_input;
 mod blob_store;
@@ -16,7 +16,7 @@ mod identity_http;
 mod import;
 mod names;
 mod openapi;
-mod operator_views;
+pub(crate) mod operator_views;
 mod policy_table;
 mod postgres;
 mod proxy_mtls;
@@ -24,6 +24,6 @@ mod reads;
 mod reencrypt;
 mod request_edges;
 mod seed_walkthrough;
-mod shares;
+pub(crate) mod shares;
 mod tasks;
 mod writer_faults;

@@ -286,7 +286,9 @@ async fn reencrypt_child_process() {
     let parts: Vec<&str> = spec.split('|').collect();
     let (data, jwt_pub, rname, stop_at) = (Path::new(parts[0]), parts[1], parts[2], parts[3]);
     let config = config(data, jwt_pub);
-    let store = vellum::store::Store::open(&config.data_dir, &config.sqlite).unwrap();
+    let store =
+        vellum::store::Store::open(&config.data_dir, &config.sqlite, config.postgres.as_ref())
+            .unwrap();
     let blobs = vellum::app::open_blobs(&config).unwrap();
     println!("started");
     let stop_at = stop_at.to_string();

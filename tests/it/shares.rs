@@ -945,8 +945,16 @@ async fn a_link_is_shown_once_stored_as_a_hash_and_redeemed_within_its_caps() {
     assert!(again.get("secret").is_none(), "{again}");
     let (_, log) = call(&app, "GET", &format!("/shares/{id}/log"), Some(&jane), None).await;
     assert!(!log.to_string().contains(&secret));
-    let db = std::fs::read(app.data_dir.join("vellum.db")).unwrap();
-    let wal = std::fs::read(app.data_dir.join("vellum.db-wal")).unwrap_or_default();
+    let (db, wal) = match crate::common::database_of(&app.data_dir) {
+        Some(pg) => (
+            crate::common::postgres::database_bytes(pg.url()).await,
+            Vec::new(),
+        ),
+        None => (
+            std::fs::read(app.data_dir.join("vellum.db")).unwrap(),
+            std::fs::read(app.data_dir.join("vellum.db-wal")).unwrap_or_default(),
+        ),
+    };
     for bytes in [&db, &wal] {
         assert!(
             !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),

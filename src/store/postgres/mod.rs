@@ -1,17 +1,47 @@
 //! The PostgreSQL backend (SPEC §10), for deployments of several nodes on one database.
-//! So far its schema: migrations of its own in `schema/postgres/`, applied by
-//! [`migrate`]; the façade's traits on PostgreSQL follow (issue 14).
+//!
+//! - `mod.rs`: opening (migrations of its own in `schema/postgres/`, applied by
+//!   [`migrate`]), the [`Backend`] impl, the reader pool and the commit listener;
+//! - `conn.rs`: a connection with its prepared statements, and the one place a
+//!   `postgres::Error` becomes a [`StoreError`];
+//! - `session.rs`: the writer's side of group commit (`store::writer`), the clock row, and
+//!   the snapshot and transaction types;
+//! - `meta.rs`: the façade's traits, each method a function of `reads.rs`, `writes.rs`,
+//!   `shares.rs` or `tasks.rs` (the SQL).
+
+mod conn;
+mod meta;
+mod reads;
+mod session;
+mod shares;
+mod tasks;
+mod writes;
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex, Weak};
+use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use super::StoreError;
+use super::writer::{submit, Queued};
+use super::{Backend, EventCheck, StoreError};
+use crate::config::PostgresConfig;
+use crate::model::{Oid, Tstamp};
+use conn::{get, Conn};
+use session::PgWriter;
+pub use session::{PgSnapshot, PgWriteCtx};
+
+/// The channel every node's writer notifies at each commit that kept something.
+/// DO NOT CHANGE: nodes of different versions listen on it together.
+const COMMITS_CHANNEL: &str = "vellum_commits";
 
 /// Migrations, applied in order; `schema_migrations` records each one applied.
 /// DO NOT CHANGE one once released: add a new numbered file instead.
 const MIGRATIONS: &[(i32, &str, &str)] = &[(
     1,
     "init",
-    include_str!("../../schema/postgres/0001_init.sql"),
+    include_str!("../../../schema/postgres/0001_init.sql"),
 )];
 
 /// The advisory lock that serialises migrations when several nodes start at once
@@ -67,4 +97,396 @@ pub async fn migrate(client: &mut Client) -> Result<usize, StoreError> {
     }
     tx.commit().await.map_err(backend)?;
     Ok(ran)
+}
+
+/// How a connection is made: the parsed URL (never logged: it may hold a password).
+#[derive(Clone)]
+struct Connector {
+    config: postgres::Config,
+}
+
+impl Connector {
+    fn new(url: &str) -> Result<Connector, StoreError> {
+        let mut config = postgres::Config::from_str(url).map_err(|e| {
+            // The parser's message never repeats the URL, so no password is shown.
+            StoreError::Backend(format!("DATABASE_URL is not a PostgreSQL URL: {e}"))
+        })?;
+        config.application_name("vellum");
+        config.connect_timeout(Duration::from_secs(10));
+        Ok(Connector { config })
+    }
+
+    /// The server and database, for messages: host, port, database, user; no password.
+    fn describe(&self) -> String {
+        let host = self
+            .config
+            .get_hosts()
+            .first()
+            .map(|h| match h {
+                postgres::config::Host::Tcp(h) => h.clone(),
+                postgres::config::Host::Unix(p) => p.display().to_string(),
+            })
+            .unwrap_or_else(|| "localhost".into());
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        format!(
+            "postgresql {}@{host}:{port}/{}",
+            self.config.get_user().unwrap_or("?"),
+            self.config.get_dbname().unwrap_or("")
+        )
+    }
+
+    /// Connects. Blocking: call it from a thread outside the async runtime's workers.
+    fn connect(&self) -> Result<Conn, StoreError> {
+        let client = self.config.connect(postgres::NoTls).map_err(|e| {
+            StoreError::Backend(format!("cannot connect to {}: {e}", self.describe()))
+        })?;
+        Ok(Conn::new(client))
+    }
+}
+
+/// Read connections: at most `max` open; idle ones are kept for the next read. Waiters are
+/// served in arrival order (a ticket each), so a read never waits behind more than the
+/// reads that asked before it, however many keep asking.
+struct ReaderPool {
+    connector: Connector,
+    max: usize,
+    state: Mutex<PoolState>,
+    freed: Condvar,
+}
+
+struct PoolState {
+    idle: Vec<Conn>,
+    open: usize,
+    /// The next ticket to hand out, and the one whose turn it is.
+    next_ticket: u64,
+    serving: u64,
+}
+
+impl ReaderPool {
+    fn new(connector: Connector, max: usize) -> ReaderPool {
+        ReaderPool {
+            connector,
+            max,
+            state: Mutex::new(PoolState {
+                idle: Vec::new(),
+                open: 0,
+                next_ticket: 0,
+                serving: 0,
+            }),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn take(&self) -> Result<Conn, StoreError> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let ticket = st.next_ticket;
+        st.next_ticket += 1;
+        loop {
+            if st.serving == ticket {
+                while let Some(c) = st.idle.pop() {
+                    if !c.is_closed() {
+                        st.serving += 1;
+                        drop(st);
+                        self.freed.notify_all();
+                        return Ok(c);
+                    }
+                    st.open -= 1;
+                }
+                if st.open < self.max {
+                    st.open += 1;
+                    st.serving += 1;
+                    drop(st);
+                    self.freed.notify_all();
+                    return self.connector.connect().inspect_err(|_| {
+                        self.state.lock().unwrap_or_else(|p| p.into_inner()).open -= 1;
+                        self.freed.notify_all();
+                    });
+                }
+            }
+            st = self.freed.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Returns a connection, or forgets one that broke.
+    fn give_back(&self, c: Option<Conn>) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match c {
+            Some(c) if !c.is_closed() => st.idle.push(c),
+            _ => st.open -= 1,
+        }
+        drop(st);
+        self.freed.notify_all();
+    }
+
+    /// Runs `f` against one REPEATABLE READ, READ ONLY transaction. Blocking.
+    fn with_snapshot<R, E, F>(&self, f: F) -> Result<R, E>
+    where
+        F: FnOnce(&PgSnapshot<'_>) -> Result<R, E>,
+        E: From<StoreError>,
+    {
+        let mut conn = self.take().map_err(E::from)?;
+        if let Err(e) = conn.batch("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY") {
+            self.give_back(None);
+            return Err(E::from(e));
+        }
+        let out = f(&PgSnapshot {
+            conn: std::cell::RefCell::new(&mut conn),
+        });
+        // A read that failed has aborted the transaction: COMMIT then rolls it back.
+        match conn.batch("COMMIT") {
+            Ok(()) => {
+                self.give_back(Some(conn));
+                out
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "ending a read transaction failed");
+                self.give_back(None);
+                out.and(Err(E::from(e)))
+            }
+        }
+    }
+}
+
+/// The PostgreSQL backend: a writer thread (group commit, the clock row), a pool of read
+/// connections, and a listener that turns every node's commits into this node's signal.
+#[derive(Clone)]
+pub struct PgStore {
+    jobs: mpsc::Sender<Queued<PgWriter>>,
+    readers: Arc<ReaderPool>,
+    commits: Arc<tokio::sync::watch::Sender<u64>>,
+    outbox: Arc<AtomicBool>,
+    described: Arc<str>,
+}
+
+impl PgStore {
+    /// Connects, migrates the schema, and starts the writer and the listener. Blocking
+    /// (it runs on a thread of its own, so it may be called from async code at start-up).
+    pub fn open(cfg: &PostgresConfig) -> Result<PgStore, StoreError> {
+        let connector = Connector::new(cfg.url())?;
+        let described: Arc<str> = connector.describe().into();
+        let url = cfg.url().to_owned();
+        let described2 = described.clone();
+        std::thread::scope(|s| {
+            s.spawn(|| -> Result<(), StoreError> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async {
+                    let (mut client, connection) =
+                        tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                            .await
+                            .map_err(|e| {
+                                StoreError::Backend(format!("cannot connect to {described2}: {e}"))
+                            })?;
+                    let driver = tokio::spawn(connection);
+                    let ran = migrate(&mut client).await;
+                    drop(client);
+                    let _ = driver.await;
+                    ran.map(|_| ())
+                })
+            })
+            .join()
+            .unwrap_or_else(|_| Err(StoreError::Backend("migrating panicked".into())))
+        })?;
+        let commits = Arc::new(tokio::sync::watch::Sender::new(0u64));
+        let outbox = Arc::new(AtomicBool::new(false));
+        let for_writer = connector.clone();
+        let writer = PgWriter::new(Box::new(move || for_writer.connect()), outbox.clone());
+        let (tx, rx) = mpsc::channel::<Queued<PgWriter>>();
+        let signal = commits.clone();
+        std::thread::Builder::new()
+            .name("vellum-writer".into())
+            .spawn(move || super::writer::serve(writer, rx, signal))?;
+        let listener = connector.clone();
+        let weak = Arc::downgrade(&commits);
+        std::thread::Builder::new()
+            .name("vellum-listen".into())
+            .spawn(move || listen(listener, weak))?;
+        Ok(PgStore {
+            jobs: tx,
+            readers: Arc::new(ReaderPool::new(connector, cfg.pool_size)),
+            commits,
+            outbox,
+            described,
+        })
+    }
+
+    /// Makes every share-log entry from now on queue a webhook delivery.
+    pub fn set_share_outbox(&self, on: bool) {
+        self.outbox.store(on, Ordering::Relaxed);
+    }
+
+    /// Runs `f` on a pooled connection on the blocking pool.
+    pub async fn read<R, E, F>(&self, f: F) -> Result<R, E>
+    where
+        F: FnOnce(&PgSnapshot<'_>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || pool.with_snapshot(f))
+            .await
+            .map_err(|_| E::from(StoreError::Backend("a read task failed".into())))?
+    }
+}
+
+/// Listens for every node's commits and bumps this node's signal for each, so a feed here
+/// wakes for a write made anywhere. Reconnects when the connection breaks (and bumps once
+/// then: a commit may have gone unheard); ends when the store is gone.
+fn listen(connector: Connector, commits: Weak<tokio::sync::watch::Sender<u64>>) {
+    let bump = |commits: &Weak<tokio::sync::watch::Sender<u64>>| match commits.upgrade() {
+        Some(c) => {
+            c.send_modify(|n| *n = n.wrapping_add(1));
+            true
+        }
+        None => false,
+    };
+    let mut heard_before = false;
+    loop {
+        let mut conn = match connector.connect() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "the commit listener cannot connect; retrying");
+                std::thread::sleep(Duration::from_secs(1));
+                if commits.strong_count() == 0 {
+                    return;
+                }
+                continue;
+            }
+        };
+        if let Err(e) = conn.batch(&format!("LISTEN {COMMITS_CHANNEL}")) {
+            tracing::warn!(error = %e, "LISTEN failed; retrying");
+            std::thread::sleep(Duration::from_secs(1));
+            continue;
+        }
+        if heard_before && !bump(&commits) {
+            return;
+        }
+        heard_before = true;
+        loop {
+            let mut heard = false;
+            let mut broken = false;
+            if let Ok(client) = conn.client() {
+                let mut notifications = client.notifications();
+                let mut iter = notifications.timeout_iter(Duration::from_millis(500));
+                loop {
+                    match fallible_iterator::FallibleIterator::next(&mut iter) {
+                        Ok(Some(_)) => heard = true,
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the commit listener's connection failed");
+                            broken = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            if heard && !bump(&commits) {
+                return;
+            }
+            if commits.strong_count() == 0 {
+                return;
+            }
+            if broken || conn.is_closed() {
+                break;
+            }
+        }
+    }
+}
+
+impl Backend for PgStore {
+    type Snapshot<'s> = PgSnapshot<'s>;
+    type Txn<'t> = PgWriteCtx<'t>;
+
+    fn write<R, E, F>(&self, f: F) -> impl std::future::Future<Output = Result<R, E>> + Send
+    where
+        F: FnOnce(&mut PgWriteCtx<'_>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        submit(&self.jobs, f, false, false)
+    }
+
+    fn write_background<R, E, F>(
+        &self,
+        f: F,
+    ) -> impl std::future::Future<Output = Result<R, E>> + Send
+    where
+        F: FnOnce(&mut PgWriteCtx<'_>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        submit(&self.jobs, f, false, true)
+    }
+
+    fn dry_run<R, E, F>(&self, f: F) -> impl std::future::Future<Output = Result<R, E>> + Send
+    where
+        F: FnOnce(&mut PgWriteCtx<'_>) -> Result<R, E> + Send + 'static,
+        R: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        submit(&self.jobs, f, true, false)
+    }
+
+    fn read_blocking<R, E, F>(&self, f: F) -> Result<R, E>
+    where
+        F: FnOnce(&PgSnapshot<'_>) -> Result<R, E>,
+        E: From<StoreError>,
+    {
+        self.readers.with_snapshot(f)
+    }
+
+    async fn check_events(&self) -> Result<EventCheck, StoreError> {
+        self.read(|s| -> Result<_, StoreError> {
+            let mut conn = s.conn.borrow_mut();
+            let mut check = EventCheck::default();
+            // In pages by (oid, tstamp), so a large log is never held in memory at once.
+            let mut after = (-1i64, -1i64);
+            loop {
+                let rows = conn.query(
+                    "SELECT oid, tstamp, body FROM events WHERE (oid, tstamp) > ($1, $2)
+                     ORDER BY oid, tstamp LIMIT 1000",
+                    &[&after.0, &after.1],
+                )?;
+                let Some(last) = rows.last() else { break };
+                after = (get(last, 0)?, get(last, 1)?);
+                for r in &rows {
+                    check.events += 1;
+                    let (oid, t, body): (i64, i64, String) = (get(r, 0)?, get(r, 1)?, get(r, 2)?);
+                    if let Err(e) = reads::decode(oid, t, &body) {
+                        check.problems.push((
+                            format!("event {}@{}", Oid::from_i64(oid), Tstamp::from_i64(t)),
+                            e.to_string(),
+                        ));
+                    }
+                }
+            }
+            let rows = conn.query(
+                "SELECT eb.oid, eb.tstamp, eb.rname FROM event_blobs eb
+                 LEFT JOIN blobs b ON b.rname = eb.rname WHERE b.rname IS NULL",
+                &[],
+            )?;
+            for r in &rows {
+                let (oid, t, rname): (i64, i64, String) = (get(r, 0)?, get(r, 1)?, get(r, 2)?);
+                check.problems.push((
+                    rname,
+                    format!(
+                        "event {}@{} names this blob, which is not recorded",
+                        Oid::from_i64(oid),
+                        Tstamp::from_i64(t)
+                    ),
+                ));
+            }
+            Ok(check)
+        })
+        .await
+    }
+
+    fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.commits.subscribe()
+    }
+
+    fn describe(&self) -> String {
+        self.described.to_string()
+    }
 }

@@ -32,8 +32,9 @@ pub use faults::FaultInjector;
 pub use readers::ReadSnapshot;
 pub use writer::WriteCtx;
 
+use super::writer::Queued;
 use readers::ReaderPool;
-use writer::{Queued, Submitted, Writer};
+use writer::Writer;
 
 /// Migrations, applied in order; `PRAGMA user_version` records how many ran.
 /// DO NOT CHANGE or reorder released entries: append.
@@ -76,7 +77,7 @@ impl From<rusqlite::Error> for StoreError {
 /// The embedded backend. Cheap to clone: the writer's queue and the reader pool are shared.
 #[derive(Clone)]
 pub struct SqliteStore {
-    jobs: mpsc::Sender<Queued>,
+    jobs: mpsc::Sender<Queued<Writer>>,
     readers: Arc<ReaderPool>,
     db_path: PathBuf,
     commits: Arc<tokio::sync::watch::Sender<u64>>,
@@ -149,13 +150,13 @@ impl SqliteStore {
             conn,
             Clock::new(high_water as u64),
             committing,
-            commits.clone(),
             outbox.clone(),
         );
-        let (tx, rx) = mpsc::channel::<Queued>();
+        let (tx, rx) = mpsc::channel::<Queued<Writer>>();
+        let signal = commits.clone();
         std::thread::Builder::new()
             .name("vellum-writer".into())
-            .spawn(move || writer.serve(rx))?;
+            .spawn(move || super::writer::serve(writer, rx, signal))?;
         Ok(SqliteStore {
             jobs: tx,
             readers: Arc::new(ReaderPool::new(db_path.clone())),
@@ -180,12 +181,7 @@ impl SqliteStore {
         R: Send + 'static,
         E: From<StoreError> + Send + 'static,
     {
-        let (reply, rx) = tokio::sync::oneshot::channel::<Result<R, E>>();
-        let job = Box::new(Submitted::new(f, reply, dry));
-        self.jobs
-            .send(Queued { job, background })
-            .map_err(|_| E::from(StoreError::WriterGone))?;
-        rx.await.map_err(|_| E::from(StoreError::WriterGone))?
+        super::writer::submit(&self.jobs, f, dry, background).await
     }
 
     /// Runs `f` on a pooled read-only connection on the blocking pool.

@@ -97,6 +97,14 @@ pub async fn start_server(extra: &[&str]) -> Started {
             .to_string(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
+    // Without PostgreSQL, `Postgres::start` says SKIPPED (or fails in CI) and the test runs
+    // on SQLite.
+    if postgres::suite_on_postgres() {
+        if let Some(pg) = postgres::Postgres::start().await {
+            remember_database(&data_dir, &pg.url);
+            args.extend(["--database-url".to_string(), pg.url]);
+        }
+    }
     let serve = vellum::cli::Cli::try_parse_from(args).unwrap().serve;
     let config = Config::from_args(serve).unwrap();
     let app = vellum::app::Application::build(config).await.unwrap();
@@ -223,10 +231,12 @@ impl TestApp {
 
     pub fn event_count(&self) -> i64 {
         let store = open_store(&self.data_dir);
-        store
-            .read_blocking(|s| s.events_since(vellum::model::Tstamp(0), usize::MAX))
-            .map(|e: Vec<_>| e.len() as i64)
-            .unwrap()
+        off_runtime(|| {
+            store
+                .read_blocking(|s| s.events_since(vellum::model::Tstamp(0), usize::MAX))
+                .map(|e: Vec<_>| e.len() as i64)
+                .unwrap()
+        })
     }
 }
 
@@ -256,43 +266,45 @@ pub fn fingerprint_without(data_dir: &Path, label: &str) -> String {
     use std::collections::BTreeSet;
     let store = open_store(data_dir);
     let mut h = Sha256::new();
-    let (events, index) = store
-        .read_blocking(|s| -> Result<_, vellum::store::StoreError> {
-            let all = s.events_since(vellum::model::Tstamp(0), usize::MAX)?;
-            let theirs: BTreeSet<_> = all
-                .iter()
-                .filter(|e| !label.is_empty() && e.userpolicy.label == label)
-                .map(|e| e.oid)
-                .collect();
-            let mut events = Vec::new();
-            let mut oids = BTreeSet::new();
-            for e in all {
-                if label.is_empty() || e.userpolicy.label != label {
-                    events.push(format!(
-                        "{}:{}:{}",
-                        e.oid,
-                        e.tstamp,
-                        serde_json::to_string(&e).unwrap()
-                    ));
+    let (events, index) = off_runtime(|| {
+        store
+            .read_blocking(|s| -> Result<_, vellum::store::StoreError> {
+                let all = s.events_since(vellum::model::Tstamp(0), usize::MAX)?;
+                let theirs: BTreeSet<_> = all
+                    .iter()
+                    .filter(|e| !label.is_empty() && e.userpolicy.label == label)
+                    .map(|e| e.oid)
+                    .collect();
+                let mut events = Vec::new();
+                let mut oids = BTreeSet::new();
+                for e in all {
+                    if label.is_empty() || e.userpolicy.label != label {
+                        events.push(format!(
+                            "{}:{}:{}",
+                            e.oid,
+                            e.tstamp,
+                            serde_json::to_string(&e).unwrap()
+                        ));
+                    }
+                    if !theirs.contains(&e.oid) {
+                        oids.insert(e.oid);
+                    }
                 }
-                if !theirs.contains(&e.oid) {
-                    oids.insert(e.oid);
+                events.sort();
+                let mut index = Vec::new();
+                for oid in oids {
+                    if let Some(c) = s.current(oid)? {
+                        let e = &c.event;
+                        index.push(format!(
+                            "{oid}:{}:{}:{}:{}:{}",
+                            e.tstamp, e.parentoid, e.name, c.live, e.fulldir
+                        ));
+                    }
                 }
-            }
-            events.sort();
-            let mut index = Vec::new();
-            for oid in oids {
-                if let Some(c) = s.current(oid)? {
-                    let e = &c.event;
-                    index.push(format!(
-                        "{oid}:{}:{}:{}:{}:{}",
-                        e.tstamp, e.parentoid, e.name, c.live, e.fulldir
-                    ));
-                }
-            }
-            Ok((events, index))
-        })
-        .unwrap();
+                Ok((events, index))
+            })
+            .unwrap()
+    });
     for row in events.iter().chain(&index) {
         h.update(row.as_bytes());
         h.update(b"\n");
@@ -300,8 +312,61 @@ pub fn fingerprint_without(data_dir: &Path, label: &str) -> String {
     hex::encode(h.finalize())
 }
 
+/// The PostgreSQL database of each data folder whose server keeps its metadata there.
+static DATABASES: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Records that the server of `data_dir` keeps its metadata in the database at `url`.
+pub fn remember_database(data_dir: &Path, url: &str) {
+    DATABASES
+        .lock()
+        .unwrap()
+        .push((data_dir.to_path_buf(), url.to_string()));
+}
+
+/// The database the server of `data_dir` keeps its metadata in, if it is PostgreSQL.
+pub fn database_of(data_dir: &Path) -> Option<vellum::config::PostgresConfig> {
+    let dbs = DATABASES.lock().unwrap();
+    dbs.iter()
+        .rev()
+        .find(|(d, _)| d == data_dir)
+        .map(|(_, url)| vellum::config::PostgresConfig::new(url.clone(), 4))
+}
+
 /// The data folder's metadata store, opened through the backend-neutral façade (alongside a
-/// running server, which is fine: this one only reads).
+/// running server, which is fine: this one only reads). Opened on a thread of its own,
+/// outside any async runtime, as PostgreSQL's synchronous client needs.
+/// PostgreSQL stores opened by [`open_store`], kept for the test's next call (each holds
+/// connections; a test may fingerprint hundreds of times).
+static PG_STORES: std::sync::Mutex<Vec<(PathBuf, vellum::store::Store)>> =
+    std::sync::Mutex::new(Vec::new());
+
 pub fn open_store(data_dir: &Path) -> vellum::store::Store {
-    vellum::store::Store::open(data_dir, &vellum::config::SqliteConfig::NORMAL).unwrap()
+    let pg = database_of(data_dir);
+    if pg.is_some() {
+        let stores = PG_STORES.lock().unwrap();
+        if let Some((_, s)) = stores.iter().find(|(d, _)| d == data_dir) {
+            return s.clone();
+        }
+    }
+    let store = std::thread::scope(|s| {
+        s.spawn(|| {
+            vellum::store::Store::open(data_dir, &vellum::config::SqliteConfig::NORMAL, pg.as_ref())
+                .unwrap()
+        })
+        .join()
+        .unwrap()
+    });
+    if pg.is_some() {
+        PG_STORES
+            .lock()
+            .unwrap()
+            .push((data_dir.to_path_buf(), store.clone()));
+    }
+    store
+}
+
+/// Runs `f` on a thread outside any async runtime: the store's blocking calls may be made
+/// there whatever the backend (PostgreSQL's synchronous client refuses a runtime's thread).
+pub fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| s.spawn(f).join().unwrap())
 }

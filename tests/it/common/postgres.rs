@@ -1,4 +1,4 @@
-//! A PostgreSQL server for the tests (issue 14): the one `DATABASE_URL` names, or a private
+//! A PostgreSQL server for the tests (issue 14): the one `VELLUM_TEST_DATABASE_URL` names, or a private
 //! cluster started from Debian's `postgresql` package with `initdb` in a temporary folder
 //! (as the `postgres` user when the tests run as root, since initdb refuses root), on a free
 //! loopback port, stopped when dropped. Each test gets a database of its own. Without
@@ -14,10 +14,9 @@ use super::external::{find_program, free_port, skip_or_fail};
 pub struct Postgres {
     /// The fresh database's URL.
     pub url: String,
-    cluster: Option<Cluster>,
 }
 
-/// A private cluster: stopped (and its folder removed) on drop.
+/// A private cluster: stopped (and its folder removed) on drop, or by its watcher.
 struct Cluster {
     pg_ctl: PathBuf,
     data: PathBuf,
@@ -114,7 +113,7 @@ impl Cluster {
         let port = free_port();
         let log = dir.path().join("server.log");
         let options = format!(
-            "-h 127.0.0.1 -p {port} -k {} -c fsync=off -c full_page_writes=off",
+            "-h 127.0.0.1 -p {port} -k {} -c fsync=off -c full_page_writes=off -c max_connections=500",
             dir.path().display()
         );
         let cluster = Cluster {
@@ -170,19 +169,76 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
     client
 }
 
+/// The server every test of this process shares: `VELLUM_TEST_DATABASE_URL`'s, or one private cluster
+/// started once (a cluster per test would cost seconds each). A watcher process stops it
+/// and removes its folder once this process is gone.
+static SERVER: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
+
+fn server() -> Result<String, String> {
+    SERVER
+        .get_or_init(|| match std::env::var("VELLUM_TEST_DATABASE_URL") {
+            Ok(url) if !url.is_empty() => Ok(url.trim_end_matches('/').to_string()),
+            _ => {
+                let (cluster, url) = Cluster::start()?;
+                reap_when_gone(&cluster);
+                // Stopped by the watcher, never by a drop.
+                std::mem::forget(cluster);
+                Ok(url)
+            }
+        })
+        .clone()
+}
+
+/// Starts a watcher that stops the cluster and removes its folder once this process exits.
+fn reap_when_gone(c: &Cluster) {
+    let stop = format!(
+        "{}{} stop -m immediate -D {}",
+        if c.as_postgres {
+            "runuser -u postgres -- "
+        } else {
+            ""
+        },
+        c.pg_ctl.display(),
+        c.data.display()
+    );
+    let folder = c._dir.path().display().to_string();
+    let script = format!(
+        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {stop} >/dev/null 2>&1; rm -rf '{folder}'",
+        pid = std::process::id()
+    );
+    let _ = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+}
+
+/// Whether this run's in-process servers keep their metadata in PostgreSQL: in the
+/// `it_postgres` test binary (the same suite as `it`, see Cargo.toml), or with
+/// `VELLUM_TEST_BACKEND=postgres`.
+pub fn suite_on_postgres() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        let binary = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_default();
+        binary.starts_with("it_postgres")
+            || std::env::var("VELLUM_TEST_BACKEND").is_ok_and(|b| b == "postgres")
+    })
+}
+
 impl Postgres {
-    /// A fresh database, on `DATABASE_URL`'s server or a private cluster; `None` (after
-    /// `skip_or_fail`) when there is no PostgreSQL to run.
+    /// A fresh database, on `VELLUM_TEST_DATABASE_URL`'s server or this process's private cluster;
+    /// `None` (after `skip_or_fail`) when there is no PostgreSQL to run.
     pub async fn start() -> Option<Postgres> {
-        let (server, cluster) = match std::env::var("DATABASE_URL") {
-            Ok(url) if !url.is_empty() => (url.trim_end_matches('/').to_string(), None),
-            _ => match tokio::task::spawn_blocking(Cluster::start).await.unwrap() {
-                Ok((cluster, url)) => (url, Some(cluster)),
-                Err(e) => {
-                    skip_or_fail(&format!("no PostgreSQL server for this test: {e}"));
-                    return None;
-                }
-            },
+        let server = match tokio::task::spawn_blocking(server).await.unwrap() {
+            Ok(url) => url,
+            Err(e) => {
+                skip_or_fail(&format!("no PostgreSQL server for this test: {e}"));
+                return None;
+            }
         };
         // The server's URL names its maintenance database, or none.
         let base = match server.rsplit_once('/') {
@@ -199,7 +255,53 @@ impl Postgres {
             .unwrap_or_else(|e| panic!("creating {name}: {e}"));
         Some(Postgres {
             url: format!("{base}/{name}"),
-            cluster,
         })
     }
+}
+
+/// Everything the database at `url` holds in Vellum's tables, as bytes: each row as text,
+/// and the raw bytes of inline blobs (shown as hex in a row's text). For checks that a
+/// secret or a plaintext is never stored.
+pub async fn database_bytes(url: &str) -> Vec<u8> {
+    let client = connect(url).await;
+    let mut out = Vec::new();
+    for table in [
+        "meta",
+        "events",
+        "objects",
+        "purges",
+        "blobs",
+        "event_blobs",
+        "share_log",
+        "shares",
+        "tasks",
+        "task_links",
+    ] {
+        for row in client
+            .query(&format!("SELECT t::text FROM {table} t"), &[])
+            .await
+            .unwrap()
+        {
+            out.extend_from_slice(row.get::<_, String>(0).as_bytes());
+            out.push(b'\n');
+        }
+    }
+    for row in client
+        .query("SELECT inline FROM blobs WHERE inline IS NOT NULL", &[])
+        .await
+        .unwrap()
+    {
+        out.extend_from_slice(&row.get::<_, Vec<u8>>(0));
+    }
+    out
+}
+
+/// For a test of SQLite itself (its WAL, its file): true, with a note, when this run's
+/// servers keep their metadata in PostgreSQL instead, where it has nothing to check.
+pub fn skip_unless_sqlite(what: &str) -> bool {
+    if suite_on_postgres() {
+        eprintln!("{what}: a check of SQLite's own; this run is on PostgreSQL");
+        return true;
+    }
+    false
 }

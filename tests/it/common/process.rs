@@ -26,6 +26,8 @@ pub const CONFIG_VARS: &[&str] = &[
     "FILE_BUCKET",
     "FILE_PARTITION",
     "SYNCHRONOUS",
+    "DATABASE_URL",
+    "DATABASE_POOL",
     "CLIENT_PREFIX",
     "LOG_FORMAT",
     "MAX_EVENTS_PER_WRITE",

@@ -1,0 +1,237 @@
+//! [`MetaWrite`](crate::store::MetaWrite)'s changes in PostgreSQL: appends to the log, the
+//! current-state index, purges, blob rows. The SQL of `sqlite/writes.rs`, with `live` and
+//! `isfile` BOOLEAN, `inline` BYTEA, and the log's trigger opened by a setting, not a table.
+
+use super::conn::{get, Conn};
+use super::reads;
+use crate::crypto::{BlobAlgorithm, Wrapped};
+use crate::model::{Action, Event, Oid, Tstamp, UserPolicy};
+use crate::store::{BlobRow, BlobSwitch, StoreError};
+
+/// A clash with the partial unique index on live names (`objects_live_name`) fails the
+/// statement, and conn.rs maps it to [`StoreError::UniqueName`] by its constraint name.
+const UPSERT_OBJECT: &str =
+    "INSERT INTO objects (oid, tstamp, parentoid, name, live, isfile, fulldir, expiration,
+            derived_oid)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+     ON CONFLICT (oid) DO UPDATE SET tstamp = EXCLUDED.tstamp, parentoid = EXCLUDED.parentoid,
+        name = EXCLUDED.name, live = EXCLUDED.live, isfile = EXCLUDED.isfile,
+        fulldir = EXCLUDED.fulldir, expiration = EXCLUDED.expiration,
+        derived_oid = EXCLUDED.derived_oid";
+
+/// Brings the index row of `e.oid` to `e`; a directory that moved takes its subtree along.
+fn upsert_index(c: &mut Conn, e: &Event) -> Result<(), StoreError> {
+    // A create names a new oid: there is no old row, hence no subtree to move.
+    let old_fulldir: Option<String> = if e.action == Action::C {
+        None
+    } else {
+        c.query_opt(
+            "SELECT fulldir FROM objects WHERE oid = $1",
+            &[&e.oid.as_i64()],
+        )?
+        .map(|r| get(&r, 0))
+        .transpose()?
+    };
+    c.execute(
+        UPSERT_OBJECT,
+        &[
+            &e.oid.as_i64(),
+            &e.tstamp.as_i64(),
+            &e.parentoid.as_i64(),
+            &e.name,
+            &(e.action != Action::D),
+            &e.isfile,
+            &e.fulldir,
+            &e.expiration.as_i64(),
+            &e.derived_oid().map(Oid::as_i64),
+        ],
+    )?;
+    if let Some(old) = old_fulldir {
+        if old != e.fulldir && !e.isfile {
+            let old_prefix = format!("{old}{}/", e.oid);
+            let new_prefix = format!("{}{}/", e.fulldir, e.oid);
+            c.execute(
+                "UPDATE objects SET fulldir = $2::text || substr(fulldir, length($1::text) + 1)
+                 WHERE starts_with(fulldir, $1::text)",
+                &[&old_prefix, &new_prefix],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn append(c: &mut Conn, event: &Event) -> Result<(), StoreError> {
+    if let Some(rname) = event.rname_str() {
+        c.execute(
+            "INSERT INTO event_blobs (oid, tstamp, rname) VALUES ($1, $2, $3)",
+            &[&event.oid.as_i64(), &event.tstamp.as_i64(), &rname],
+        )?;
+    }
+    let body = serde_json::to_string(event).map_err(|e| StoreError::Corrupt("encode".into(), e))?;
+    c.execute(
+        "INSERT INTO events (oid, tstamp, body) VALUES ($1, $2, $3)",
+        &[&event.oid.as_i64(), &event.tstamp.as_i64(), &body],
+    )?;
+    upsert_index(c, event)
+}
+
+/// The events trigger lets a DELETE through only while `vellum.purging` is on: it is set
+/// (SET LOCAL) just around the purge's own deletes, since the transaction carries other
+/// jobs' work too. A job's savepoint rolled back undoes the setting with it.
+pub(super) fn purge(
+    c: &mut Conn,
+    oid: Oid,
+    version: Option<Tstamp>,
+    at: Tstamp,
+    who: &UserPolicy,
+    jwthash: &str,
+) -> Result<Vec<Event>, StoreError> {
+    let removed: Vec<Event> = match version {
+        None => reads::history(c, oid)?,
+        Some(t) => reads::version(c, oid, t)?.into_iter().collect(),
+    };
+    c.batch("SET LOCAL vellum.purging = 'on'")?;
+    let deleted = match version {
+        None => c.execute("DELETE FROM events WHERE oid = $1", &[&oid.as_i64()])?,
+        Some(t) => c.execute(
+            "DELETE FROM events WHERE oid = $1 AND tstamp = $2",
+            &[&oid.as_i64(), &t.as_i64()],
+        )?,
+    };
+    c.batch("SET LOCAL vellum.purging = 'off'")?;
+    match version {
+        None => c.execute("DELETE FROM event_blobs WHERE oid = $1", &[&oid.as_i64()])?,
+        Some(t) => c.execute(
+            "DELETE FROM event_blobs WHERE oid = $1 AND tstamp = $2",
+            &[&oid.as_i64(), &t.as_i64()],
+        )?,
+    };
+    // Re-point the index at the newest version left, or drop the object.
+    let newest = c.query_opt(
+        "SELECT tstamp, body FROM events WHERE oid = $1 ORDER BY tstamp DESC LIMIT 1",
+        &[&oid.as_i64()],
+    )?;
+    match newest {
+        None => {
+            c.execute("DELETE FROM objects WHERE oid = $1", &[&oid.as_i64()])?;
+        }
+        Some(row) => {
+            let t: i64 = get(&row, 0)?;
+            let body: String = get(&row, 1)?;
+            let current = c.query_one(
+                "SELECT tstamp FROM objects WHERE oid = $1",
+                &[&oid.as_i64()],
+            )?;
+            if get::<i64>(&current, 0)? != t {
+                let e = reads::decode(oid.as_i64(), t, &body)?;
+                upsert_index(c, &e)?;
+            }
+        }
+    }
+    c.execute(
+        "INSERT INTO purges (tstamp, oid, purgetstamp, versions, label, jwthash)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            &at.as_i64(),
+            &oid.as_i64(),
+            &version.map(Tstamp::as_i64),
+            &i64::try_from(deleted).unwrap_or(i64::MAX),
+            &who.label,
+            &jwthash,
+        ],
+    )?;
+    Ok(removed)
+}
+
+pub(super) fn meta_set(c: &mut Conn, key: &str, value: &str) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO meta (key, value) VALUES ($1, $2)
+         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+        &[&key, &value],
+    )?;
+    Ok(())
+}
+
+pub(super) fn put_blob(c: &mut Conn, row: &BlobRow) -> Result<(), StoreError> {
+    let w = row.wrapped.as_ref();
+    let algorithm = match row.algorithm {
+        BlobAlgorithm::None => "none",
+        BlobAlgorithm::Chunked => "chunked",
+    };
+    c.execute(
+        "INSERT INTO blobs (rname, algorithm, key_id, encrypteddata, encryptednonce, size,
+                sha256plain, inline, created, location)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        &[
+            &row.rname,
+            &algorithm,
+            &w.map(|w| w.key_id.as_str()),
+            &w.map(|w| w.encrypteddata.as_str()),
+            &w.map(|w| w.encryptednonce.as_str()),
+            &i64::try_from(row.size).unwrap_or(i64::MAX),
+            &row.sha256plain,
+            &row.inline.as_deref(),
+            &row.created.as_i64(),
+            &row.location,
+        ],
+    )?;
+    Ok(())
+}
+
+pub(super) fn drop_blob(c: &mut Conn, rname: &str) -> Result<(), StoreError> {
+    c.execute("DELETE FROM blobs WHERE rname = $1", &[&rname])?;
+    Ok(())
+}
+
+pub(super) fn rewrap_blob(
+    c: &mut Conn,
+    rname: &str,
+    was: &Wrapped,
+    wrapped: &Wrapped,
+) -> Result<bool, StoreError> {
+    let n = c.execute(
+        "UPDATE blobs SET key_id = $2, encrypteddata = $3, encryptednonce = $4
+         WHERE rname = $1 AND key_id = $5 AND encrypteddata = $6 AND encryptednonce = $7",
+        &[
+            &rname,
+            &wrapped.key_id,
+            &wrapped.encrypteddata,
+            &wrapped.encryptednonce,
+            &was.key_id,
+            &was.encrypteddata,
+            &was.encryptednonce,
+        ],
+    )?;
+    Ok(n == 1)
+}
+
+pub(super) fn switch_blob(
+    c: &mut Conn,
+    rname: &str,
+    was: &Wrapped,
+    to: &BlobSwitch,
+    at: Tstamp,
+) -> Result<bool, StoreError> {
+    let (location, inline, w): (Option<&str>, Option<&[u8]>, &Wrapped) = match to {
+        BlobSwitch::Stored { location, wrapped } => (Some(location.as_str()), None, wrapped),
+        BlobSwitch::Inline { stored, wrapped } => (None, Some(stored.as_ref()), wrapped),
+    };
+    let n = c.execute(
+        "UPDATE blobs SET location = $2, inline = $3, key_id = $4, encrypteddata = $5,
+                encryptednonce = $6, keyed_at = $10
+         WHERE rname = $1 AND key_id = $7 AND encrypteddata = $8 AND encryptednonce = $9",
+        &[
+            &rname,
+            &location,
+            &inline,
+            &w.key_id,
+            &w.encrypteddata,
+            &w.encryptednonce,
+            &was.key_id,
+            &was.encrypteddata,
+            &was.encryptednonce,
+            &at.as_i64(),
+        ],
+    )?;
+    Ok(n == 1)
+}
