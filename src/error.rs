@@ -340,6 +340,13 @@ impl From<StoreError> for Error {
                     "the server's disk is full; nothing of the request was kept",
                 )
             }
+            StoreError::Unavailable(_) => {
+                tracing::error!(error = %e, "the metadata store cannot be reached");
+                Error::unavailable(
+                    Code::Store,
+                    "the metadata store cannot be reached; nothing of the request was kept; try again",
+                )
+            }
             other => {
                 tracing::error!(error = %other, "store error");
                 Error::internal(Code::Store, "the metadata store failed; see the server log")

@@ -3,7 +3,8 @@
 //! The write path (`crate::write`) and the read path (`crate::read`) are written against
 //! the narrow traits [`MetaRead`] and [`MetaWrite`] only, so that another backend
 //! (PostgreSQL, for deployments that outgrow one machine) can follow. `sqlite` is the
-//! embedded default; `postgres` serves several nodes; `writer` is group commit for both. Nothing here knows about HTTP or policies.
+//! embedded default; `postgres` serves several nodes; `writer` is group commit for both.
+//! Nothing here knows about HTTP or policies.
 
 pub mod clock;
 pub mod postgres;
@@ -47,6 +48,10 @@ pub enum StoreError {
     Corrupt(String, serde_json::Error),
     #[error("the writer is gone")]
     WriterGone,
+    /// The database cannot be reached (a server of its own, PostgreSQL): try again later;
+    /// nothing of the job was kept.
+    #[error("the database cannot be reached: {0}")]
+    Unavailable(String),
     /// The batch the job ran in was rolled back (its COMMIT failed, or the backend rolled
     /// the transaction back under a batch-mate); nothing of the job was kept.
     #[error("not committed: {0}")]
@@ -76,6 +81,7 @@ impl StoreError {
         matches!(
             self,
             StoreError::Backend(_)
+                | StoreError::Unavailable(_)
                 | StoreError::Full(_)
                 | StoreError::NotCommitted(_)
                 | StoreError::Io(_)

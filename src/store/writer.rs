@@ -141,6 +141,8 @@ where
 pub(crate) struct Failure {
     /// The disk is full (the answer is then a 507, not a 500).
     full: bool,
+    /// The database could not be reached (the answer is then a 503).
+    unreachable: bool,
     message: String,
 }
 
@@ -148,6 +150,7 @@ impl Failure {
     pub(crate) fn of(e: &StoreError, during: &str) -> Failure {
         Failure {
             full: e.is_disk_full(),
+            unreachable: matches!(e, StoreError::Unavailable(_)),
             message: format!("{during}: {e}"),
         }
     }
@@ -156,6 +159,7 @@ impl Failure {
     pub(crate) fn lost(before: &str) -> Failure {
         Failure {
             full: false,
+            unreachable: false,
             message: format!("the transaction was rolled back before {before}"),
         }
     }
@@ -163,6 +167,8 @@ impl Failure {
     fn error(&self) -> StoreError {
         if self.full {
             StoreError::Full(self.message.clone())
+        } else if self.unreachable {
+            StoreError::Unavailable(self.message.clone())
         } else {
             StoreError::NotCommitted(self.message.clone())
         }

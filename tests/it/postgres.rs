@@ -223,3 +223,127 @@ async fn tstamps_from_three_nodes_are_unique_increasing_and_committed_in_their_o
     assert_eq!(seen.len(), 3 * PER_NODE * 2);
     assert!(seen.windows(2).all(|w| w[0] < w[1]));
 }
+
+/// `vellum serve` with `DATABASE_URL`: its exit status and what it printed.
+fn serve_with_database(url: &str) -> std::process::Output {
+    use crate::common::process::{run, vellum};
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, jwt_pub) = crate::common::es512_keys();
+    let port = crate::common::external::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let data = tmp.path().join("data").display().to_string();
+    let mut cmd = vellum(tmp.path());
+    cmd.args(["serve", "--listen", &listen, "--data-dir", &data])
+        .env("JWT_PUB", &jwt_pub)
+        .env("DATABASE_URL", url);
+    run(cmd, 60)
+}
+
+#[tokio::test]
+async fn serve_exits_with_a_clear_message_when_the_database_cannot_be_reached() {
+    let port = crate::common::external::free_port();
+    let url = format!("postgres://vellum:hunter2-secret@127.0.0.1:{port}/nowhere");
+    let out = tokio::task::spawn_blocking(move || serve_with_database(&url))
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("cannot connect to postgresql vellum@127.0.0.1"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2-secret"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[tokio::test]
+async fn serve_names_a_wrong_password_without_printing_it() {
+    let Some(pg) = Postgres::start().await else {
+        return;
+    };
+    let wrong = pg
+        .url
+        .replacen("postgres:postgres@", "postgres:wrong-hunter2@", 1);
+    assert_ne!(wrong, pg.url, "the test cluster's URL carries a password");
+    let out = tokio::task::spawn_blocking(move || serve_with_database(&wrong))
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("password authentication failed"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("wrong-hunter2"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_database_that_goes_away_is_a_503_keeps_nothing_half_written_and_writes_resume_when_it_returns(
+) {
+    use crate::common::postgres::Cluster;
+    use serde_json::json;
+    let Ok((cluster, server)) = tokio::task::spawn_blocking(Cluster::start_own)
+        .await
+        .unwrap()
+        .map_err(|e| crate::common::external::skip_or_fail(&e))
+    else {
+        return;
+    };
+    let url = format!("{server}/postgres");
+    let app = crate::common::spawn_app_with(&["--database-url", &url]).await;
+    let root = app.token_for("root");
+    let made = |name: &str| json!({"action": "C", "parentoid": "1", "name": name});
+    assert_eq!(
+        app.write(Some(&root), &json!([made("before")]))
+            .await
+            .status(),
+        200
+    );
+
+    let cluster = std::sync::Arc::new(cluster);
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.stop_now())
+        .await
+        .unwrap()
+        .unwrap();
+    // A transaction of two events while the database is gone: a 503, never a 500 or a 200.
+    let r = app
+        .write(Some(&root), &json!([made("during"), made("during2")]))
+        .await;
+    let status = r.status().as_u16();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    let (s, v) = app.get_json("/props/1", Some(&root)).await;
+    assert_eq!(s, 503, "{v}");
+
+    let c = cluster.clone();
+    tokio::task::spawn_blocking(move || c.start_again())
+        .await
+        .unwrap()
+        .unwrap();
+    // Back: the next requests work, on connections made anew.
+    let mut status = 0;
+    for _ in 0..50 {
+        status = app
+            .write(Some(&root), &json!([made("after")]))
+            .await
+            .status()
+            .as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(status, 200);
+    for (name, want) in [
+        ("before", 200),
+        ("during", 404),
+        ("during2", 404),
+        ("after", 200),
+    ] {
+        let (s, v) = app.get_json(&format!("/props/1/{name}"), Some(&root)).await;
+        assert_eq!(s, want, "{name}: {v}");
+    }
+    drop(app);
+}

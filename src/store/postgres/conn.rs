@@ -22,14 +22,14 @@ pub(super) fn store_error(e: postgres::Error) -> StoreError {
     use postgres::error::SqlState;
     let Some(code) = e.code() else {
         // No SQLSTATE: the connection failed, or a value did not convert.
-        return if e.is_closed() || e.as_db_error().is_none() && is_io(&e) {
-            StoreError::Backend(format!("postgresql connection: {e}"))
+        return if e.is_closed() || is_io(&e) {
+            StoreError::Unavailable(explain(&e))
         } else {
-            StoreError::Row(e.to_string())
+            StoreError::Row(explain(&e))
         };
     };
     let db = e.as_db_error();
-    let message = db.map_or_else(|| e.to_string(), |d| d.message().to_owned());
+    let message = explain(&e);
     if *code == SqlState::UNIQUE_VIOLATION
         && db.and_then(|d| d.constraint()) == Some("objects_live_name")
     {
@@ -43,8 +43,26 @@ pub(super) fn store_error(e: postgres::Error) -> StoreError {
         "23" => StoreError::Constraint(message),
         // Data exceptions: a value that does not fit.
         "22" => StoreError::Row(message),
+        // Connection exceptions; the server shutting down or not yet up.
+        "08" | "57" => StoreError::Unavailable(message),
         _ => StoreError::Backend(format!("postgresql: {message} ({})", code.code())),
     }
+}
+
+/// An error's whole account: the server's own message for a database error (the client's
+/// `Display` says only "db error"), else the error and its causes.
+pub(super) fn explain(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {}", db.severity(), db.message());
+    }
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 fn is_io(e: &postgres::Error) -> bool {
@@ -100,7 +118,7 @@ impl Conn {
     fn live(&mut self) -> Result<&mut Client, StoreError> {
         self.client
             .as_mut()
-            .ok_or_else(|| StoreError::Backend("the connection is closed".into()))
+            .ok_or_else(|| StoreError::Unavailable("the connection is closed".into()))
     }
 
     fn statement(&mut self, sql: &str) -> Result<Statement, StoreError> {

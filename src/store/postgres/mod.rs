@@ -49,7 +49,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[(
 const MIGRATION_LOCK: i64 = 0x7665_6c6c_756d_206d;
 
 fn backend(e: tokio_postgres::Error) -> StoreError {
-    StoreError::Backend(format!("postgresql: {e}"))
+    StoreError::Backend(format!("postgresql: {}", conn::explain(&e)))
 }
 
 /// Brings the database's schema up to date in one transaction (all or nothing), holding an
@@ -138,7 +138,11 @@ impl Connector {
     /// Connects. Blocking: call it from a thread outside the async runtime's workers.
     fn connect(&self) -> Result<Conn, StoreError> {
         let client = self.config.connect(postgres::NoTls).map_err(|e| {
-            StoreError::Backend(format!("cannot connect to {}: {e}", self.describe()))
+            StoreError::Unavailable(format!(
+                "cannot connect to {}: {}",
+                self.describe(),
+                conn::explain(&e)
+            ))
         })?;
         Ok(Conn::new(client))
     }
@@ -276,7 +280,10 @@ impl PgStore {
                         tokio_postgres::connect(&url, tokio_postgres::NoTls)
                             .await
                             .map_err(|e| {
-                                StoreError::Backend(format!("cannot connect to {described2}: {e}"))
+                                StoreError::Unavailable(format!(
+                                    "cannot connect to {described2}: {}",
+                                    conn::explain(&e)
+                                ))
                             })?;
                     let driver = tokio::spawn(connection);
                     let ran = migrate(&mut client).await;

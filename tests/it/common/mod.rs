@@ -99,7 +99,7 @@ pub async fn start_server(extra: &[&str]) -> Started {
     args.extend(extra.iter().map(|s| s.to_string()));
     // Without PostgreSQL, `Postgres::start` says SKIPPED (or fails in CI) and the test runs
     // on SQLite.
-    if postgres::suite_on_postgres() {
+    if postgres::suite_on_postgres() && !extra.contains(&"--database-url") {
         if let Some(pg) = postgres::Postgres::start().await {
             remember_database(&data_dir, &pg.url);
             args.extend(["--database-url".to_string(), pg.url]);

@@ -17,10 +17,13 @@ pub struct Postgres {
 }
 
 /// A private cluster: stopped (and its folder removed) on drop, or by its watcher.
-struct Cluster {
+pub struct Cluster {
     pg_ctl: PathBuf,
     data: PathBuf,
     as_postgres: bool,
+    /// The server's options (port, socket folder, settings) and its log file.
+    options: String,
+    log: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -90,6 +93,10 @@ impl Cluster {
                 return Err("cannot give the cluster's folder to the postgres user".into());
             }
         }
+        // Connections over TCP need the password (so a wrong one is refused); the
+        // maintenance ones over the socket do not.
+        let pwfile = dir.path().join("password");
+        std::fs::write(&pwfile, "postgres\n").map_err(|e| e.to_string())?;
         let data = dir.path().join("data");
         let data_s = data
             .to_str()
@@ -104,7 +111,9 @@ impl Cluster {
                 data_s,
                 "-U",
                 "postgres",
-                "--auth=trust",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                &format!("--pwfile={}", pwfile.display()),
                 "-E",
                 "UTF8",
                 "--no-sync",
@@ -120,29 +129,64 @@ impl Cluster {
             pg_ctl,
             data,
             as_postgres,
+            options,
+            log,
             _dir: dir,
         };
+        cluster.start_again()?;
+        Ok((
+            cluster,
+            format!("postgres://postgres:postgres@127.0.0.1:{port}"),
+        ))
+    }
+}
+
+impl Cluster {
+    /// A private cluster of the test's own (for tests that stop and start it), and the
+    /// server's URL.
+    pub fn start_own() -> Result<(Cluster, String), String> {
+        Cluster::start()
+    }
+
+    /// Starts the server (again), waiting until it accepts connections.
+    pub fn start_again(&self) -> Result<(), String> {
+        let data = self
+            .data
+            .to_str()
+            .ok_or("a temporary path that is not UTF-8")?;
         run(
-            as_postgres,
-            &cluster.pg_ctl,
+            self.as_postgres,
+            &self.pg_ctl,
             &[
                 "start",
                 "-w",
                 "-t",
                 "60",
                 "-D",
-                data_s,
+                data,
                 "-l",
-                log.to_str().unwrap_or_default(),
+                self.log.to_str().unwrap_or_default(),
                 "-o",
-                &options,
+                &self.options,
             ],
         )
         .map_err(|e| {
-            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
             format!("{e}\n{log}")
-        })?;
-        Ok((cluster, format!("postgres://postgres@127.0.0.1:{port}")))
+        })
+    }
+
+    /// Stops the server at once, as a crash would (connections are cut).
+    pub fn stop_now(&self) -> Result<(), String> {
+        let data = self
+            .data
+            .to_str()
+            .ok_or("a temporary path that is not UTF-8")?;
+        run(
+            self.as_postgres,
+            &self.pg_ctl,
+            &["stop", "-m", "immediate", "-w", "-D", data],
+        )
     }
 }
 
