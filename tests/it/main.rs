@@ -15,6 +15,7 @@ mod hostile;
 mod identity_http;
 mod import;
 mod names;
+mod nodes;
 mod openapi;
 pub(crate) mod operator_views;
 mod policy_table;
