@@ -1,5 +1,6 @@
 -- wrk script: each request is a one-event transaction creating a uniquely named folder
--- under PARENT. Env: TOKEN, PARENT.
+-- under PARENT. Env: TOKEN, PARENT, and PREFIX (default "w") to tell apart the names of
+-- several wrk instances writing into one folder.
 local counter = 0
 local threads = {}
 
@@ -13,14 +14,15 @@ function init(args)
    n = 0
    token = os.getenv("TOKEN")
    parent = os.getenv("PARENT")
+   prefix = os.getenv("PREFIX") or "w"
    boundary = "vellumbenchboundary"
 end
 
 function request()
    n = n + 1
    local meta = string.format(
-      '[{"action":"C","parentoid":"%s","name":"w%d-%d","security":{"label":"BENCH"}}]',
-      parent, tid, n)
+      '[{"action":"C","parentoid":"%s","name":"%s%d-%d","security":{"label":"BENCH"}}]',
+      parent, prefix, tid, n)
    local body = "--" .. boundary .. "\r\n" ..
       'Content-Disposition: form-data; name="metadata"\r\n\r\n' ..
       meta .. "\r\n--" .. boundary .. "--\r\n"

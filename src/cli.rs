@@ -43,6 +43,9 @@ pub enum Command {
     /// The task queue (key rotations, expiry sweeps, webhook deliveries) through the HTTP
     /// API: list, show, retry (exit codes as `vellum share`).
     Tasks(crate::tasks_cli::TasksArgs),
+    /// Copy an embedded store's metadata into an empty PostgreSQL database, resumably,
+    /// verifying every table at the end (exit 0: copied and verified, 1: refused or failed).
+    Migrate(crate::migrate_cli::MigrateArgs),
 }
 
 /// The storage configuration of `serve` (same flags and environment), for the operator's
@@ -109,6 +112,7 @@ pub fn main() -> anyhow::Result<()> {
         Some(Command::Import(a)) => crate::import::main(a),
         Some(Command::Share(a)) => crate::share_cli::main(a),
         Some(Command::Tasks(a)) => crate::tasks_cli::main(a),
+        Some(Command::Migrate(a)) => crate::migrate_cli::main(a),
         None => serve(cli.serve),
     }
 }

@@ -19,6 +19,7 @@ pub mod http;
 pub mod identity;
 pub mod import;
 pub mod metrics;
+pub mod migrate_cli;
 pub mod model;
 pub mod ops;
 pub mod policy;

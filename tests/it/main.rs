@@ -14,6 +14,7 @@ mod fuzz;
 mod hostile;
 mod identity_http;
 mod import;
+mod migrate;
 mod names;
 mod nodes;
 mod openapi;

@@ -10,6 +10,7 @@
 //!   `shares.rs` or `tasks.rs` (the SQL).
 
 mod conn;
+mod copy;
 mod meta;
 mod reads;
 mod session;
@@ -29,6 +30,7 @@ use super::{Backend, EventCheck, StoreError};
 use crate::config::PostgresConfig;
 use crate::model::{Oid, Tstamp};
 use conn::{get, Conn};
+pub use copy::{copy_from_sqlite, CopyReport};
 use session::PgWriter;
 pub use session::{PgSnapshot, PgWriteCtx};
 
@@ -97,6 +99,36 @@ pub async fn migrate(client: &mut Client) -> Result<usize, StoreError> {
     }
     tx.commit().await.map_err(backend)?;
     Ok(ran)
+}
+
+/// [`migrate`] from synchronous code: on a thread of its own with a runtime of its own, so
+/// it may be called from async code at start-up as well as from a command.
+pub fn migrate_blocking(url: &str) -> Result<(), StoreError> {
+    let described = Connector::new(url)?.describe();
+    std::thread::scope(|s| {
+        s.spawn(|| -> Result<(), StoreError> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let (mut client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                    .await
+                    .map_err(|e| {
+                        StoreError::Unavailable(format!(
+                            "cannot connect to {described}: {}",
+                            conn::explain(&e)
+                        ))
+                    })?;
+                let driver = tokio::spawn(connection);
+                let ran = migrate(&mut client).await;
+                drop(client);
+                let _ = driver.await;
+                ran.map(|_| ())
+            })
+        })
+        .join()
+        .unwrap_or_else(|_| Err(StoreError::Backend("migrating panicked".into())))
+    })
 }
 
 /// How a connection is made: the parsed URL (never logged: it may hold a password).
@@ -268,33 +300,7 @@ impl PgStore {
     pub fn open(cfg: &PostgresConfig) -> Result<PgStore, StoreError> {
         let connector = Connector::new(cfg.url())?;
         let described: Arc<str> = connector.describe().into();
-        let url = cfg.url().to_owned();
-        let described2 = described.clone();
-        std::thread::scope(|s| {
-            s.spawn(|| -> Result<(), StoreError> {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                rt.block_on(async {
-                    let (mut client, connection) =
-                        tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                            .await
-                            .map_err(|e| {
-                                StoreError::Unavailable(format!(
-                                    "cannot connect to {described2}: {}",
-                                    conn::explain(&e)
-                                ))
-                            })?;
-                    let driver = tokio::spawn(connection);
-                    let ran = migrate(&mut client).await;
-                    drop(client);
-                    let _ = driver.await;
-                    ran.map(|_| ())
-                })
-            })
-            .join()
-            .unwrap_or_else(|_| Err(StoreError::Backend("migrating panicked".into())))
-        })?;
+        migrate_blocking(cfg.url())?;
         let commits = Arc::new(tokio::sync::watch::Sender::new(0u64));
         let outbox = Arc::new(AtomicBool::new(false));
         let for_writer = connector.clone();

@@ -46,6 +46,18 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../../schema/0005_tasks.sql"),
 ];
 
+/// How many migrations this version knows (a store at another schema is not copied).
+pub(crate) const MIGRATIONS_KNOWN: usize = MIGRATIONS.len();
+
+/// The largest tstamp or oid in the store: where its clock starts.
+pub(crate) const HIGH_WATER_SQL: &str = "SELECT max(coalesce((SELECT max(tstamp) FROM events), 0),
+                coalesce((SELECT max(oid) FROM objects), 0),
+                coalesce((SELECT max(tstamp) FROM purges), 0),
+                coalesce((SELECT max(tstamp) FROM share_log), 0),
+                coalesce((SELECT max(id) FROM shares), 0),
+                coalesce((SELECT max(id) FROM tasks), 0),
+                coalesce((SELECT max(keyed_at) FROM blobs), 0))";
+
 /// Bytes the WAL file is cut back to when SQLite restarts it after a checkpoint.
 const WAL_SIZE_LIMIT: i64 = 16 << 20;
 
@@ -94,7 +106,12 @@ impl SqliteStore {
 
     /// Whether `dir` holds a database.
     pub fn exists(dir: &Path) -> bool {
-        dir.join(DB_FILE).exists()
+        Self::db_file(dir).exists()
+    }
+
+    /// The database file of a store in `dir`.
+    pub fn db_file(dir: &Path) -> PathBuf {
+        dir.join(DB_FILE)
     }
 
     /// [`SqliteStore::open`] with a fault injector on the writer's connection, for tests.
@@ -123,17 +140,7 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
         stable_plans(&conn)?;
         migrate(&conn)?;
-        let high_water: i64 = conn.query_row(
-            "SELECT max(coalesce((SELECT max(tstamp) FROM events), 0),
-                        coalesce((SELECT max(oid) FROM objects), 0),
-                        coalesce((SELECT max(tstamp) FROM purges), 0),
-                        coalesce((SELECT max(tstamp) FROM share_log), 0),
-                        coalesce((SELECT max(id) FROM shares), 0),
-                        coalesce((SELECT max(id) FROM tasks), 0),
-                        coalesce((SELECT max(keyed_at) FROM blobs), 0))",
-            [],
-            |r| r.get(0),
-        )?;
+        let high_water: i64 = conn.query_row(HIGH_WATER_SQL, [], |r| r.get(0))?;
         let committing = Arc::new(AtomicBool::new(false));
         let gate = committing.clone();
         let injected = faults.clone();

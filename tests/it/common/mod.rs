@@ -80,8 +80,27 @@ pub struct Started {
 
 pub async fn start_server(extra: &[&str]) -> Started {
     let dir = tempfile::tempdir().unwrap();
-    let (pem, jwt_pub) = es512_keys();
     let data_dir = dir.path().join("data");
+    start_server_in(dir, data_dir, extra).await
+}
+
+/// [`spawn_app_with`] on an existing data folder (a store another server left).
+pub async fn spawn_app_at(data_dir: &Path, extra: &[&str]) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let st = start_server_in(dir, data_dir.to_path_buf(), extra).await;
+    TestApp {
+        addr: st.addr,
+        base: format!("http://{}", st.addr),
+        client: reqwest::Client::new(),
+        signer: TokenSigner::from_pem(&st.pem).unwrap(),
+        data_dir: st.data_dir,
+        _dir: st.dir,
+        shutdown: Some(st.shutdown),
+    }
+}
+
+async fn start_server_in(dir: tempfile::TempDir, data_dir: PathBuf, extra: &[&str]) -> Started {
+    let (pem, jwt_pub) = es512_keys();
     let mut args = vec![
         "vellum".to_string(),
         "--listen".into(),
