@@ -487,30 +487,33 @@ pub fn copy_from_sqlite(
         };
         let mut this_run = 0u64;
         progress(t.name, copied as u64, total as u64);
-        while !done {
-            let page = sqlite_page(&src, t, after.as_deref())?;
-            let Some(last) = page.last() else { break };
-            let key = last[..t.keys].to_vec();
-            let key_text = serde_json::to_string(&key).unwrap_or_default();
-            // The rows and the mark of how far the copy got, in one transaction.
-            c.batch("BEGIN")?;
-            let step = insert(&mut c, t, &page).and_then(|()| {
-                c.execute(
-                    &format!(
-                        "UPDATE {PROGRESS} SET last_key = $2, copied = copied + $3 WHERE tbl = $1"
-                    ),
-                    &[&t.name, &key_text, &(page.len() as i64)],
-                )
-            });
-            if let Err(e) = step {
-                let _ = c.batch("ROLLBACK");
-                return Err(e);
+        // A table copied whole before an interruption is not read again.
+        if !done {
+            loop {
+                let page = sqlite_page(&src, t, after.as_deref())?;
+                let Some(last) = page.last() else { break };
+                let key = last[..t.keys].to_vec();
+                let key_text = serde_json::to_string(&key).unwrap_or_default();
+                // The rows and the mark of how far the copy got, in one transaction.
+                c.batch("BEGIN")?;
+                let step = insert(&mut c, t, &page).and_then(|()| {
+                    c.execute(
+                        &format!(
+                            "UPDATE {PROGRESS} SET last_key = $2, copied = copied + $3 WHERE tbl = $1"
+                        ),
+                        &[&t.name, &key_text, &(page.len() as i64)],
+                    )
+                });
+                if let Err(e) = step {
+                    let _ = c.batch("ROLLBACK");
+                    return Err(e);
+                }
+                c.batch("COMMIT")?;
+                copied += page.len() as i64;
+                this_run += page.len() as u64;
+                after = Some(key);
+                progress(t.name, copied as u64, total as u64);
             }
-            c.batch("COMMIT")?;
-            copied += page.len() as i64;
-            this_run += page.len() as u64;
-            after = Some(key);
-            progress(t.name, copied as u64, total as u64);
         }
         c.execute(
             &format!("UPDATE {PROGRESS} SET done = true WHERE tbl = $1"),
