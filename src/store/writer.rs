@@ -43,8 +43,9 @@ pub(crate) trait Session {
     /// Runs one job in its savepoint; Ok says whether its changes were kept. An error
     /// means the batch cannot be committed.
     fn run_job(&mut self, job: &mut dyn Job<Self>) -> Result<bool, Failure>;
-    /// Commits the batch, of which `kept` jobs kept changes.
-    fn commit(&mut self, kept: usize) -> Result<(), Failure>;
+    /// Commits the batch, of which `kept` jobs kept changes; returns whether it committed
+    /// anything that others should hear of (the commit signal is then bumped).
+    fn commit(&mut self, kept: usize) -> Result<bool, Failure>;
     /// Rolls back the open transaction, if any.
     fn roll_back(&mut self);
 }
@@ -277,9 +278,10 @@ fn run_batch<S: Session>(
         }
     }
     if failure.is_none() {
-        failure = session.commit(kept).err();
-        if failure.is_none() && kept > 0 {
-            commits.send_modify(|n| *n = n.wrapping_add(1));
+        match session.commit(kept) {
+            Ok(true) => commits.send_modify(|n| *n = n.wrapping_add(1)),
+            Ok(false) => {}
+            Err(f) => failure = Some(f),
         }
     }
     if let Some(f) = &failure {

@@ -163,6 +163,19 @@ impl Conn {
         self.live()?.batch_execute(sql).map_err(store_error)
     }
 
+    /// Runs statements in one round trip (the simple protocol: no arguments) and returns
+    /// the first value of the first row any of them returned.
+    pub(super) fn simple_value(&mut self, sql: &str) -> Result<String, StoreError> {
+        let messages = self.live()?.simple_query(sql).map_err(store_error)?;
+        messages
+            .iter()
+            .find_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .ok_or_else(|| StoreError::Row(format!("no row from {sql}")))
+    }
+
     pub(super) fn client(&mut self) -> Result<&mut Client, StoreError> {
         self.live()
     }

@@ -157,7 +157,9 @@ impl MetaWrite for PgWriteCtx<'_> {
     }
 
     fn append(&mut self, event: &Event) -> Result<(), StoreError> {
-        self.with(|c| writes::append(c, event))
+        let out = self.with(|c| writes::append(c, event));
+        self.mark(out.is_ok());
+        out
     }
 
     fn purge(
@@ -168,27 +170,39 @@ impl MetaWrite for PgWriteCtx<'_> {
         who: &UserPolicy,
         jwthash: &str,
     ) -> Result<Vec<Event>, StoreError> {
-        self.with(|c| writes::purge(c, oid, version, at, who, jwthash))
+        let out = self.with(|c| writes::purge(c, oid, version, at, who, jwthash));
+        self.mark(out.is_ok());
+        out
     }
 
     fn meta_set(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.with(|c| writes::meta_set(c, key, value))
+        let out = self.with(|c| writes::meta_set(c, key, value));
+        self.mark(out.is_ok());
+        out
     }
 
     fn put_blob(&mut self, row: &BlobRow) -> Result<(), StoreError> {
-        self.with(|c| writes::put_blob(c, row))
+        let out = self.with(|c| writes::put_blob(c, row));
+        self.mark(out.is_ok());
+        out
     }
 
     fn log_share(&mut self, entry: &ShareEntry) -> Result<(), StoreError> {
-        self.with(|c| shares::log_share(c, entry))
+        let out = self.with(|c| shares::log_share(c, entry));
+        self.mark(out.is_ok());
+        out
     }
 
     fn bind_link(&mut self, id: ShareId, hash: &str) -> Result<(), StoreError> {
-        self.with(|c| shares::bind_link(c, id, hash))
+        let out = self.with(|c| shares::bind_link(c, id, hash));
+        self.mark(out.is_ok());
+        out
     }
 
     fn drop_blob(&mut self, rname: &str) -> Result<(), StoreError> {
-        self.with(|c| writes::drop_blob(c, rname))
+        let out = self.with(|c| writes::drop_blob(c, rname));
+        self.mark(out.is_ok());
+        out
     }
 
     fn rewrap_blob(
@@ -197,7 +211,9 @@ impl MetaWrite for PgWriteCtx<'_> {
         was: &Wrapped,
         wrapped: &Wrapped,
     ) -> Result<bool, StoreError> {
-        self.with(|c| writes::rewrap_blob(c, rname, was, wrapped))
+        let out = self.with(|c| writes::rewrap_blob(c, rname, was, wrapped));
+        self.mark(out.as_ref().is_ok_and(|done| *done));
+        out
     }
 
     fn switch_blob(
@@ -207,7 +223,9 @@ impl MetaWrite for PgWriteCtx<'_> {
         to: &BlobSwitch,
         at: Tstamp,
     ) -> Result<bool, StoreError> {
-        self.with(|c| writes::switch_blob(c, rname, was, to, at))
+        let out = self.with(|c| writes::switch_blob(c, rname, was, to, at));
+        self.mark(out.as_ref().is_ok_and(|done| *done));
+        out
     }
 
     fn share_outbox(&self) -> bool {
@@ -216,11 +234,15 @@ impl MetaWrite for PgWriteCtx<'_> {
 
     fn enqueue_task(&mut self, t: &NewTask, now_ms: u64) -> Result<(TaskId, bool), StoreError> {
         let id = self.next_oid();
-        self.with(|c| tasks::enqueue(c, id, t, now_ms))
+        let out = self.with(|c| tasks::enqueue(c, id, t, now_ms));
+        self.mark(out.is_ok());
+        out
     }
 
     fn link_task(&mut self, parent: TaskId, child: TaskId) -> Result<(), StoreError> {
-        self.with(|c| tasks::link(c, parent, child))
+        let out = self.with(|c| tasks::link(c, parent, child));
+        self.mark(out.is_ok());
+        out
     }
 
     fn lease_task(
@@ -229,7 +251,9 @@ impl MetaWrite for PgWriteCtx<'_> {
         node: &str,
         until_ms: u64,
     ) -> Result<Option<Task>, StoreError> {
-        self.with(|c| tasks::lease(c, now_ms, node, until_ms))
+        let out = self.with(|c| tasks::lease(c, now_ms, node, until_ms));
+        self.mark(out.as_ref().is_ok_and(|t| t.is_some()));
+        out
     }
 
     fn lease_more(
@@ -240,11 +264,15 @@ impl MetaWrite for PgWriteCtx<'_> {
         node: &str,
         until_ms: u64,
     ) -> Result<Vec<Task>, StoreError> {
-        self.with(|c| tasks::lease_more(c, kind, n, now_ms, node, until_ms))
+        let out = self.with(|c| tasks::lease_more(c, kind, n, now_ms, node, until_ms));
+        self.mark(out.as_ref().is_ok_and(|t| !t.is_empty()));
+        out
     }
 
     fn renew_task(&mut self, id: TaskId, node: &str, until_ms: u64) -> Result<bool, StoreError> {
-        self.with(|c| tasks::renew(c, id, node, until_ms))
+        let out = self.with(|c| tasks::renew(c, id, node, until_ms));
+        self.mark(out.as_ref().is_ok_and(|done| *done));
+        out
     }
 
     fn update_task(
@@ -254,14 +282,20 @@ impl MetaWrite for PgWriteCtx<'_> {
         u: &TaskUpdate,
         now_ms: u64,
     ) -> Result<bool, StoreError> {
-        self.with(|c| tasks::update(c, id, node, u, now_ms))
+        let out = self.with(|c| tasks::update(c, id, node, u, now_ms));
+        self.mark(out.as_ref().is_ok_and(|done| *done));
+        out
     }
 
     fn release_tasks(&mut self, node: &str, now_ms: u64) -> Result<u64, StoreError> {
-        self.with(|c| tasks::release(c, node, now_ms))
+        let out = self.with(|c| tasks::release(c, node, now_ms));
+        self.mark(out.as_ref().is_ok_and(|n| *n > 0));
+        out
     }
 
     fn prune_tasks(&mut self, before_ms: u64, limit: usize) -> Result<u64, StoreError> {
-        self.with(|c| tasks::prune(c, before_ms, limit))
+        let out = self.with(|c| tasks::prune(c, before_ms, limit));
+        self.mark(out.as_ref().is_ok_and(|n| *n > 0));
+        out
     }
 }

@@ -31,12 +31,12 @@ use crate::config::PostgresConfig;
 use crate::model::{Oid, Tstamp};
 use conn::{get, Conn};
 pub use copy::{copy_from_sqlite, CopyReport};
-use session::PgWriter;
+use session::{HasConn, PgWriter};
 pub use session::{PgSnapshot, PgWriteCtx};
 
 /// The channel every node's writer notifies at each commit that kept something.
 /// DO NOT CHANGE: nodes of different versions listen on it together.
-const COMMITS_CHANNEL: &str = "vellum_commits";
+pub(super) const COMMITS_CHANNEL: &str = "vellum_commits";
 
 /// Migrations, applied in order; `schema_migrations` records each one applied.
 /// DO NOT CHANGE one once released: add a new numbered file instead.
@@ -261,13 +261,14 @@ impl ReaderPool {
         E: From<StoreError>,
     {
         let mut conn = self.take().map_err(E::from)?;
-        if let Err(e) = conn.batch("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY") {
-            self.give_back(None);
-            return Err(E::from(e));
+        let (out, begun) = {
+            let snapshot = PgSnapshot::new(&mut conn);
+            (f(&snapshot), snapshot.begun.get())
+        };
+        if !begun {
+            self.give_back(Some(conn));
+            return out;
         }
-        let out = f(&PgSnapshot {
-            conn: std::cell::RefCell::new(&mut conn),
-        });
         // A read that failed has aborted the transaction: COMMIT then rolls it back.
         match conn.batch("COMMIT") {
             Ok(()) => {
@@ -304,7 +305,13 @@ impl PgStore {
         let commits = Arc::new(tokio::sync::watch::Sender::new(0u64));
         let outbox = Arc::new(AtomicBool::new(false));
         let for_writer = connector.clone();
-        let writer = PgWriter::new(Box::new(move || for_writer.connect()), outbox.clone());
+        // This node's name in commit notifications: its listener skips its own.
+        let node: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
+        let writer = PgWriter::new(
+            Box::new(move || for_writer.connect()),
+            outbox.clone(),
+            node.clone(),
+        );
         let (tx, rx) = mpsc::channel::<Queued<PgWriter>>();
         let signal = commits.clone();
         std::thread::Builder::new()
@@ -314,7 +321,7 @@ impl PgStore {
         let weak = Arc::downgrade(&commits);
         std::thread::Builder::new()
             .name("vellum-listen".into())
-            .spawn(move || listen(listener, weak))?;
+            .spawn(move || listen(listener, weak, node))?;
         Ok(PgStore {
             jobs: tx,
             readers: Arc::new(ReaderPool::new(connector, cfg.pool_size)),
@@ -346,7 +353,7 @@ impl PgStore {
 /// Listens for every node's commits and bumps this node's signal for each, so a feed here
 /// wakes for a write made anywhere. Reconnects when the connection breaks (and bumps once
 /// then: a commit may have gone unheard); ends when the store is gone.
-fn listen(connector: Connector, commits: Weak<tokio::sync::watch::Sender<u64>>) {
+fn listen(connector: Connector, commits: Weak<tokio::sync::watch::Sender<u64>>, node: Arc<str>) {
     let bump = |commits: &Weak<tokio::sync::watch::Sender<u64>>| match commits.upgrade() {
         Some(c) => {
             c.send_modify(|n| *n = n.wrapping_add(1));
@@ -384,7 +391,8 @@ fn listen(connector: Connector, commits: Weak<tokio::sync::watch::Sender<u64>>) 
                 let mut iter = notifications.timeout_iter(Duration::from_millis(500));
                 loop {
                     match fallible_iterator::FallibleIterator::next(&mut iter) {
-                        Ok(Some(_)) => heard = true,
+                        // This node's own commits woke its feeds already.
+                        Ok(Some(n)) => heard |= n.payload() != &*node,
                         Ok(None) => break,
                         Err(e) => {
                             tracing::warn!(error = %e, "the commit listener's connection failed");
@@ -451,6 +459,8 @@ impl Backend for PgStore {
 
     async fn check_events(&self) -> Result<EventCheck, StoreError> {
         self.read(|s| -> Result<_, StoreError> {
+            // Begins the snapshot (its first read).
+            s.with(|_| Ok(()))?;
             let mut conn = s.conn.borrow_mut();
             let mut check = EventCheck::default();
             // In pages by (oid, tstamp), so a large log is never held in memory at once.

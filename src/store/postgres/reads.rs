@@ -139,11 +139,16 @@ pub(super) fn children(
     after: Option<Oid>,
     limit: usize,
 ) -> Result<Vec<Current>, StoreError> {
+    // The page is cut from `objects` before the join: a prepared statement's generic plan
+    // otherwise hash-joins every child after `$2` with the log before sorting (35-46 ms a
+    // page of 1,000 among 100,000, against 1-2 ms this way).
     c.query(
-        current_select!(
-            "WHERE o.parentoid = $1 AND o.live AND o.oid > $2 AND o.oid <> $1
-             ORDER BY o.oid LIMIT $3"
-        ),
+        "SELECT o.oid, o.tstamp, o.live, o.fulldir, e.body
+         FROM (SELECT oid, tstamp, live, fulldir FROM objects
+               WHERE parentoid = $1 AND live AND oid > $2 AND oid <> $1
+               ORDER BY oid LIMIT $3) o
+         JOIN events e ON e.oid = o.oid AND e.tstamp = o.tstamp
+         ORDER BY o.oid",
         &[
             &parent.as_i64(),
             &after.map(Oid::as_i64).unwrap_or(-1),

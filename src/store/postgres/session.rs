@@ -5,7 +5,8 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use super::conn::{get, Conn};
+use super::conn::Conn;
+use super::COMMITS_CHANNEL;
 use crate::store::clock::Clock;
 use crate::store::writer::{Failure, Job, Session};
 use crate::store::StoreError;
@@ -16,9 +17,20 @@ pub(super) trait HasConn {
         -> Result<T, StoreError>;
 }
 
-/// A reader's consistent snapshot: one REPEATABLE READ, READ ONLY transaction.
+/// A reader's consistent snapshot: one REPEATABLE READ, READ ONLY transaction, begun at
+/// its first read (a snapshot that reads nothing costs the database nothing).
 pub struct PgSnapshot<'c> {
     pub(super) conn: RefCell<&'c mut Conn>,
+    pub(super) begun: Cell<bool>,
+}
+
+impl<'c> PgSnapshot<'c> {
+    pub(super) fn new(conn: &'c mut Conn) -> Self {
+        PgSnapshot {
+            conn: RefCell::new(conn),
+            begun: Cell::new(false),
+        }
+    }
 }
 
 impl HasConn for PgSnapshot<'_> {
@@ -26,7 +38,12 @@ impl HasConn for PgSnapshot<'_> {
         &self,
         op: impl FnOnce(&mut Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        op(&mut self.conn.borrow_mut())
+        let mut conn = self.conn.borrow_mut();
+        if !self.begun.get() {
+            conn.batch("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
+            self.begun.set(true);
+        }
+        op(&mut conn)
     }
 }
 
@@ -39,6 +56,15 @@ pub struct PgWriteCtx<'c> {
     pub(super) fault: Cell<Option<Failure>>,
     /// Share-log entries queue webhook deliveries.
     pub(super) outbox: bool,
+    /// Whether the job changed anything (a lease that found no task changes nothing): a
+    /// batch that changed nothing is rolled back, not committed, and wakes no one.
+    pub(super) changed: bool,
+}
+
+impl PgWriteCtx<'_> {
+    pub(super) fn mark(&mut self, changed: bool) {
+        self.changed |= changed;
+    }
 }
 
 impl HasConn for PgWriteCtx<'_> {
@@ -70,6 +96,12 @@ pub(super) struct PgWriter {
     clock_at_begin: u64,
     /// Whether a transaction is open on `conn`.
     open: bool,
+    /// Whether the last job's savepoint is released (or there was none).
+    released: bool,
+    /// Whether a job of the batch changed anything.
+    changed: bool,
+    /// This node's name in the commit notifications (hex digits only).
+    node: Arc<str>,
     outbox: Arc<AtomicBool>,
 }
 
@@ -77,6 +109,7 @@ impl PgWriter {
     pub(super) fn new(
         connect: Box<dyn Fn() -> Result<Conn, StoreError> + Send>,
         outbox: Arc<AtomicBool>,
+        node: Arc<str>,
     ) -> PgWriter {
         PgWriter {
             conn: None,
@@ -84,6 +117,9 @@ impl PgWriter {
             clock: Clock::new(0),
             clock_at_begin: 0,
             open: false,
+            released: true,
+            changed: false,
+            node,
             outbox,
         }
     }
@@ -111,20 +147,31 @@ impl Session for PgWriter {
             self.conn = None;
             self.conn = Some((self.connect)().map_err(|e| Failure::of(&e, "connecting"))?);
         }
-        self.exec("BEGIN")?;
+        // One round trip: BEGIN and the clock row, locked to the end of the transaction.
         self.open = true;
-        let row = self
+        let last = self
             .conn()?
-            .query_one("SELECT last FROM clock FOR UPDATE", &[])
+            .simple_value("BEGIN; SELECT last FROM clock FOR UPDATE")
             .map_err(|e| Failure::of(&e, "locking the clock"))?;
-        let last: i64 = get(&row, 0).map_err(|e| Failure::of(&e, "reading the clock"))?;
-        self.clock_at_begin = last as u64;
-        self.clock = Clock::new(last as u64);
+        let last: u64 = last
+            .parse()
+            .map_err(|_| Failure::of(&StoreError::Row(last), "reading the clock"))?;
+        self.clock_at_begin = last;
+        self.clock = Clock::new(last);
+        self.released = true;
+        self.changed = false;
         Ok(())
     }
 
     fn run_job(&mut self, job: &mut dyn Job<Self>) -> Result<bool, Failure> {
-        self.exec("SAVEPOINT job")?;
+        // The last job's RELEASE goes with this one's SAVEPOINT (one round trip); it fails
+        // if that job left the transaction aborted, refusing the batch.
+        if self.released {
+            self.exec("SAVEPOINT job")?;
+        } else {
+            self.exec("RELEASE job; SAVEPOINT job")?;
+        }
+        self.released = false;
         let outbox = self.outbox.load(Ordering::Relaxed);
         let Some(conn) = self.conn.as_mut() else {
             return Err(Failure::lost("SAVEPOINT"));
@@ -134,41 +181,68 @@ impl Session for PgWriter {
             clock: &mut self.clock,
             fault: Cell::new(None),
             outbox,
+            changed: false,
         };
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job.run(&mut ctx)));
+        let changed = ctx.changed;
         if let Some(f) = ctx.fault.take() {
             // A statement failed for a reason that is not the job's, and the job may have
             // gone on without it.
             return Err(f);
         }
         match outcome {
-            Ok(true) => self.exec("RELEASE job").map(|()| true),
-            Ok(false) => self.exec("ROLLBACK TO job; RELEASE job").map(|()| false),
+            // Released with the next job's SAVEPOINT, or before the COMMIT.
+            Ok(true) => {
+                self.changed |= changed;
+                Ok(true)
+            }
+            Ok(false) => {
+                self.released = true;
+                self.exec("ROLLBACK TO job; RELEASE job").map(|()| false)
+            }
             Err(_) => {
                 tracing::error!("a write job panicked; its changes are rolled back");
+                self.released = true;
                 self.exec("ROLLBACK TO job; RELEASE job").map(|()| false)
             }
         }
     }
 
-    fn commit(&mut self, kept: usize) -> Result<(), Failure> {
-        if kept == 0 {
-            // Nothing to keep (refusals, rehearsals): no durable commit is needed.
+    fn commit(&mut self, kept: usize) -> Result<bool, Failure> {
+        if kept == 0 || !self.changed {
+            // Nothing to keep (refusals, rehearsals, a lease that found no task): no
+            // durable commit is needed, and no one needs waking. The last job's RELEASE
+            // still tells whether it left the transaction aborted.
+            let released = if self.released {
+                Ok(())
+            } else {
+                self.exec("RELEASE job")
+            };
             self.roll_back();
-            return Ok(());
+            return released.map(|()| false);
+        }
+        // One round trip: the last job's RELEASE (which fails, and stops the rest, if it
+        // left the transaction aborted: a COMMIT would then roll back and still "succeed"),
+        // the clock advanced, the notification (delivered at the commit, to every node's
+        // listener), the COMMIT.
+        let mut sql = String::new();
+        if !self.released {
+            sql.push_str("RELEASE job; ");
         }
         let last = self.clock.last();
         if last != self.clock_at_begin {
-            let last = last as i64;
-            self.conn()?
-                .execute("UPDATE clock SET last = $1", &[&last])
-                .map_err(|e| Failure::of(&e, "advancing the clock"))?;
+            // An integer of ours, never a caller's text.
+            sql.push_str(&format!("UPDATE clock SET last = {}; ", last as i64));
         }
-        // Delivered at the commit, to every node's listener (the feeds).
-        self.exec("NOTIFY vellum_commits")?;
-        let done = self.exec("COMMIT");
+        // The payload names this node, whose listener then ignores it: the writer has
+        // already woken this node's feeds.
+        sql.push_str(&format!(
+            "NOTIFY {COMMITS_CHANNEL}, '{}'; COMMIT",
+            self.node
+        ));
+        let done = self.exec(&sql);
         self.open = false;
-        done
+        done.map(|()| true)
     }
 
     fn roll_back(&mut self) {

@@ -102,12 +102,12 @@ impl Session for Writer {
         }
     }
 
-    fn commit(&mut self, _kept: usize) -> Result<(), Failure> {
+    fn commit(&mut self, kept: usize) -> Result<bool, Failure> {
         self.ensure_open("COMMIT")?;
         self.committing.store(true, Ordering::Relaxed);
         let done = self.exec("COMMIT");
         self.committing.store(false, Ordering::Relaxed);
-        done
+        done.map(|()| kept > 0)
     }
 
     /// Rolls back the open transaction, if any. Should that fail, the next batch tries
