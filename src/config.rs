@@ -39,6 +39,9 @@ pub struct PostgresConfig {
     /// Most read connections one node opens (its writer and its listener take one each
     /// besides). Bounds what a burst of reads asks of the database's `max_connections`.
     pub pool_size: usize,
+    /// A PEM file of certificates to trust, besides the system's, for TLS to the
+    /// database (`sslmode=require`).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl PostgresConfig {
@@ -46,7 +49,14 @@ impl PostgresConfig {
         PostgresConfig {
             url,
             pool_size: pool_size.max(1),
+            ca_file: None,
         }
+    }
+
+    /// Trusts the certificates in `ca_file` too.
+    pub fn with_ca_file(mut self, ca_file: Option<PathBuf>) -> PostgresConfig {
+        self.ca_file = ca_file;
+        self
     }
 
     pub fn url(&self) -> &str {
@@ -59,6 +69,7 @@ impl std::fmt::Debug for PostgresConfig {
         f.debug_struct("PostgresConfig")
             .field("url", &"<secret>")
             .field("pool_size", &self.pool_size)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -131,6 +142,9 @@ pub struct ServeArgs {
     /// Most read connections to PostgreSQL per node.
     #[arg(long, env = "DATABASE_POOL", default_value_t = 16)]
     pub database_pool: usize,
+    /// Certificates (PEM) to trust for TLS to PostgreSQL, besides the system's.
+    #[arg(long, env = "DATABASE_CA")]
+    pub database_ca: Option<PathBuf>,
     /// A path prefix the API also answers under, e.g. /services/gm-data/0.1.
     #[arg(long, env = "CLIENT_PREFIX")]
     pub client_prefix: Option<String>,
@@ -613,7 +627,7 @@ impl Config {
             postgres: a
                 .database_url
                 .filter(|u| !u.is_empty())
-                .map(|u| PostgresConfig::new(u, a.database_pool)),
+                .map(|u| PostgresConfig::new(u, a.database_pool).with_ca_file(a.database_ca)),
             client_prefix,
             log_format: a.log_format,
             limits,

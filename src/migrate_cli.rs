@@ -18,13 +18,16 @@ pub struct MigrateArgs {
     /// same store, which resumes).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub to: String,
+    /// Certificates (PEM) to trust for TLS to PostgreSQL, besides the system's.
+    #[arg(long, env = "DATABASE_CA")]
+    pub database_ca: Option<PathBuf>,
 }
 
 /// Exit 0: copied and verified; 1: refused or failed (what was copied so far stays, and
 /// the next run resumes).
 pub fn main(a: MigrateArgs) -> anyhow::Result<()> {
     crate::cli::init_logging(crate::config::LogFormat::Text);
-    let to = PostgresConfig::new(a.to, 1);
+    let to = PostgresConfig::new(a.to, 1).with_ca_file(a.database_ca);
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(0);
         if let Ok(style) = indicatif::ProgressStyle::with_template(

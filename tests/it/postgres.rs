@@ -347,3 +347,50 @@ async fn a_database_that_goes_away_is_a_503_keeps_nothing_half_written_and_write
     }
     drop(app);
 }
+
+#[tokio::test]
+async fn tls_is_used_when_the_url_asks_for_it_and_the_servers_certificate_is_verified() {
+    use crate::common::postgres::Cluster;
+    use serde_json::json;
+    let Ok((cluster, server, cert)) = tokio::task::spawn_blocking(Cluster::start_tls)
+        .await
+        .unwrap()
+        .map_err(|e| crate::common::external::skip_or_fail(&e))
+    else {
+        return;
+    };
+    let url = format!("{server}/postgres?sslmode=require");
+    let ca = cert.display().to_string();
+    // Trusting the server's certificate: the store works over TLS (the cluster refuses
+    // TCP without it).
+    let app = crate::common::spawn_app_with(&["--database-url", &url, "--database-ca", &ca]).await;
+    let root = app.token_for("root");
+    let made = json!([{"action": "C", "parentoid": "1", "name": "over-tls"}]);
+    assert_eq!(app.write(Some(&root), &made).await.status(), 200);
+    let (s, _) = app.get_json("/props/1/over-tls", Some(&root)).await;
+    assert_eq!(s, 200);
+    drop(app);
+
+    // Not trusting it: refused at start-up, with the reason.
+    let untrusted = url.clone();
+    let out = tokio::task::spawn_blocking(move || serve_with_database(&untrusted))
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("certificate"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // Without TLS: the server's own refusal, named.
+    let plain = format!("{server}/postgres?sslmode=disable");
+    let out = tokio::task::spawn_blocking(move || serve_with_database(&plain))
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("no encryption") || stderr.contains("pg_hba.conf"),
+        "{stderr}"
+    );
+    drop(cluster);
+}

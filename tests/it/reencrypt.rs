@@ -338,10 +338,14 @@ async fn a_reencryption_killed_at_any_step_leaves_the_version_readable_under_one
             KillAt::Sealing => "never".to_string(),
             KillAt::After(s) => format!("{s:?}"),
         };
+        // The test's name without the crate's: `reencrypt::…`, or `it::reencrypt::…` in
+        // the suite's second binary (tests/it_postgres.rs).
+        let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+        let child_test = format!("{module}::reencrypt_child_process");
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
-                "reencrypt::reencrypt_child_process",
+                child_test.as_str(),
                 "--ignored",
                 "--nocapture",
                 "--test-threads=1",

@@ -424,8 +424,8 @@ pub fn copy_from_sqlite(
             data_dir.display()
         )));
     }
-    super::migrate_blocking(to.url())?;
-    let connector = Connector::new(to.url())?;
+    super::migrate_blocking(to)?;
+    let connector = Connector::new(to)?;
     let mut c = connector.connect()?;
     c.batch(&format!(
         "CREATE TABLE IF NOT EXISTS {PROGRESS} (

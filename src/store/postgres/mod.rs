@@ -103,23 +103,37 @@ pub async fn migrate(client: &mut Client) -> Result<usize, StoreError> {
 
 /// [`migrate`] from synchronous code: on a thread of its own with a runtime of its own, so
 /// it may be called from async code at start-up as well as from a command.
-pub fn migrate_blocking(url: &str) -> Result<(), StoreError> {
-    let described = Connector::new(url)?.describe();
+pub fn migrate_blocking(cfg: &PostgresConfig) -> Result<(), StoreError> {
+    let connector = Connector::new(cfg)?;
+    let described = connector.describe();
+    let config = tokio_postgres::Config::from_str(cfg.url())
+        .map_err(|e| StoreError::Backend(format!("DATABASE_URL is not a PostgreSQL URL: {e}")))?;
     std::thread::scope(|s| {
         s.spawn(|| -> Result<(), StoreError> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             rt.block_on(async {
-                let (mut client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-                    .await
-                    .map_err(|e| {
-                        StoreError::Unavailable(format!(
-                            "cannot connect to {described}: {}",
-                            conn::explain(&e)
-                        ))
-                    })?;
-                let driver = tokio::spawn(connection);
+                let unreachable = |e: tokio_postgres::Error| {
+                    StoreError::Unavailable(format!(
+                        "cannot connect to {described}: {}",
+                        conn::explain(&e)
+                    ))
+                };
+                let (mut client, driver) = match &connector.tls {
+                    Some(tls) => {
+                        let (client, connection) =
+                            config.connect(tls.clone()).await.map_err(unreachable)?;
+                        (client, tokio::spawn(connection))
+                    }
+                    None => {
+                        let (client, connection) = config
+                            .connect(tokio_postgres::NoTls)
+                            .await
+                            .map_err(unreachable)?;
+                        (client, tokio::spawn(connection))
+                    }
+                };
                 let ran = migrate(&mut client).await;
                 drop(client);
                 let _ = driver.await;
@@ -131,21 +145,67 @@ pub fn migrate_blocking(url: &str) -> Result<(), StoreError> {
     })
 }
 
-/// How a connection is made: the parsed URL (never logged: it may hold a password).
+/// The TLS client for `sslmode=require`: the system's roots and the certificates of
+/// `DATABASE_CA`, AWS-LC's primitives (as everywhere else in the process).
+fn tls_connector(
+    cfg: &PostgresConfig,
+) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        // A system certificate rustls cannot use is skipped, as browsers do.
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = &cfg.ca_file {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| StoreError::Backend(format!("DATABASE_CA {}: {e}", path.display())))?;
+        if certs.is_empty() {
+            return Err(StoreError::Backend(format!(
+                "DATABASE_CA {}: no certificate in it",
+                path.display()
+            )));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| StoreError::Backend(format!("DATABASE_CA {}: {e}", path.display())))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError::Backend(format!("TLS: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// How a connection is made: the parsed URL (never logged: it may hold a password), and
+/// TLS when the URL asks for it.
 #[derive(Clone)]
 struct Connector {
     config: postgres::Config,
+    /// Set for `sslmode=require`: the server's certificate is verified against the system's
+    /// roots and `DATABASE_CA` (stricter than libpq's `require`, which checks nothing).
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
 }
 
 impl Connector {
-    fn new(url: &str) -> Result<Connector, StoreError> {
-        let mut config = postgres::Config::from_str(url).map_err(|e| {
+    fn new(cfg: &PostgresConfig) -> Result<Connector, StoreError> {
+        let mut config = postgres::Config::from_str(cfg.url()).map_err(|e| {
             // The parser's message never repeats the URL, so no password is shown.
             StoreError::Backend(format!("DATABASE_URL is not a PostgreSQL URL: {e}"))
         })?;
         config.application_name("vellum");
         config.connect_timeout(Duration::from_secs(10));
-        Ok(Connector { config })
+        let tls = match config.get_ssl_mode() {
+            postgres::config::SslMode::Require => Some(tls_connector(cfg)?),
+            _ => None,
+        };
+        Ok(Connector { config, tls })
     }
 
     /// The server and database, for messages: host, port, database, user; no password.
@@ -169,7 +229,11 @@ impl Connector {
 
     /// Connects. Blocking: call it from a thread outside the async runtime's workers.
     fn connect(&self) -> Result<Conn, StoreError> {
-        let client = self.config.connect(postgres::NoTls).map_err(|e| {
+        let client = match &self.tls {
+            Some(tls) => self.config.connect(tls.clone()),
+            None => self.config.connect(postgres::NoTls),
+        };
+        let client = client.map_err(|e| {
             StoreError::Unavailable(format!(
                 "cannot connect to {}: {}",
                 self.describe(),
@@ -299,9 +363,9 @@ impl PgStore {
     /// Connects, migrates the schema, and starts the writer and the listener. Blocking
     /// (it runs on a thread of its own, so it may be called from async code at start-up).
     pub fn open(cfg: &PostgresConfig) -> Result<PgStore, StoreError> {
-        let connector = Connector::new(cfg.url())?;
+        let connector = Connector::new(cfg)?;
         let described: Arc<str> = connector.describe().into();
-        migrate_blocking(cfg.url())?;
+        migrate_blocking(cfg)?;
         let commits = Arc::new(tokio::sync::watch::Sender::new(0u64));
         let outbox = Arc::new(AtomicBool::new(false));
         let for_writer = connector.clone();

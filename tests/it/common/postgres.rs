@@ -80,6 +80,18 @@ fn run(as_postgres: bool, program: &Path, args: &[&str]) -> Result<(), String> {
 
 impl Cluster {
     fn start() -> Result<(Cluster, String), String> {
+        Cluster::start_with(false)
+    }
+
+    /// A cluster that takes TLS connections only (a self-signed certificate for 127.0.0.1,
+    /// whose file is returned too) beside the socket's.
+    pub fn start_tls() -> Result<(Cluster, String, PathBuf), String> {
+        let (cluster, url) = Cluster::start_with(true)?;
+        let cert = cluster._dir.path().join("server.crt");
+        Ok((cluster, url, cert))
+    }
+
+    fn start_with(tls: bool) -> Result<(Cluster, String), String> {
         let (initdb, pg_ctl) = binaries().ok_or("no PostgreSQL 15 or later (initdb, pg_ctl)")?;
         let as_postgres = is_root();
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
@@ -121,10 +133,55 @@ impl Cluster {
         )?;
         let port = free_port();
         let log = dir.path().join("server.log");
-        let options = format!(
+        let mut options = format!(
             "-h 127.0.0.1 -p {port} -k {} -c fsync=off -c full_page_writes=off -c max_connections=500",
             dir.path().display()
         );
+        if tls {
+            let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+            let openssl = find_program("openssl").ok_or("no openssl for the test certificate")?;
+            let out = Command::new(openssl)
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                ])
+                .args([
+                    "-subj",
+                    "/CN=127.0.0.1",
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1",
+                ])
+                .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+                .arg("-keyout")
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .output()
+                .map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+            }
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| e.to_string())?;
+            if as_postgres {
+                Command::new("chown")
+                    .arg("postgres:")
+                    .arg(&key)
+                    .arg(&cert)
+                    .status()
+                    .map_err(|e| e.to_string())?;
+            }
+            // TCP connections without TLS are refused, so a test cannot pass on plain TCP.
+            let hba = data.join("pg_hba.conf");
+            let rules = std::fs::read_to_string(&hba).map_err(|e| e.to_string())?;
+            std::fs::write(&hba, format!("hostnossl all all all reject\n{rules}"))
+                .map_err(|e| e.to_string())?;
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                cert.display(),
+                key.display()
+            ));
+        }
         let cluster = Cluster {
             pg_ctl,
             data,
@@ -145,7 +202,7 @@ impl Cluster {
     /// A private cluster of the test's own (for tests that stop and start it), and the
     /// server's URL.
     pub fn start_own() -> Result<(Cluster, String), String> {
-        Cluster::start()
+        Cluster::start_with(false)
     }
 
     /// Starts the server (again), waiting until it accepts connections.
