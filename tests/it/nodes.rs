@@ -155,6 +155,23 @@ async fn three_nodes_on_one_database_and_one_bucket_agree_and_survive_a_kill() {
     assert_eq!(ours.len(), 30, "the feed on A got {got:?}");
     assert!(got.windows(2).all(|w| w[0].1 < w[1].1), "{got:?}");
 
+    // A client that saw the first ten on A resumes on B by Last-Event-ID: the other twenty,
+    // in order, none twice.
+    let seen = ours[9].1;
+    let resumed = nodes[1]
+        .app
+        .client
+        .get(format!("{}/notifications", nodes[1].app.base))
+        .header("userpolicy", &root)
+        .header("last-event-id", format!("{seen:016x}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), 200);
+    let rest = read_feed(resumed, 20, Duration::from_secs(30)).await;
+    let want: Vec<(String, u64)> = ours[10..].iter().map(|x| (*x).clone()).collect();
+    assert_eq!(rest, want, "resumed on B after {seen:x}");
+
     // Concurrent transactions of two events each, from all three nodes at once: tstamps
     // unique store-wide.
     let mut tasks = Vec::new();
