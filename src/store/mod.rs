@@ -322,6 +322,31 @@ pub struct EventCheck {
     pub problems: Vec<(String, String)>,
 }
 
+impl EventCheck {
+    /// Counts a stored event, and notes it if its body does not decode.
+    pub(crate) fn event(&mut self, decoded: Result<Event, StoreError>, oid: i64, tstamp: i64) {
+        self.events += 1;
+        if let Err(e) = decoded {
+            self.problems.push((
+                format!("event {}@{}", Oid::from_i64(oid), Tstamp::from_i64(tstamp)),
+                e.to_string(),
+            ));
+        }
+    }
+
+    /// Notes an event that names a blob no row records.
+    pub(crate) fn unrecorded_blob(&mut self, oid: i64, tstamp: i64, rname: String) {
+        self.problems.push((
+            rname,
+            format!(
+                "event {}@{} names this blob, which is not recorded",
+                Oid::from_i64(oid),
+                Tstamp::from_i64(tstamp)
+            ),
+        ));
+    }
+}
+
 /// A metadata backend: read snapshots, write transactions with a savepoint per job, dry
 /// runs, blocking reads for streamed responses, and a signal of every commit.
 ///

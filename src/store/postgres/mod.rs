@@ -28,7 +28,6 @@ use tokio_postgres::Client;
 use super::writer::{submit, Queued};
 use super::{Backend, EventCheck, StoreError};
 use crate::config::PostgresConfig;
-use crate::model::{Oid, Tstamp};
 use conn::{get, Conn};
 pub use copy::{copy_from_sqlite, CopyReport};
 use session::{HasConn, PgWriter};
@@ -538,14 +537,8 @@ impl Backend for PgStore {
                 let Some(last) = rows.last() else { break };
                 after = (get(last, 0)?, get(last, 1)?);
                 for r in &rows {
-                    check.events += 1;
                     let (oid, t, body): (i64, i64, String) = (get(r, 0)?, get(r, 1)?, get(r, 2)?);
-                    if let Err(e) = reads::decode(oid, t, &body) {
-                        check.problems.push((
-                            format!("event {}@{}", Oid::from_i64(oid), Tstamp::from_i64(t)),
-                            e.to_string(),
-                        ));
-                    }
+                    check.event(reads::decode(oid, t, &body), oid, t);
                 }
             }
             let rows = conn.query(
@@ -555,14 +548,7 @@ impl Backend for PgStore {
             )?;
             for r in &rows {
                 let (oid, t, rname): (i64, i64, String) = (get(r, 0)?, get(r, 1)?, get(r, 2)?);
-                check.problems.push((
-                    rname,
-                    format!(
-                        "event {}@{} names this blob, which is not recorded",
-                        Oid::from_i64(oid),
-                        Tstamp::from_i64(t)
-                    ),
-                ));
+                check.unrecorded_blob(oid, t, rname);
             }
             Ok(check)
         })

@@ -10,80 +10,76 @@ use crate::store::{BlobRow, BlobSwitch, StoreError};
 
 /// A clash with the partial unique index on live names (`objects_live_name`) fails the
 /// statement, and conn.rs maps it to [`StoreError::UniqueName`] by its constraint name.
-const UPSERT_OBJECT: &str =
-    "INSERT INTO objects (oid, tstamp, parentoid, name, live, isfile, fulldir, expiration,
-            derived_oid)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-     ON CONFLICT (oid) DO UPDATE SET tstamp = EXCLUDED.tstamp, parentoid = EXCLUDED.parentoid,
-        name = EXCLUDED.name, live = EXCLUDED.live, isfile = EXCLUDED.isfile,
-        fulldir = EXCLUDED.fulldir, expiration = EXCLUDED.expiration,
-        derived_oid = EXCLUDED.derived_oid";
+/// The index row's upsert, shared by an append and a purge's re-pointing; `$1`-`$9`.
+macro_rules! upsert_object {
+    () => {
+        "INSERT INTO objects (oid, tstamp, parentoid, name, live, isfile, fulldir,
+                             expiration, derived_oid)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         ON CONFLICT (oid) DO UPDATE SET tstamp = EXCLUDED.tstamp,
+            parentoid = EXCLUDED.parentoid, name = EXCLUDED.name, live = EXCLUDED.live,
+            isfile = EXCLUDED.isfile, fulldir = EXCLUDED.fulldir,
+            expiration = EXCLUDED.expiration, derived_oid = EXCLUDED.derived_oid"
+    };
+}
 
 /// Brings the index row of `e.oid` to `e`; a directory that moved takes its subtree along.
 /// One round trip for the whole append: the log row, the blob link (if any) and the
 /// index row, with the index's fulldir as it was before (CTEs all see the snapshot from
 /// before the statement), which tells whether a folder moved. The writer runs jobs one
 /// statement after another, so each round trip saved is throughput.
-const APPEND: &str = "WITH old AS (SELECT fulldir FROM objects WHERE oid = $1),
-     ev AS (INSERT INTO events (oid, tstamp, body) VALUES ($1, $2, $10)),
-     eb AS (INSERT INTO event_blobs (oid, tstamp, rname)
-            SELECT $1, $2, $11::text WHERE $11::text IS NOT NULL),
-     up AS (INSERT INTO objects (oid, tstamp, parentoid, name, live, isfile, fulldir,
-                                 expiration, derived_oid)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-            ON CONFLICT (oid) DO UPDATE SET tstamp = EXCLUDED.tstamp,
-               parentoid = EXCLUDED.parentoid, name = EXCLUDED.name, live = EXCLUDED.live,
-               isfile = EXCLUDED.isfile, fulldir = EXCLUDED.fulldir,
-               expiration = EXCLUDED.expiration, derived_oid = EXCLUDED.derived_oid)
-     SELECT fulldir FROM old";
+const APPEND: &str = concat!(
+    "WITH old AS (SELECT fulldir FROM objects WHERE oid = $1),
+          ev AS (INSERT INTO events (oid, tstamp, body) VALUES ($1, $2, $10)),
+          eb AS (INSERT INTO event_blobs (oid, tstamp, rname)
+                 SELECT $1, $2, $11::text WHERE $11::text IS NOT NULL),
+          up AS (",
+    upsert_object!(),
+    ") SELECT fulldir FROM old"
+);
+
+/// The index row alone (a purge re-pointing it), with its fulldir as it was.
+const REINDEX: &str = concat!(
+    "WITH old AS (SELECT fulldir FROM objects WHERE oid = $1), up AS (",
+    upsert_object!(),
+    ") SELECT fulldir FROM old"
+);
+
+/// Runs `sql` with `e`'s index row as `$1`-`$9` and `extra` after them; returns the
+/// object's fulldir from before the statement, if it had a row.
+fn with_index_row(
+    c: &mut Conn,
+    sql: &str,
+    e: &Event,
+    extra: &[&(dyn postgres::types::ToSql + Sync)],
+) -> Result<Option<String>, StoreError> {
+    let (oid, tstamp, parent) = (e.oid.as_i64(), e.tstamp.as_i64(), e.parentoid.as_i64());
+    let (live, expiration) = (e.action != Action::D, e.expiration.as_i64());
+    let derived = e.derived_oid().map(Oid::as_i64);
+    let mut args: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![
+        &oid,
+        &tstamp,
+        &parent,
+        &e.name,
+        &live,
+        &e.isfile,
+        &e.fulldir,
+        &expiration,
+        &derived,
+    ];
+    args.extend_from_slice(extra);
+    c.query_opt(sql, &args)?.map(|r| get(&r, 0)).transpose()
+}
 
 pub(super) fn append(c: &mut Conn, e: &Event) -> Result<(), StoreError> {
     let body = serde_json::to_string(e).map_err(|err| StoreError::Corrupt("encode".into(), err))?;
-    let old_fulldir: Option<String> = c
-        .query_opt(
-            APPEND,
-            &[
-                &e.oid.as_i64(),
-                &e.tstamp.as_i64(),
-                &e.parentoid.as_i64(),
-                &e.name,
-                &(e.action != Action::D),
-                &e.isfile,
-                &e.fulldir,
-                &e.expiration.as_i64(),
-                &e.derived_oid().map(Oid::as_i64),
-                &body,
-                &e.rname_str(),
-            ],
-        )?
-        .map(|r| get(&r, 0))
-        .transpose()?;
+    let old_fulldir = with_index_row(c, APPEND, e, &[&body, &e.rname_str()])?;
     move_subtree(c, old_fulldir, e)
 }
 
 /// Points the index at `e` (a purge left it the newest version), as an append does.
 fn reindex(c: &mut Conn, e: &Event) -> Result<(), StoreError> {
-    let old_fulldir: Option<String> = c
-        .query_opt(
-            "SELECT fulldir FROM objects WHERE oid = $1",
-            &[&e.oid.as_i64()],
-        )?
-        .map(|r| get(&r, 0))
-        .transpose()?;
-    c.execute(
-        UPSERT_OBJECT,
-        &[
-            &e.oid.as_i64(),
-            &e.tstamp.as_i64(),
-            &e.parentoid.as_i64(),
-            &e.name,
-            &(e.action != Action::D),
-            &e.isfile,
-            &e.fulldir,
-            &e.expiration.as_i64(),
-            &e.derived_oid().map(Oid::as_i64),
-        ],
-    )?;
+    let old_fulldir = with_index_row(c, REINDEX, e, &[])?;
     move_subtree(c, old_fulldir, e)
 }
 

@@ -25,7 +25,6 @@ use rusqlite::{Connection, ErrorCode};
 use super::clock::Clock;
 use super::{Backend, EventCheck, StoreError};
 use crate::config::{SqliteConfig, Synchronous};
-use crate::model::{Oid, Tstamp};
 
 #[doc(hidden)]
 pub use faults::FaultInjector;
@@ -255,14 +254,8 @@ impl Backend for SqliteStore {
                 conn.prepare("SELECT oid, tstamp, body FROM events ORDER BY oid, tstamp")?;
             let mut rows = st.query([])?;
             while let Some(r) = rows.next()? {
-                check.events += 1;
                 let (oid, t, body): (i64, i64, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
-                if let Err(e) = reads::decode(oid, t, &body) {
-                    check.problems.push((
-                        format!("event {}@{}", Oid::from_i64(oid), Tstamp::from_i64(t)),
-                        e.to_string(),
-                    ));
-                }
+                check.event(reads::decode(oid, t, &body), oid, t);
             }
             let mut st = conn.prepare(
                 "SELECT eb.oid, eb.tstamp, eb.rname FROM event_blobs eb
@@ -271,14 +264,7 @@ impl Backend for SqliteStore {
             let mut rows = st.query([])?;
             while let Some(r) = rows.next()? {
                 let (oid, t, rname): (i64, i64, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
-                check.problems.push((
-                    rname,
-                    format!(
-                        "event {}@{} names this blob, which is not recorded",
-                        Oid::from_i64(oid),
-                        Tstamp::from_i64(t)
-                    ),
-                ));
+                check.unrecorded_blob(oid, t, rname);
             }
             Ok(check)
         })

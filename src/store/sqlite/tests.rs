@@ -1,6 +1,7 @@
 use super::*;
 use crate::model::{Action, SCHEMA_VERSION};
 use crate::model::{Event, UserPolicy};
+use crate::model::{Oid, Tstamp};
 use crate::store::{MetaRead, MetaWrite};
 use reads::CURRENT_SELECT;
 use rusqlite::OptionalExtension;

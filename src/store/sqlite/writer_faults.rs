@@ -15,6 +15,7 @@ use super::*;
 use crate::crypto::BlobAlgorithm;
 use crate::model::Event;
 use crate::model::SCHEMA_VERSION;
+use crate::model::{Oid, Tstamp};
 use crate::store::{BlobRow, MetaRead, MetaWrite};
 
 const ROUNDS: u64 = 2;

@@ -87,16 +87,7 @@ pub async fn start_server(extra: &[&str]) -> Started {
 /// [`spawn_app_with`] on an existing data folder (a store another server left).
 pub async fn spawn_app_at(data_dir: &Path, extra: &[&str]) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
-    let st = start_server_in(dir, data_dir.to_path_buf(), extra).await;
-    TestApp {
-        addr: st.addr,
-        base: format!("http://{}", st.addr),
-        client: reqwest::Client::new(),
-        signer: TokenSigner::from_pem(&st.pem).unwrap(),
-        data_dir: st.data_dir,
-        _dir: st.dir,
-        shutdown: Some(st.shutdown),
-    }
+    TestApp::started(start_server_in(dir, data_dir.to_path_buf(), extra).await)
 }
 
 async fn start_server_in(dir: tempfile::TempDir, data_dir: PathBuf, extra: &[&str]) -> Started {
@@ -143,19 +134,23 @@ async fn start_server_in(dir: tempfile::TempDir, data_dir: PathBuf, extra: &[&st
 
 /// Starts the server with extra `serve` flags (e.g. `["--trusted-proxies", "10.0.0.0/8"]`).
 pub async fn spawn_app_with(extra: &[&str]) -> TestApp {
-    let st = start_server(extra).await;
-    TestApp {
-        addr: st.addr,
-        base: format!("http://{}", st.addr),
-        client: reqwest::Client::new(),
-        signer: TokenSigner::from_pem(&st.pem).unwrap(),
-        data_dir: st.data_dir,
-        _dir: st.dir,
-        shutdown: Some(st.shutdown),
-    }
+    TestApp::started(start_server(extra).await)
 }
 
 impl TestApp {
+    /// A client of a server [`start_server`] started, which stops when this is dropped.
+    fn started(st: Started) -> TestApp {
+        TestApp {
+            addr: st.addr,
+            base: format!("http://{}", st.addr),
+            client: reqwest::Client::new(),
+            signer: TokenSigner::from_pem(&st.pem).unwrap(),
+            data_dir: st.data_dir,
+            _dir: st.dir,
+            shutdown: Some(st.shutdown),
+        }
+    }
+
     /// A client of a server the test started itself (on `addr`, signing tokens with
     /// `signer`, storing in `data_dir`), which the test also stops.
     pub fn attach(addr: SocketAddr, signer: TokenSigner, data_dir: PathBuf) -> TestApp {

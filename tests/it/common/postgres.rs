@@ -249,13 +249,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if let Some(data) = self.data.to_str() {
-            let _ = run(
-                self.as_postgres,
-                &self.pg_ctl,
-                &["stop", "-m", "immediate", "-D", data],
-            );
-        }
+        let _ = self.stop_now();
     }
 }
 
