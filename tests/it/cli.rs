@@ -79,8 +79,8 @@ async fn serve_configured_by_environment_accepts_a_minted_token_and_user_dn() {
     );
     server.wait_healthy().await;
     assert!(
-        data.join("vellum.db").exists(),
-        "the SQLite file lives in --data-dir"
+        store_in(&data).exists(),
+        "the store (SQLite file, or local blobs) lives in --data-dir"
     );
 
     // A token minted with the matching private key.
@@ -171,8 +171,8 @@ async fn flags_override_environment_variables() {
         port,
     );
     server.wait_healthy().await;
-    assert!(Path::new(&data_flag).join("vellum.db").exists());
-    assert!(!Path::new(&data_env).join("vellum.db").exists());
+    assert!(store_in(Path::new(&data_flag)).exists());
+    assert!(!store_in(Path::new(&data_env)).exists());
 }
 
 #[tokio::test]
@@ -253,7 +253,7 @@ async fn vellum_with_no_subcommand_serves_with_the_embedded_defaults() {
     assert_eq!(root["oid"], "0000000000000001");
     let default_dir = tmp.path().join("vellum-data");
     assert!(
-        default_dir.join("vellum.db").exists(),
+        store_in(&default_dir).exists(),
         "SPEC §1: ./vellum-data/vellum.db"
     );
     assert!(default_dir.join(vellum::identity::DEV_KEY_FILE).exists());
@@ -369,14 +369,27 @@ async fn content(base: &str, token: &str, oid: &str) -> (u16, Option<Vec<u8>>) {
     (status, resp.bytes().await.ok().map(|b| b.to_vec()))
 }
 
+/// What shows that a data folder holds the store: its SQLite file, or (when the suite runs
+/// on PostgreSQL, tests/it_postgres.rs) the local blob folder the server made there.
+fn store_in(data: &Path) -> std::path::PathBuf {
+    if crate::common::postgres::suite_on_postgres() {
+        data.join("blobs")
+    } else {
+        data.join("vellum.db")
+    }
+}
+
 fn rname(e: &Value) -> String {
     e["rname"]["S3"].as_str().unwrap().to_string()
 }
 
 fn key_ids(data: &Path) -> Vec<String> {
-    let rows = crate::common::open_store(data)
-        .read_blocking(|s| s.blobs_after(None, 100_000))
-        .unwrap();
+    let store = crate::common::open_store(data);
+    let rows = crate::common::off_runtime(|| {
+        store
+            .read_blocking(|s| s.blobs_after(None, 100_000))
+            .unwrap()
+    });
     rows.into_iter()
         .filter_map(|r| r.wrapped.map(|w| w.key_id))
         .collect()
@@ -736,7 +749,7 @@ async fn the_docker_image_command_serves_and_its_healthcheck_tells_up_from_down(
     let args: Vec<&str> = image.argv[1..].iter().map(String::as_str).collect();
     let mut server = Server::start(tmp.path(), &args, &envs, port);
     server.wait_healthy().await;
-    assert!(data.join("vellum.db").exists(), "DATA_DIR holds the store");
+    assert!(store_in(&data).exists(), "DATA_DIR holds the store");
     let jane = TokenSigner::from_pem(&pem)
         .unwrap()
         .sign(&claims("jane"), Duration::from_secs(600))

@@ -400,3 +400,69 @@ pub fn skip_unless_sqlite(what: &str) -> bool {
     }
     false
 }
+
+/// [`Postgres::start`] for synchronous code (the helpers that run the binary): the work
+/// is done on a thread of its own, outside any async runtime.
+pub fn start_blocking() -> Option<Postgres> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(Postgres::start())
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// In the suite's PostgreSQL run: gives a `vellum` command the database of the data
+/// folder it names (`--data-dir`, `DATA_DIR`, or `./vellum-data` of its working folder),
+/// made the first time that folder is seen, so a server, its restarts and the operator
+/// commands on its folder share one store. A command that sets `DATABASE_URL` itself is
+/// left alone.
+pub fn with_database(cmd: &mut Command) {
+    // (`vellum()` removes every configuration variable: those show as set to nothing.)
+    if !suite_on_postgres()
+        || cmd
+            .get_envs()
+            .any(|(k, v)| k == "DATABASE_URL" && v.is_some())
+    {
+        return;
+    }
+    let args: Vec<String> = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let from_flag = args.iter().enumerate().find_map(|(i, a)| {
+        if a == "--data-dir" {
+            args.get(i + 1).cloned()
+        } else {
+            a.strip_prefix("--data-dir=").map(str::to_owned)
+        }
+    });
+    let from_env = cmd
+        .get_envs()
+        .find(|(k, _)| *k == "DATA_DIR")
+        .and_then(|(_, v)| v.map(|v| v.to_string_lossy().into_owned()));
+    let cwd = cmd
+        .get_current_dir()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let data = match from_flag.or(from_env) {
+        Some(d) => cwd.join(d),
+        None => cwd.join("vellum-data"),
+    };
+    let url = match super::database_of(&data) {
+        Some(pg) => pg.url().to_string(),
+        None => {
+            let Some(pg) = start_blocking() else {
+                return;
+            };
+            super::remember_database(&data, &pg.url);
+            pg.url
+        }
+    };
+    cmd.env("DATABASE_URL", url);
+}

@@ -95,6 +95,7 @@ impl Server {
         for (k, v) in envs {
             cmd.env(k, v);
         }
+        super::postgres::with_database(&mut cmd);
         let child = cmd.spawn().expect("start vellum");
         Server {
             child,
@@ -153,6 +154,7 @@ impl Drop for Server {
 
 /// Runs a command that must finish by itself; kills it after `secs`.
 pub fn run(mut cmd: Command, secs: u64) -> Output {
+    super::postgres::with_database(&mut cmd);
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
