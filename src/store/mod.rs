@@ -99,6 +99,20 @@ pub struct Current {
     pub live: bool,
 }
 
+/// Where an object whose current version is `e` lies now: its parent's fulldir as the
+/// index has it (a move of an ancestor rewrites the index, never a stored version), then
+/// the parent. For re-pointing the index at an older version after a purge: the fulldir
+/// stored with that version may predate a move.
+pub(crate) fn live_fulldir<S: MetaRead + ?Sized>(s: &S, e: &Event) -> Result<String, StoreError> {
+    if e.parentoid == e.oid {
+        return Ok(e.fulldir.clone());
+    }
+    Ok(match s.current(e.parentoid)? {
+        Some(p) => format!("{}{}/", p.event.fulldir, p.event.oid),
+        None => e.fulldir.clone(),
+    })
+}
+
 /// One stored blob (file content) and its wrapped data key, kept beside the log.
 #[derive(Debug, Clone)]
 pub struct BlobRow {

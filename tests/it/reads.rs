@@ -1253,3 +1253,39 @@ async fn original_policy_text_is_compiled_and_both_forms_are_returned() {
         .await;
     assert_eq!(letters(&out[0]), ALL_LETTERS);
 }
+
+#[tokio::test]
+async fn purging_a_version_leaves_the_object_where_a_later_move_of_its_folder_put_it() {
+    let app = spawn_app().await;
+    let root = app.token_for("root");
+    let a = oid_of(&mkdir(&app, &root, "1", "a", None).await);
+    let b = oid_of(&mkdir(&app, &root, "1", "b", None).await);
+    let f = oid_of(&mkdir(&app, &root, &a, "f", None).await);
+    let x = oid_of(&mkdir(&app, &root, &f, "x", None).await);
+    let v2 = app
+        .write_ok(
+            Some(&root),
+            &json!([{"action": "U", "oid": x, "description": "second version"}]),
+        )
+        .await;
+    // `a` moves into `b`: x's stored versions keep the old path; the index moves it.
+    app.write_ok(
+        Some(&root),
+        &json!([{"action": "U", "oid": a, "parentoid": b}]),
+    )
+    .await;
+    let moved = format!("/{ROOT_OID}/{b}/{a}/{f}/");
+    let props = ok_json(&app, &format!("/props/{x}"), Some(&root)).await;
+    assert_eq!(props["fulldir"], moved);
+    // Purging x's newest version makes the first one current again, still where it is.
+    app.write_ok(
+        Some(&root),
+        &json!([{"action": "P", "oid": x, "purgetstamp": v2[0]["tstamp"]}]),
+    )
+    .await;
+    let props = ok_json(&app, &format!("/props/{x}"), Some(&root)).await;
+    assert_eq!(props["description"], json!(null), "{props}");
+    assert_eq!(props["fulldir"], moved, "{props}");
+    let path = "/props/1/b/a/f/x";
+    assert_eq!(ok_json(&app, path, Some(&root)).await["oid"], json!(x));
+}

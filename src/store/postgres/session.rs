@@ -31,6 +31,14 @@ impl<'c> PgSnapshot<'c> {
             begun: Cell::new(false),
         }
     }
+
+    /// The reads of a transaction already open on `conn` (a write's own view).
+    pub(super) fn within(conn: &'c mut Conn) -> Self {
+        PgSnapshot {
+            conn: RefCell::new(conn),
+            begun: Cell::new(true),
+        }
+    }
 }
 
 impl HasConn for PgSnapshot<'_> {

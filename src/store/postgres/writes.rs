@@ -4,6 +4,7 @@
 
 use super::conn::{get, Conn};
 use super::reads;
+use super::session::PgSnapshot;
 use crate::crypto::{BlobAlgorithm, Wrapped};
 use crate::model::{Action, Event, Oid, Tstamp, UserPolicy};
 use crate::store::{BlobRow, BlobSwitch, StoreError};
@@ -147,7 +148,8 @@ pub(super) fn purge(
                 &[&oid.as_i64()],
             )?;
             if get::<i64>(&current, 0)? != t {
-                let e = reads::decode(oid.as_i64(), t, &body)?;
+                let mut e = reads::decode(oid.as_i64(), t, &body)?;
+                e.fulldir = crate::store::live_fulldir(&PgSnapshot::within(c), &e)?;
                 reindex(c, &e)?;
             }
         }

@@ -145,7 +145,8 @@ impl MetaWrite for WriteCtx<'_> {
                         |r| r.get(0),
                     )?;
                     if current != t {
-                        let e = decode(oid.as_i64(), t, &body)?;
+                        let mut e = decode(oid.as_i64(), t, &body)?;
+                        e.fulldir = crate::store::live_fulldir(self, &e)?;
                         self.upsert_index(&e)?;
                     }
                 }
