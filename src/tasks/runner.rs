@@ -126,6 +126,9 @@ impl TaskRunner {
             Some(rt) => rt.handle().clone(),
             None => tokio::runtime::Handle::current(),
         };
+        // The name this node's leases carry (in the task table), for operators of several
+        // nodes who want to know which one holds a task.
+        tracing::info!(node = %ctx.node, workers = ctx.config.workers, "task runner started");
         let workers = (0..ctx.config.workers)
             .map(|_| handle.spawn(worker(ctx.clone(), stop.subscribe())))
             .collect();

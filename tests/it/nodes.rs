@@ -317,3 +317,108 @@ async fn three_nodes_on_one_database_and_one_bucket_agree_and_survive_a_kill() {
     .await;
     assert_eq!(done["state"], "done", "{done}");
 }
+
+#[tokio::test]
+async fn a_rotation_whose_node_is_killed_mid_run_finishes_on_another_node() {
+    let Some(pg) = Postgres::start().await else {
+        return;
+    };
+    let s3 = S3Server::start();
+    s3.create_bucket("vellum");
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_nodes(2, &pg, &s3, dir.path()).await;
+    let (jane, bob) = (
+        nodes[0].app.token_for("jane"),
+        nodes[0].app.token_for("bob"),
+    );
+    let (folder, _) = janes_docs(&nodes[0].app).await;
+    // Enough versions that the rotation runs for a while: 96 files of 1 MiB.
+    let body: Vec<u8> = (0..1u32 << 20).map(|i| (i % 253) as u8).collect();
+    for batch in 0..4 {
+        let names: Vec<String> = (0..24).map(|i| format!("f{batch}-{i}.bin")).collect();
+        let meta: Vec<Value> = names
+            .iter()
+            .map(|n| {
+                json!({"action": "C", "parentoid": folder, "name": n, "isfile": true,
+                            "objectpolicy": owner_only(JANE)})
+            })
+            .collect();
+        let parts: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &body[..])).collect();
+        let (s, v) =
+            status_json(write_parts(&nodes[0].app, Some(&jane), &json!(meta), &parts).await).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    let made = share(
+        &nodes[0].app,
+        &jane,
+        json!({"oid": folder, "audience": email(BOB), "role": "reader"}),
+    )
+    .await;
+    let id = made["id"].as_str().unwrap().to_string();
+    let db = crate::common::postgres::connect(&pg.url).await;
+    let (s, v) = call(
+        &nodes[0].app,
+        "DELETE",
+        &format!("/shares/{id}"),
+        Some(&jane),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    // The node that leases a part of the rotation is killed while it holds the lease.
+    let started = std::time::Instant::now();
+    let owner = loop {
+        let row = db
+            .query_opt(
+                "SELECT lease_owner FROM tasks
+                 WHERE kind IN ('rotate_share', 'rotate_blob') AND state = 'in_progress'
+                   AND lease_owner IS NOT NULL LIMIT 1",
+                &[],
+            )
+            .await
+            .unwrap();
+        if let Some(row) = row {
+            break row.get::<_, String>(0);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no lease was ever taken"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    let holder = nodes
+        .iter()
+        .position(|n| n.server.log_text().contains(owner.as_str()))
+        .unwrap_or_else(|| panic!("no node's log names {owner}"));
+    nodes[holder].server.stop();
+    let other = &nodes[1 - holder].app;
+    // Refused at once, whatever the rotation has done.
+    assert_eq!(status(other, &format!("/list/{folder}"), &bob).await, 404);
+    let (s, list) = call(other, "GET", "/tasks?kind=rotate_share", Some(&jane), None).await;
+    assert_eq!(s, 200, "{list}");
+    let task = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["target"].as_str() == Some(id.as_str()))
+        .unwrap_or_else(|| panic!("no rotation of {id} in {list}"))
+        .clone();
+    let done = wait_task(
+        other,
+        &jane,
+        task["id"].as_str().unwrap(),
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["progress"]["done"], 97, "{done}");
+    // The survivor finished it: no lease is left with the dead node, every version reads.
+    let (s, v) = other
+        .get_json(&format!("/list/{folder}"), Some(&jane))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    for e in v.as_array().unwrap() {
+        let path = format!("/stream/{}", e["oid"].as_str().unwrap());
+        assert_eq!(status(other, &path, &jane).await, 200, "{path}");
+    }
+}
