@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::shares::{call, email, janes_docs, share};
-use super::tasks::wait_task;
+use super::tasks::rotation_ended;
 use crate::common::extra::*;
 use crate::common::postgres::{connect, suite_on_postgres, Postgres};
 use crate::common::process::vellum;
@@ -94,11 +94,9 @@ async fn a_migrated_store_answers_every_read_as_the_original_even_after_an_inter
     )
     .await;
     assert_eq!(s, 200, "{v}");
-    let (s, tasks) = call(&app, "GET", "/tasks?kind=rotate_share", Some(&jane), None).await;
-    assert_eq!(s, 200, "{tasks}");
-    let task_id = tasks[0]["id"].as_str().unwrap().to_string();
-    let done = wait_task(&app, &jane, &task_id, Duration::from_secs(60)).await;
+    let done = rotation_ended(&app, &jane, &revoked_id, Duration::from_secs(60)).await;
     assert_eq!(done["state"], "done", "{done}");
+    let task_id = done["id"].as_str().unwrap().to_string();
 
     let kept_id = kept["id"].as_str().unwrap();
     let paths: Vec<(String, String)> = [

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::shares::{call, email, janes_docs, share, status};
-use super::tasks::wait_task;
+use super::tasks::rotation_ended;
 use crate::common::extra::*;
 use crate::common::postgres::Postgres;
 use crate::common::process::Server;
@@ -299,22 +299,7 @@ async fn three_nodes_on_one_database_and_one_bucket_agree_and_survive_a_kill() {
     );
 
     // The rotation finishes on a node still alive.
-    let (s, list) = call(a, "GET", "/tasks?kind=rotate_share", Some(&jane), None).await;
-    assert_eq!(s, 200, "{list}");
-    let task = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["target"].as_str() == Some(id.as_str()))
-        .unwrap_or_else(|| panic!("no rotation of {id} in {list}"))
-        .clone();
-    let done = wait_task(
-        a,
-        &jane,
-        task["id"].as_str().unwrap(),
-        Duration::from_secs(60),
-    )
-    .await;
+    let done = rotation_ended(a, &jane, &id, Duration::from_secs(60)).await;
     assert_eq!(done["state"], "done", "{done}");
 }
 
@@ -394,22 +379,7 @@ async fn a_rotation_whose_node_is_killed_mid_run_finishes_on_another_node() {
     let other = &nodes[1 - holder].app;
     // Refused at once, whatever the rotation has done.
     assert_eq!(status(other, &format!("/list/{folder}"), &bob).await, 404);
-    let (s, list) = call(other, "GET", "/tasks?kind=rotate_share", Some(&jane), None).await;
-    assert_eq!(s, 200, "{list}");
-    let task = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["target"].as_str() == Some(id.as_str()))
-        .unwrap_or_else(|| panic!("no rotation of {id} in {list}"))
-        .clone();
-    let done = wait_task(
-        other,
-        &jane,
-        task["id"].as_str().unwrap(),
-        Duration::from_secs(120),
-    )
-    .await;
+    let done = rotation_ended(other, &jane, &id, Duration::from_secs(120)).await;
     assert_eq!(done["state"], "done", "{done}");
     assert_eq!(done["progress"]["done"], 97, "{done}");
     // The survivor finished it: no lease is left with the dead node, every version reads.

@@ -357,20 +357,56 @@ fn pg_digest(c: &mut Conn, t: &Table) -> Result<(u64, String), StoreError> {
             }
         })
         .collect();
+    // Paged by key (after the last key of the page before), never by OFFSET, which
+    // would read the table again from its start for every page.
+    let params: Vec<String> = t.cols[..t.keys]
+        .iter()
+        .enumerate()
+        .map(|(i, (_, ty))| {
+            if *ty == Ty::Text {
+                format!("${}::text COLLATE \"C\"", i + 1)
+            } else {
+                format!("${}::bigint", i + 1)
+            }
+        })
+        .collect();
+    let first = format!(
+        "SELECT {} FROM {} ORDER BY {} LIMIT {BATCH_ROWS}",
+        cols.join(", "),
+        t.name,
+        order.join(", ")
+    );
+    let next = format!(
+        "SELECT {} FROM {} WHERE ({}) > ({}) ORDER BY {} LIMIT {BATCH_ROWS}",
+        cols.join(", "),
+        t.name,
+        order.join(", "),
+        params.join(", "),
+        order.join(", ")
+    );
     let mut acc = (0u64, Sha256::new());
-    let mut offset = 0i64;
+    let mut after: Option<Vec<Val>> = None;
     loop {
-        let sql = format!(
-            "SELECT {} FROM {} ORDER BY {} LIMIT {BATCH_ROWS} OFFSET $1",
-            cols.join(", "),
-            t.name,
-            order.join(", ")
-        );
-        let rows = c.query(&sql, &[&offset])?;
+        let rows = match &after {
+            None => c.query(&first, &[])?,
+            Some(key) => {
+                let bound: Vec<Box<dyn ToSql + Sync>> = key
+                    .iter()
+                    .map(|v| -> Box<dyn ToSql + Sync> {
+                        match v {
+                            Val::Int(i) => Box::new(*i),
+                            Val::Text(t) => Box::new(t.clone()),
+                            _ => Box::new(None::<i64>),
+                        }
+                    })
+                    .collect();
+                let args: Vec<&(dyn ToSql + Sync)> = bound.iter().map(|b| b.as_ref()).collect();
+                c.query(&next, &args)?
+            }
+        };
         if rows.is_empty() {
             break;
         }
-        offset += rows.len() as i64;
         let mut page = Vec::with_capacity(rows.len());
         for r in &rows {
             let mut row = Vec::with_capacity(t.cols.len());
@@ -384,6 +420,7 @@ fn pg_digest(c: &mut Conn, t: &Table) -> Result<(u64, String), StoreError> {
             }
             page.push(row);
         }
+        after = page.last().map(|r| r[..t.keys].to_vec());
         digest_rows(page.into_iter(), &mut acc);
     }
     Ok((acc.0, hex::encode(acc.1.finalize())))
