@@ -28,7 +28,7 @@ use crate::error::{Code, Error, Result};
 use crate::metrics::Metrics;
 use crate::model::{Action, EventView};
 use crate::policy::PolicyEngine;
-use crate::store::{MetaWrite, Store};
+use crate::store::{MetaRead, MetaWrite, Store};
 
 /// Inline file content one transaction may hold in memory until its commit (16 MiB); parts
 /// beyond it go to the blob store whatever their size.
@@ -155,18 +155,30 @@ impl WriteService {
             tokio::task::spawn_blocking(move || -> Result<Vec<WriteEvent>> {
                 let limits = &svc.limits;
                 let mut events = super::parse_metadata(&metadata, limits.max_events_per_write)?;
-                svc.store
-                    .read_blocking(|s| plan::precheck(s, &access, &events))?;
-                super::prepare_policies(&mut events, &svc.policy, &access.meter())?;
-                svc.store.read_blocking(|s| {
+                let rehearse = |s: &dyn MetaRead, events: &[WriteEvent]| {
                     plan::rehearse_creates(
                         s,
                         &access,
                         &svc.namespace,
                         limits.max_folder_depth,
-                        &events,
+                        events,
                     )
-                })?;
+                };
+                if events.iter().all(|e| e.raw_policy.is_none()) {
+                    // Nothing to compile: one snapshot for both (on PostgreSQL each is a
+                    // round trip or more).
+                    svc.store.read_blocking(|s| {
+                        plan::precheck(s, &access, &events)?;
+                        rehearse(s, &events)
+                    })?;
+                } else {
+                    // A policy is compiled between them, outside any snapshot: a slow one
+                    // must hold no read transaction or pooled connection.
+                    svc.store
+                        .read_blocking(|s| plan::precheck(s, &access, &events))?;
+                    super::prepare_policies(&mut events, &svc.policy, &access.meter())?;
+                    svc.store.read_blocking(|s| rehearse(s, &events))?;
+                }
                 Ok(events)
             })
             .await
