@@ -239,7 +239,23 @@ pub(crate) fn serve<S: Session>(
         }
         let position = batch.len();
         batch.extend(with_background);
-        let spent = run_batch(&mut session, &commits, batch, position);
+        // Requests that came while the batch's transaction was being opened (on
+        // PostgreSQL, while another node's batch held the clock row) join it.
+        let mut more = || {
+            while open {
+                match rx.try_recv() {
+                    Ok(q) if q.background => background.push_back(q.job),
+                    Ok(q) => {
+                        last_request = Some(Instant::now());
+                        return Some(q.job);
+                    }
+                    Err(mpsc::TryRecvError::Empty) => return None,
+                    Err(mpsc::TryRecvError::Disconnected) => open = false,
+                }
+            }
+            None
+        };
+        let spent = run_batch(&mut session, &commits, batch, position, &mut more);
         if ran_background {
             next_background = Instant::now() + spent * (BACKGROUND_SHARE - 1);
         }
@@ -251,12 +267,19 @@ pub(crate) fn serve<S: Session>(
 fn run_batch<S: Session>(
     session: &mut S,
     commits: &tokio::sync::watch::Sender<u64>,
-    batch: Vec<Box<dyn Job<S>>>,
+    mut batch: Vec<Box<dyn Job<S>>>,
     timed: usize,
+    more: &mut dyn FnMut() -> Option<Box<dyn Job<S>>>,
 ) -> Duration {
+    let mut failure = session.begin().err();
+    if failure.is_none() {
+        while batch.len() < MAX_BATCH_JOBS {
+            let Some(job) = more() else { break };
+            batch.push(job);
+        }
+    }
     let mut waiting = batch.into_iter();
     let mut ran = Vec::with_capacity(waiting.len());
-    let mut failure = session.begin().err();
     let mut kept = 0usize;
     let mut spent = Duration::ZERO;
     if failure.is_none() {

@@ -207,25 +207,39 @@ async fn worker(ctx: Arc<TaskContext>, mut stop: tokio::sync::watch::Receiver<bo
         if *stop.borrow() {
             return;
         }
+        // A lease is attempted only when a read says a task is due: an attempt takes the
+        // writer, and on PostgreSQL the store's clock row, which every node's writes then
+        // wait on; woken by every commit of every node, idle workers took it hundreds of
+        // times a second under load.
+        let due = ctx.store.read(|s| s.next_task_due()).await;
         let now = now_ms();
+        let lease_now = match &due {
+            Ok(Some(ms)) => *ms <= now,
+            Ok(None) => false,
+            // Let the lease attempt say what is wrong.
+            Err(_) => true,
+        };
         let node = ctx.node.clone();
         let until = now + ctx.lease().as_millis() as u64;
-        let leased = ctx
-            .store
-            .write_background(move |t| -> Result<Vec<Task>, crate::store::StoreError> {
-                let Some(first) = t.lease_task(now, &node, until)? else {
-                    return Ok(Vec::new());
-                };
-                // Blob rotations go in batches: one lease, one read and one commit for
-                // many versions, rather than several round trips each.
-                let more = if first.kind == TaskKind::RotateBlob {
-                    t.lease_more(TaskKind::RotateBlob, BLOB_BATCH - 1, now, &node, until)?
-                } else {
-                    Vec::new()
-                };
-                Ok(std::iter::once(first).chain(more).collect())
-            })
-            .await;
+        let leased = if !lease_now {
+            Ok(Vec::new())
+        } else {
+            ctx.store
+                .write_background(move |t| -> Result<Vec<Task>, crate::store::StoreError> {
+                    let Some(first) = t.lease_task(now, &node, until)? else {
+                        return Ok(Vec::new());
+                    };
+                    // Blob rotations go in batches: one lease, one read and one commit for
+                    // many versions, rather than several round trips each.
+                    let more = if first.kind == TaskKind::RotateBlob {
+                        t.lease_more(TaskKind::RotateBlob, BLOB_BATCH - 1, now, &node, until)?
+                    } else {
+                        Vec::new()
+                    };
+                    Ok(std::iter::once(first).chain(more).collect())
+                })
+                .await
+        };
         match leased {
             Ok(tasks) if tasks.is_empty() => {}
             Ok(mut tasks) => {
@@ -240,10 +254,7 @@ async fn worker(ctx: Arc<TaskContext>, mut stop: tokio::sync::watch::Receiver<bo
         }
         // Idle: until a commit (which may have queued a task), the next task's due time,
         // the next poll, or the stop.
-        let due = ctx
-            .store
-            .read(|s| s.next_task_due())
-            .await
+        let due = due
             .ok()
             .flatten()
             .map(|ms| Duration::from_millis(ms.saturating_sub(now_ms())));
