@@ -394,3 +394,157 @@ async fn tls_is_used_when_the_url_asks_for_it_and_the_servers_certificate_is_ver
     );
     drop(cluster);
 }
+
+/// The root folder as an event (it has none stored): a template for the first folders.
+fn root_folder() -> vellum::model::Event {
+    use vellum::model::{Action, Event, Oid, Tstamp, UserPolicy};
+    Event {
+        tstamp: Tstamp(1),
+        userpolicy: UserPolicy {
+            label: "asRoot".into(),
+        },
+        jwthash: String::new(),
+        schemaversion: 1,
+        name: String::new(),
+        action: Action::C,
+        oid: Oid::ROOT,
+        parentoid: Oid::ROOT,
+        expiration: Tstamp::FOREVER,
+        checkedtstamp: Tstamp(0),
+        objectpolicy: None,
+        originalobjectpolicy: None,
+        mimetype: None,
+        rname: None,
+        size: None,
+        derived: None,
+        isfile: false,
+        security: None,
+        extra: Default::default(),
+        sha256plain: None,
+        fulldir: "/".into(),
+    }
+}
+
+/// A child of `parent` (a folder), as the planner would make it.
+fn folder_under(
+    parent: &vellum::model::Event,
+    name: &str,
+    t: &mut dyn vellum::store::MetaWrite,
+) -> vellum::model::Event {
+    let mut e = parent.clone();
+    e.oid = t.next_oid();
+    e.tstamp = t.next_tstamp();
+    e.parentoid = parent.oid;
+    e.name = name.to_string();
+    e.fulldir = format!("{}{}/", parent.fulldir, parent.oid);
+    e.action = vellum::model::Action::C;
+    e
+}
+
+/// The writer keeps what its batch read of objects (a round trip saved each time jobs act
+/// in the same folder): a job rolled back, or a change to an object that existed (a moved
+/// folder moves its subtree), must make it read again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writer_never_answers_from_what_it_read_before_a_rollback_or_a_move_in_its_batch() {
+    use vellum::model::{Action, Oid};
+    use vellum::store::{MetaWrite, Store, StoreError};
+    let Some(pg) = Postgres::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let url = pg.url.clone();
+    let store = tokio::task::spawn_blocking(move || {
+        let cfg = vellum::config::PostgresConfig::new(url, 4);
+        Store::open(&path, &vellum::config::SqliteConfig::NORMAL, Some(&cfg)).unwrap()
+    })
+    .await
+    .unwrap();
+    // /a/b and /d.
+    let (a, b, d) = store
+        .write(|t: &mut dyn MetaWrite| -> Result<_, StoreError> {
+            let root = root_folder();
+            let a = folder_under(&root, "a", t);
+            t.append(&a)?;
+            let b = folder_under(&a, "b", t);
+            t.append(&b)?;
+            let d = folder_under(&root, "d", t);
+            t.append(&d)?;
+            Ok((a, b.oid, d))
+        })
+        .await
+        .unwrap();
+    // A job holds the writer while three more queue, so the three make one batch.
+    let blocker = store.write(|_t: &mut dyn MetaWrite| -> Result<(), StoreError> {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        Ok(())
+    });
+    let later = async {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // 1. Reads b, creates x and reads it, then is refused: rolled back. The jobs of a
+        // batch run one after another on the writer's thread: the next reads `made`.
+        let made = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let made2 = made.clone();
+        let refused = store.write(move |t: &mut dyn MetaWrite| -> Result<Oid, StoreError> {
+            t.current(b)?.unwrap();
+            let x = folder_under(&root_folder(), "x", t);
+            t.append(&x)?;
+            assert!(t.current(x.oid)?.is_some());
+            *made2.lock().unwrap() = Some(x.oid);
+            Err(StoreError::Backend(format!(
+                "refused after creating {}",
+                x.oid
+            )))
+        });
+        // 2. Looks for x, reads b, moves a under d, reads b again.
+        let a2 = a.clone();
+        let d2 = d.clone();
+        let moved = store.write(move |t: &mut dyn MetaWrite| -> Result<_, StoreError> {
+            let x = made.lock().unwrap().expect("the first job ran before");
+            assert!(
+                t.current(x)?.is_none(),
+                "the next job of the batch finds no x"
+            );
+            let before = t.current(b)?.unwrap().event.fulldir;
+            let mut m = a2.clone();
+            m.checkedtstamp = a2.tstamp;
+            m.tstamp = t.next_tstamp();
+            m.action = Action::U;
+            m.parentoid = d2.oid;
+            m.fulldir = format!("{}{}/", d2.fulldir, d2.oid);
+            t.append(&m)?;
+            let after = t.current(b)?.unwrap().event.fulldir;
+            Ok((before, after))
+        });
+        // 3. Reads b after both.
+        let third = store.write(move |t: &mut dyn MetaWrite| -> Result<_, StoreError> {
+            Ok(t.current(b)?.unwrap().event.fulldir)
+        });
+        futures_util::future::join3(refused, moved, third).await
+    };
+    let ((), (refused, moved, third)) =
+        futures_util::future::join(async { blocker.await.unwrap() }, later).await;
+    let refused = refused.unwrap_err().to_string();
+    let x: Oid = refused.rsplit(' ').next().unwrap().parse().unwrap();
+    let (before, after) = moved.unwrap();
+    let under_d = format!("{}{}/{}/", d.fulldir, d.oid, a.oid);
+    assert_eq!(
+        before,
+        format!("/{}/{}/", Oid::ROOT, a.oid),
+        "b before the move"
+    );
+    assert_eq!(after, under_d, "b read again in the job that moved a");
+    assert_eq!(
+        third.unwrap(),
+        under_d,
+        "b read by the next job of the batch"
+    );
+    // x was rolled back: no job after it finds it.
+    let found = store
+        .write(move |t: &mut dyn MetaWrite| -> Result<_, StoreError> {
+            Ok(t.current(x)?.is_some())
+        })
+        .await
+        .unwrap();
+    assert!(!found, "a rolled-back create is gone");
+}

@@ -7,9 +7,9 @@
 
 use std::path::Path;
 
-use postgres::types::ToSql;
 use rusqlite::types::ValueRef;
 use sha2::{Digest, Sha256};
+use tokio_postgres::types::ToSql;
 
 use super::conn::{get, Conn};
 use super::Connector;

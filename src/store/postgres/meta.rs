@@ -17,7 +17,14 @@ macro_rules! meta_read {
     ($t:ty) => {
         impl MetaRead for $t {
             fn current(&self, oid: Oid) -> Result<Option<Current>, StoreError> {
-                self.with(|c| reads::current(c, oid))
+                if let Some(c) = self.seen().borrow().get(oid) {
+                    return Ok(Some(c));
+                }
+                let c = self.with(|c| reads::current(c, oid))?;
+                if let Some(c) = &c {
+                    self.seen().borrow_mut().put(oid, c);
+                }
+                Ok(c)
             }
             fn child_by_name(&self, parent: Oid, name: &str) -> Result<Option<Oid>, StoreError> {
                 self.with(|c| reads::child_by_name(c, parent, name))
@@ -158,8 +165,15 @@ impl MetaWrite for PgWriteCtx<'_> {
 
     fn append(&mut self, event: &Event) -> Result<(), StoreError> {
         let out = self.with(|c| writes::append(c, event));
+        match &out {
+            // A new object: nothing read before names it.
+            Ok(false) => {}
+            // An object changed (and a folder that moved changed its subtree), or the
+            // statement failed part way.
+            _ => self.seen.borrow_mut().clear(),
+        }
         self.mark(out.is_ok());
-        out
+        out.map(|_| ())
     }
 
     fn purge(
@@ -171,6 +185,7 @@ impl MetaWrite for PgWriteCtx<'_> {
         jwthash: &str,
     ) -> Result<Vec<Event>, StoreError> {
         let out = self.with(|c| writes::purge(c, oid, version, at, who, jwthash));
+        self.seen.borrow_mut().clear();
         self.mark(out.is_ok());
         out
     }

@@ -3,7 +3,7 @@
 //! - `mod.rs`: opening (migrations of its own in `schema/postgres/`, applied by
 //!   [`migrate`]), the [`Backend`] impl, the reader pool and the commit listener;
 //! - `conn.rs`: a connection with its prepared statements, and the one place a
-//!   `postgres::Error` becomes a [`StoreError`];
+//!   `tokio_postgres::Error` becomes a [`StoreError`]; statements pipelined;
 //! - `session.rs`: the writer's side of group commit (`store::writer`), the clock row, and
 //!   the snapshot and transaction types;
 //! - `meta.rs`: the façade's traits, each method a function of `reads.rs`, `writes.rs`,
@@ -186,7 +186,7 @@ fn tls_connector(
 /// TLS when the URL asks for it.
 #[derive(Clone)]
 struct Connector {
-    config: postgres::Config,
+    config: tokio_postgres::Config,
     /// Set for `sslmode=require`: the server's certificate is verified against the system's
     /// roots and `DATABASE_CA` (stricter than libpq's `require`, which checks nothing).
     tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
@@ -194,14 +194,14 @@ struct Connector {
 
 impl Connector {
     fn new(cfg: &PostgresConfig) -> Result<Connector, StoreError> {
-        let mut config = postgres::Config::from_str(cfg.url()).map_err(|e| {
+        let mut config = tokio_postgres::Config::from_str(cfg.url()).map_err(|e| {
             // The parser's message never repeats the URL, so no password is shown.
             StoreError::Backend(format!("DATABASE_URL is not a PostgreSQL URL: {e}"))
         })?;
         config.application_name("vellum");
         config.connect_timeout(Duration::from_secs(10));
         let tls = match config.get_ssl_mode() {
-            postgres::config::SslMode::Require => Some(tls_connector(cfg)?),
+            tokio_postgres::config::SslMode::Require => Some(tls_connector(cfg)?),
             _ => None,
         };
         Ok(Connector { config, tls })
@@ -214,8 +214,8 @@ impl Connector {
             .get_hosts()
             .first()
             .map(|h| match h {
-                postgres::config::Host::Tcp(h) => h.clone(),
-                postgres::config::Host::Unix(p) => p.display().to_string(),
+                tokio_postgres::config::Host::Tcp(h) => h.clone(),
+                tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
             })
             .unwrap_or_else(|| "localhost".into());
         let port = self.config.get_ports().first().copied().unwrap_or(5432);
@@ -228,18 +228,11 @@ impl Connector {
 
     /// Connects. Blocking: call it from a thread outside the async runtime's workers.
     fn connect(&self) -> Result<Conn, StoreError> {
-        let client = match &self.tls {
-            Some(tls) => self.config.connect(tls.clone()),
-            None => self.config.connect(postgres::NoTls),
-        };
-        let client = client.map_err(|e| {
-            StoreError::Unavailable(format!(
-                "cannot connect to {}: {}",
-                self.describe(),
-                conn::explain(&e)
-            ))
-        })?;
-        Ok(Conn::new(client))
+        match &self.tls {
+            Some(tls) => Conn::connect(&self.config, tls.clone()),
+            None => Conn::connect(&self.config, tokio_postgres::NoTls),
+        }
+        .map_err(|e| StoreError::Unavailable(format!("cannot connect to {}: {e}", self.describe())))
     }
 }
 
@@ -332,8 +325,9 @@ impl ReaderPool {
             self.give_back(Some(conn));
             return out;
         }
-        // A read that failed has aborted the transaction: COMMIT then rolls it back.
-        match conn.batch("COMMIT") {
+        // A read that failed has aborted the transaction: COMMIT then rolls it back. Sent
+        // without waiting for its answer: the next request on the connection reads past it.
+        match conn.post("COMMIT") {
             Ok(()) => {
                 self.give_back(Some(conn));
                 out
@@ -449,20 +443,12 @@ fn listen(connector: Connector, commits: Weak<tokio::sync::watch::Sender<u64>>, 
         loop {
             let mut heard = false;
             let mut broken = false;
-            if let Ok(client) = conn.client() {
-                let mut notifications = client.notifications();
-                let mut iter = notifications.timeout_iter(Duration::from_millis(500));
-                loop {
-                    match fallible_iterator::FallibleIterator::next(&mut iter) {
-                        // This node's own commits woke its feeds already.
-                        Ok(Some(n)) => heard |= n.payload() != &*node,
-                        Ok(None) => break,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "the commit listener's connection failed");
-                            broken = true;
-                            break;
-                        }
-                    }
+            match conn.notifications(Duration::from_millis(500)) {
+                // This node's own commits woke its feeds already.
+                Ok(payloads) => heard = payloads.iter().any(|p| **p != *node),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the commit listener's connection failed");
+                    broken = true;
                 }
             }
             if heard && !bump(&commits) {

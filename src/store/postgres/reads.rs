@@ -1,7 +1,7 @@
 //! [`MetaRead`](crate::store::MetaRead)'s reads of the log, the index, `meta` and the blobs
 //! in PostgreSQL: the SQL of `sqlite/reads.rs`, with `live` a BOOLEAN and `inline` a BYTEA.
 
-use postgres::Row;
+use tokio_postgres::Row;
 
 use super::conn::{get, Conn};
 use crate::crypto::{BlobAlgorithm, Wrapped};

@@ -1,20 +1,53 @@
 //! Snapshots and write transactions on PostgreSQL connections.
 
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::conn::Conn;
 use super::COMMITS_CHANNEL;
+use crate::model::Oid;
 use crate::store::clock::Clock;
 use crate::store::writer::{Failure, Job, Session};
-use crate::store::StoreError;
+use crate::store::{Current, StoreError};
 
 /// One store operation on a snapshot's or a transaction's connection.
 pub(super) trait HasConn {
     fn with<T>(&self, op: impl FnOnce(&mut Conn) -> Result<T, StoreError>)
         -> Result<T, StoreError>;
+    /// Objects' current state as already read where it cannot have changed since (see
+    /// [`Seen`]).
+    fn seen(&self) -> &RefCell<Seen>;
+}
+
+/// Most objects a [`Seen`] holds; past it, it starts again.
+const MAX_SEEN: usize = 4096;
+
+/// Objects' current state as read, kept where nothing else can change it: for a read
+/// snapshot, its whole life (REPEATABLE READ); for the writer, one batch (which holds the
+/// clock row, so no other node writes meanwhile), forgotten at every change that could
+/// make an entry wrong. Each entry saved is a round trip: jobs of one batch often act in
+/// the same folder, and the write path's checks read it twice.
+#[derive(Default)]
+pub(super) struct Seen(HashMap<Oid, Current>);
+
+impl Seen {
+    pub(super) fn get(&self, oid: Oid) -> Option<Current> {
+        self.0.get(&oid).cloned()
+    }
+
+    pub(super) fn put(&mut self, oid: Oid, c: &Current) {
+        if self.0.len() >= MAX_SEEN {
+            self.0.clear();
+        }
+        self.0.insert(oid, c.clone());
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.0.clear();
+    }
 }
 
 /// A reader's consistent snapshot: one REPEATABLE READ, READ ONLY transaction, begun at
@@ -22,6 +55,7 @@ pub(super) trait HasConn {
 pub struct PgSnapshot<'c> {
     pub(super) conn: RefCell<&'c mut Conn>,
     pub(super) begun: Cell<bool>,
+    seen: RefCell<Seen>,
 }
 
 impl<'c> PgSnapshot<'c> {
@@ -29,6 +63,7 @@ impl<'c> PgSnapshot<'c> {
         PgSnapshot {
             conn: RefCell::new(conn),
             begun: Cell::new(false),
+            seen: RefCell::default(),
         }
     }
 
@@ -37,6 +72,7 @@ impl<'c> PgSnapshot<'c> {
         PgSnapshot {
             conn: RefCell::new(conn),
             begun: Cell::new(true),
+            seen: RefCell::default(),
         }
     }
 }
@@ -48,10 +84,20 @@ impl HasConn for PgSnapshot<'_> {
     ) -> Result<T, StoreError> {
         let mut conn = self.conn.borrow_mut();
         if !self.begun.get() {
-            conn.batch("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
+            // Sent with the first read, in one round trip.
+            conn.defer("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY");
             self.begun.set(true);
         }
-        op(&mut conn)
+        let out = op(&mut conn);
+        if conn.forget_deferred() {
+            // The operation sent nothing after all: nothing was begun.
+            self.begun.set(false);
+        }
+        out
+    }
+
+    fn seen(&self) -> &RefCell<Seen> {
+        &self.seen
     }
 }
 
@@ -59,6 +105,8 @@ impl HasConn for PgSnapshot<'_> {
 pub struct PgWriteCtx<'c> {
     pub(super) conn: RefCell<&'c mut Conn>,
     pub(super) clock: &'c mut Clock,
+    /// The batch's: see [`Seen`].
+    pub(super) seen: &'c RefCell<Seen>,
     /// The first storage failure a statement of this job met: the batch is refused even
     /// if the job went on and returned Ok.
     pub(super) fault: Cell<Option<Failure>>,
@@ -89,6 +137,10 @@ impl HasConn for PgWriteCtx<'_> {
             }
         })
     }
+
+    fn seen(&self) -> &RefCell<Seen> {
+        self.seen
+    }
 }
 
 /// The writer thread's state on PostgreSQL: its node's one write connection. Each batch's
@@ -100,6 +152,8 @@ pub(super) struct PgWriter {
     conn: Option<Conn>,
     connect: Box<dyn Fn() -> Result<Conn, StoreError> + Send>,
     clock: Clock,
+    /// Objects read in this batch (see [`Seen`]).
+    seen: RefCell<Seen>,
     /// The clock row as the batch found it: it is written back only if the batch used it.
     clock_at_begin: u64,
     /// Whether a transaction is open on `conn`.
@@ -123,6 +177,7 @@ impl PgWriter {
             conn: None,
             connect,
             clock: Clock::new(0),
+            seen: RefCell::default(),
             clock_at_begin: 0,
             open: false,
             released: true,
@@ -166,19 +221,23 @@ impl Session for PgWriter {
             .map_err(|_| Failure::of(&StoreError::Row(last), "reading the clock"))?;
         self.clock_at_begin = last;
         self.clock = Clock::new(last);
+        // Other nodes may have written since the last batch.
+        self.seen.borrow_mut().clear();
         self.released = true;
         self.changed = false;
         Ok(())
     }
 
     fn run_job(&mut self, job: &mut dyn Job<Self>) -> Result<bool, Failure> {
-        // The last job's RELEASE goes with this one's SAVEPOINT (one round trip); it fails
-        // if that job left the transaction aborted, refusing the batch.
-        if self.released {
-            self.exec("SAVEPOINT job")?;
+        // The last job's RELEASE goes with this one's SAVEPOINT, both with the job's first
+        // statement (one round trip); the RELEASE fails if that job left the transaction
+        // aborted, and that error is then the statement's, which refuses the batch.
+        let savepoint = if self.released {
+            "SAVEPOINT job"
         } else {
-            self.exec("RELEASE job; SAVEPOINT job")?;
-        }
+            "RELEASE job; SAVEPOINT job"
+        };
+        self.conn()?.defer(savepoint);
         self.released = false;
         let outbox = self.outbox.load(Ordering::Relaxed);
         let Some(conn) = self.conn.as_mut() else {
@@ -187,6 +246,7 @@ impl Session for PgWriter {
         let mut ctx = PgWriteCtx {
             conn: RefCell::new(conn),
             clock: &mut self.clock,
+            seen: &self.seen,
             fault: Cell::new(None),
             outbox,
             changed: false,
@@ -205,11 +265,14 @@ impl Session for PgWriter {
                 Ok(true)
             }
             Ok(false) => {
+                // What the job read of its own changes is undone with them.
+                self.seen.borrow_mut().clear();
                 self.released = true;
                 self.exec("ROLLBACK TO job; RELEASE job").map(|()| false)
             }
             Err(_) => {
                 tracing::error!("a write job panicked; its changes are rolled back");
+                self.seen.borrow_mut().clear();
                 self.released = true;
                 self.exec("ROLLBACK TO job; RELEASE job").map(|()| false)
             }

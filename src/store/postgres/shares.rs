@@ -2,7 +2,7 @@
 //! `sqlite/shares.rs`. Lists of oids and values are bound as arrays, one statement each,
 //! where SQLite runs one statement per oid and per chunk of values.
 
-use postgres::Row;
+use tokio_postgres::Row;
 
 use super::conn::{get, Args, Conn};
 use crate::model::share::{Audience, ShareState};

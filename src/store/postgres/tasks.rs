@@ -1,8 +1,8 @@
 //! The task queue in PostgreSQL: the SQL of `sqlite/tasks.rs`, with `waiting` a BOOLEAN.
 //! Several nodes share the queue; leasing locks its candidate rows (`SKIP LOCKED`).
 
-use postgres::types::ToSql;
-use postgres::Row;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
 
 use super::conn::{get, Conn};
 use crate::model::task::QueueStats;

@@ -52,12 +52,12 @@ fn with_index_row(
     c: &mut Conn,
     sql: &str,
     e: &Event,
-    extra: &[&(dyn postgres::types::ToSql + Sync)],
+    extra: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> Result<Option<String>, StoreError> {
     let (oid, tstamp, parent) = (e.oid.as_i64(), e.tstamp.as_i64(), e.parentoid.as_i64());
     let (live, expiration) = (e.action != Action::D, e.expiration.as_i64());
     let derived = e.derived_oid().map(Oid::as_i64);
-    let mut args: Vec<&(dyn postgres::types::ToSql + Sync)> = vec![
+    let mut args: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
         &oid,
         &tstamp,
         &parent,
@@ -72,10 +72,13 @@ fn with_index_row(
     c.query_opt(sql, &args)?.map(|r| get(&r, 0)).transpose()
 }
 
-pub(super) fn append(c: &mut Conn, e: &Event) -> Result<(), StoreError> {
+/// Returns whether the object existed before.
+pub(super) fn append(c: &mut Conn, e: &Event) -> Result<bool, StoreError> {
     let body = serde_json::to_string(e).map_err(|err| StoreError::Corrupt("encode".into(), err))?;
     let old_fulldir = with_index_row(c, APPEND, e, &[&body, &e.rname_str()])?;
-    move_subtree(c, old_fulldir, e)
+    let existed = old_fulldir.is_some();
+    move_subtree(c, old_fulldir, e)?;
+    Ok(existed)
 }
 
 /// Points the index at `e` (a purge left it the newest version), as an append does.
