@@ -1,13 +1,14 @@
 //! The read path (SPEC §6), independent of HTTP: resolving addresses and filtering what
 //! the caller may see. Anything the caller may not read is reported as absent.
 
+use std::collections::{HashMap, HashSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::access::Access;
 use crate::crypto::MasterKeys;
 use crate::error::{Code, Error, Result};
 use crate::model::{Event, EventView, Letter, ObjPath, Oid, Perms, ShareEntry, Tstamp};
-use crate::store::{Current, MetaRead};
+use crate::store::{BlobRow, Current, MetaRead};
 
 fn now_ns() -> u64 {
     SystemTime::now()
@@ -360,18 +361,24 @@ pub fn feed_rows<S: MetaRead + ?Sized>(
     merged.sort_by_key(|r| r.0);
     merged.truncate(scan);
     let last = merged.last().map(|r| r.0);
+    // The blob rows of the file versions, in one read.
+    let rnames: Vec<&str> = merged
+        .iter()
+        .filter_map(|r| r.1.as_ref().and_then(Event::rname_str))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let blobs: HashMap<String, BlobRow> = s
+        .blobs_named(&rnames)?
+        .into_iter()
+        .map(|b| (b.rname.clone(), b))
+        .collect();
     let mut rows = Vec::with_capacity(merged.len());
     for (t, e, entry) in merged {
-        let e = match e {
-            Some(e) => {
-                let blob = match e.rname_str() {
-                    Some(rname) => s.blob(rname)?,
-                    None => None,
-                };
-                Some((e, blob))
-            }
-            None => None,
-        };
+        let e = e.map(|e| {
+            let blob = e.rname_str().and_then(|r| blobs.get(r).cloned());
+            (e, blob)
+        });
         rows.push((t, e, entry));
     }
     let incoming = if access.is_root() {

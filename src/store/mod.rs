@@ -183,6 +183,15 @@ pub trait MetaRead {
     fn max_tstamp(&self) -> Result<Tstamp, StoreError>;
     /// The blob named `rname`, with its wrapped key (and bytes, if inline).
     fn blob(&self, rname: &str) -> Result<Option<BlobRow>, StoreError>;
+    /// The blob rows of those of `rnames` that are recorded, in no order: one read where a
+    /// read is a round trip (a feed step names a blob for each file version it scans).
+    fn blobs_named(&self, rnames: &[&str]) -> Result<Vec<BlobRow>, StoreError> {
+        let mut rows = Vec::new();
+        for rname in rnames {
+            rows.extend(self.blob(rname)?);
+        }
+        Ok(rows)
+    }
     /// Whether any remaining event version uses the blob.
     fn blob_in_use(&self, rname: &str) -> Result<bool, StoreError>;
     /// Blob rows ordered by rname, after `after`, at most `limit` (for fsck and rekey).

@@ -1989,6 +1989,50 @@ async fn the_blobkey_privilege_shows_each_data_key_and_nobody_else_sees_it() {
     }
     let (_, hist) = app.get_json(&format!("/history/{b1}"), Some(&keyed)).await;
     assert_eq!(blobkey_of(&hist[0], "history"), k_big);
+    // The feed too (its blob rows are read in one query per step): the same key, and to
+    // jane the same wrapped key as props shows, without the data key.
+    let (_, home) = app
+        .get_json(&format!("/props/{home_oid}"), Some(&jane))
+        .await;
+    let since = format!("?since={}", home["tstamp"].as_str().unwrap());
+    let (_, props_plain) = app.get_json(&format!("/props/{b1}"), Some(&jane)).await;
+    let (_, small_plain) = app.get_json(&format!("/props/{s1}"), Some(&jane)).await;
+    assert!(props_plain["encrypteddata"].is_object(), "{props_plain}");
+    assert!(small_plain["encrypteddata"].is_object(), "{small_plain}");
+    for (who, t) in [("keyed", &keyed), ("jane", &jane)] {
+        let fed = crate::operator_views::sse_events(
+            crate::operator_views::feed(app, t, &[], &since).await,
+            2,
+        )
+        .await;
+        let by_oid = |oid: &str| {
+            fed.iter()
+                .map(|(_, _, e)| e)
+                .find(|e| e["oid"] == oid)
+                .unwrap_or_else(|| panic!("{who}: {oid} not in the feed: {fed:?}"))
+                .clone()
+        };
+        let (fb, fs) = (by_oid(&b1), by_oid(&s1));
+        assert_eq!(
+            fb["encrypteddata"], props_plain["encrypteddata"],
+            "{who}: feed big"
+        );
+        assert_eq!(
+            fb["encryptednonce"], props_plain["encryptednonce"],
+            "{who}: feed big"
+        );
+        assert_eq!(
+            fs["encrypteddata"], small_plain["encrypteddata"],
+            "{who}: feed small"
+        );
+        if who == "keyed" {
+            assert_eq!(blobkey_of(&fb, "feed big"), k_big);
+            assert_eq!(blobkey_of(&fs, "feed small"), k_small);
+        } else {
+            assert_no_blobkey(&fb, "jane's feed");
+            assert_no_blobkey(&fs, "jane's feed");
+        }
+    }
 
     // A metadata-only update keeps the blob, so the key; new content, a new key; the
     // privileged writer sees it in the write response.

@@ -61,6 +61,9 @@ macro_rules! meta_read {
             fn blob(&self, rname: &str) -> Result<Option<BlobRow>, StoreError> {
                 self.with(|c| reads::blob(c, rname))
             }
+            fn blobs_named(&self, rnames: &[&str]) -> Result<Vec<BlobRow>, StoreError> {
+                self.with(|c| reads::blobs_named(c, rnames))
+            }
             fn blob_in_use(&self, rname: &str) -> Result<bool, StoreError> {
                 self.with(|c| reads::blob_in_use(c, rname))
             }

@@ -207,6 +207,16 @@ pub(super) fn blob(c: &mut Conn, rname: &str) -> Result<Option<BlobRow>, StoreEr
         .transpose()
 }
 
+pub(super) fn blobs_named(c: &mut Conn, rnames: &[&str]) -> Result<Vec<BlobRow>, StoreError> {
+    if rnames.is_empty() {
+        return Ok(Vec::new());
+    }
+    c.query(blob_select!("WHERE rname = ANY($1)"), &[&rnames])?
+        .iter()
+        .map(to_blob)
+        .collect()
+}
+
 pub(super) fn blob_in_use(c: &mut Conn, rname: &str) -> Result<bool, StoreError> {
     let row = c.query_one(
         "SELECT EXISTS (SELECT 1 FROM event_blobs WHERE rname = $1)",
