@@ -20,11 +20,11 @@ macro_rules! meta_read {
                 if let Some(c) = self.seen().borrow().get(oid) {
                     return Ok(Some(c));
                 }
-                let c = self.with(|c| reads::current(c, oid))?;
-                if let Some(c) = &c {
-                    self.seen().borrow_mut().put(oid, c);
-                }
-                Ok(c)
+                let Some((c, size)) = self.with(|c| reads::current_sized(c, oid))? else {
+                    return Ok(None);
+                };
+                self.seen().borrow_mut().put(oid, &c, size);
+                Ok(Some(c))
             }
             fn child_by_name(&self, parent: Oid, name: &str) -> Result<Option<Oid>, StoreError> {
                 self.with(|c| reads::child_by_name(c, parent, name))

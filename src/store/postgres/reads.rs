@@ -85,11 +85,17 @@ fn limit_arg(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
-pub(super) fn current(c: &mut Conn, oid: Oid) -> Result<Option<Current>, StoreError> {
-    c.query_opt(current_select!("WHERE o.oid = $1"), &[&oid.as_i64()])?
-        .as_ref()
-        .map(to_current)
-        .transpose()
+/// An object's current state, with the size of what was read (its stored text), to bound
+/// a cache of it.
+pub(super) fn current_sized(
+    c: &mut Conn,
+    oid: Oid,
+) -> Result<Option<(Current, usize)>, StoreError> {
+    let Some(row) = c.query_opt(current_select!("WHERE o.oid = $1"), &[&oid.as_i64()])? else {
+        return Ok(None);
+    };
+    let size = get::<&str>(&row, 3)?.len() + get::<&str>(&row, 4)?.len();
+    Ok(Some((to_current(&row)?, size)))
 }
 
 pub(super) fn child_by_name(

@@ -22,8 +22,12 @@ pub(super) trait HasConn {
     fn seen(&self) -> &RefCell<Seen>;
 }
 
-/// Most objects a [`Seen`] holds; past it, it starts again.
-const MAX_SEEN: usize = 4096;
+/// Most bytes (of the objects' stored text) a [`Seen`] holds; past it, it starts again.
+/// Bounds its memory whatever a caller makes a request read: one is kept per read snapshot
+/// (at most `DATABASE_POOL` at once) and one by the writer.
+const MAX_SEEN_BYTES: usize = 256 << 10;
+/// An object larger than this is not kept.
+const MAX_SEEN_OBJECT: usize = 32 << 10;
 
 /// Objects' current state as read, kept where nothing else can change it: for a read
 /// snapshot, its whole life (REPEATABLE READ); for the writer, one batch (which holds the
@@ -31,22 +35,35 @@ const MAX_SEEN: usize = 4096;
 /// make an entry wrong. Each entry saved is a round trip: jobs of one batch often act in
 /// the same folder, and the write path's checks read it twice.
 #[derive(Default)]
-pub(super) struct Seen(HashMap<Oid, Current>);
+pub(super) struct Seen {
+    objects: HashMap<Oid, Current>,
+    /// The stored size of what `objects` holds.
+    bytes: usize,
+}
 
 impl Seen {
     pub(super) fn get(&self, oid: Oid) -> Option<Current> {
-        self.0.get(&oid).cloned()
+        self.objects.get(&oid).cloned()
     }
 
-    pub(super) fn put(&mut self, oid: Oid, c: &Current) {
-        if self.0.len() >= MAX_SEEN {
-            self.0.clear();
+    /// Keeps `c`, read as `size` bytes.
+    pub(super) fn put(&mut self, oid: Oid, c: &Current, size: usize) {
+        // A few hundred bytes of hash table and struct per entry beside the text.
+        let size = size + 256;
+        if size > MAX_SEEN_OBJECT {
+            return;
         }
-        self.0.insert(oid, c.clone());
+        if self.bytes + size > MAX_SEEN_BYTES {
+            self.clear();
+        }
+        if self.objects.insert(oid, c.clone()).is_none() {
+            self.bytes += size;
+        }
     }
 
     pub(super) fn clear(&mut self) {
-        self.0.clear();
+        self.objects.clear();
+        self.bytes = 0;
     }
 }
 
@@ -326,5 +343,57 @@ impl Session for PgWriter {
                 self.conn = None;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Action, Event, Tstamp, UserPolicy};
+
+    fn current(oid: i64) -> Current {
+        Current {
+            event: Event {
+                tstamp: Tstamp::from_i64(oid),
+                userpolicy: UserPolicy { label: "t".into() },
+                jwthash: String::new(),
+                schemaversion: 1,
+                name: format!("n{oid}"),
+                action: Action::C,
+                oid: Oid::from_i64(oid),
+                parentoid: Oid::ROOT,
+                expiration: Tstamp::FOREVER,
+                checkedtstamp: Tstamp::from_i64(0),
+                objectpolicy: None,
+                originalobjectpolicy: None,
+                mimetype: None,
+                rname: None,
+                size: None,
+                derived: None,
+                isfile: false,
+                security: None,
+                extra: Default::default(),
+                sha256plain: None,
+                fulldir: "/".into(),
+            },
+            live: true,
+        }
+    }
+
+    #[test]
+    fn seen_stays_within_its_bytes_and_keeps_no_large_object() {
+        let mut seen = Seen::default();
+        seen.put(Oid::from_i64(1), &current(1), MAX_SEEN_OBJECT);
+        assert!(seen.get(Oid::from_i64(1)).is_none(), "too large to keep");
+        for i in 2..10_000 {
+            seen.put(Oid::from_i64(i), &current(i), 1_000);
+            assert!(seen.bytes <= MAX_SEEN_BYTES, "{} bytes at {i}", seen.bytes);
+        }
+        // The newest is kept; the count stayed bounded by the bytes.
+        assert_eq!(seen.get(Oid::from_i64(9_999)).unwrap().event.name, "n9999");
+        assert!(seen.objects.len() <= MAX_SEEN_BYTES / 1_256);
+        seen.clear();
+        assert!(seen.get(Oid::from_i64(9_999)).is_none());
+        assert_eq!(seen.bytes, 0);
     }
 }
