@@ -545,13 +545,56 @@ async fn sending_props_back_after_someone_else_changed_them_is_409() {
 async fn write_returns_409_when_a_create_duplicates_a_name() {
     let f = setup().await;
     let body = json!([{"action": "C", "parentoid": f.home, "name": "docs"}]);
-    refused(&f.app, 409, Some(0), f.app.write(Some(&f.jane), &body)).await;
+    let err = refused(&f.app, 409, Some(0), f.app.write(Some(&f.jane), &body)).await;
+    assert_eq!(
+        err["message"],
+        format!("\"docs\" already exists in {}", f.home)
+    );
     // Within one transaction.
     let body = json!([
         {"action": "C", "parentoid": f.home, "name": "twin"},
         {"action": "C", "parentoid": f.home, "name": "twin"}
     ]);
-    refused(&f.app, 409, Some(1), f.app.write(Some(&f.jane), &body)).await;
+    let err = refused(&f.app, 409, Some(1), f.app.write(Some(&f.jane), &body)).await;
+    assert_eq!(
+        err["message"],
+        format!("\"twin\" already exists in {}", f.home)
+    );
+}
+
+/// The store's index of live names decides a create's name when the append runs; a create
+/// refused on the writer for another reason still gets the 409 first, as when the name was
+/// looked up before anything else.
+#[tokio::test]
+async fn a_create_of_a_taken_name_is_409_even_when_it_would_also_lock_the_caller_out() {
+    let f = setup().await;
+    // After an update, so that the writer decides (the rehearsal covers opening creates).
+    let touch = json!({"action": "U", "oid": f.docs_oid(), "description": "touched"});
+    let named = |name: &str| {
+        json!([touch.clone(), {"action": "C", "parentoid": f.home, "name": name,
+                               "objectpolicy": everyone(&["R"])}])
+    };
+    let err = refused(
+        &f.app,
+        403,
+        Some(1),
+        f.app.write(Some(&f.jane), &named("fresh")),
+    )
+    .await;
+    assert_eq!(err["code"], "would_lock_out", "a fresh name: {err}");
+    let err = refused(
+        &f.app,
+        409,
+        Some(1),
+        f.app.write(Some(&f.jane), &named("docs")),
+    )
+    .await;
+    assert_eq!(err["code"], "duplicate_name", "a taken name: {err}");
+    assert_eq!(
+        err["message"],
+        format!("\"docs\" already exists in {}", f.home),
+        "{err}"
+    );
 }
 
 #[tokio::test]
