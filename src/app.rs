@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::crypto::MasterKeys;
 use crate::error::Error;
 use crate::identity::Authenticator;
-use crate::model::{Action, Event, Oid, Tstamp, UserPolicy, SCHEMA_VERSION};
+use crate::model::{Event, Oid, Tstamp};
 use crate::policy::PolicyEngine;
 use crate::store::Store;
 use crate::write::Namespace;
@@ -159,29 +159,10 @@ fn system_event(
     checked: Tstamp,
 ) -> Event {
     Event {
-        tstamp: Tstamp(0),
-        userpolicy: UserPolicy {
-            label: "vellum".into(),
-        },
         jwthash: hex::encode(Sha256::digest(b"")),
-        schemaversion: SCHEMA_VERSION,
-        name: name.into(),
-        action: Action::C,
-        oid,
-        parentoid: parent,
-        expiration: Tstamp::FOREVER,
         checkedtstamp: checked,
         objectpolicy: Some(objectpolicy),
-        originalobjectpolicy: None,
-        mimetype: None,
-        rname: None,
-        size: None,
-        derived: None,
-        isfile: false,
-        security: None,
-        extra: Default::default(),
-        sha256plain: None,
-        fulldir,
+        ..Event::folder(oid, parent, name, fulldir)
     }
 }
 

@@ -266,6 +266,36 @@ fn rname_of(v: &Value) -> Option<&str> {
 }
 
 impl Event {
+    /// The create of a folder `name` in `parent` at `fulldir`, with nothing else set (no
+    /// tstamp, no policy): what the server writes for itself at start-up, and tests build.
+    pub fn folder(oid: Oid, parent: Oid, name: &str, fulldir: String) -> Event {
+        Event {
+            tstamp: Tstamp(0),
+            userpolicy: UserPolicy {
+                label: "vellum".into(),
+            },
+            jwthash: String::new(),
+            schemaversion: SCHEMA_VERSION,
+            name: name.into(),
+            action: Action::C,
+            oid,
+            parentoid: parent,
+            expiration: Tstamp::FOREVER,
+            checkedtstamp: Tstamp(0),
+            objectpolicy: None,
+            originalobjectpolicy: None,
+            mimetype: None,
+            rname: None,
+            size: None,
+            derived: None,
+            isfile: false,
+            security: None,
+            extra: Map::new(),
+            sha256plain: None,
+            fulldir,
+        }
+    }
+
     /// The event as policies see it in `input.object`: the stored version (no key
     /// material, no read-time fields, which an `Event` does not have).
     pub fn policy_view(&self) -> Value {

@@ -574,22 +574,20 @@ async fn a_create_of_a_taken_name_is_409_even_when_it_would_also_lock_the_caller
         json!([touch.clone(), {"action": "C", "parentoid": f.home, "name": name,
                                "objectpolicy": everyone(&["R"])}])
     };
-    let err = refused(
-        &f.app,
-        403,
-        Some(1),
-        f.app.write(Some(&f.jane), &named("fresh")),
-    )
-    .await;
-    assert_eq!(err["code"], "would_lock_out", "a fresh name: {err}");
-    let err = refused(
-        &f.app,
-        409,
-        Some(1),
-        f.app.write(Some(&f.jane), &named("docs")),
-    )
-    .await;
-    assert_eq!(err["code"], "duplicate_name", "a taken name: {err}");
+    let mut err = Value::Null;
+    for (name, status, code) in [
+        ("fresh", 403, "would_lock_out"),
+        ("docs", 409, "duplicate_name"),
+    ] {
+        err = refused(
+            &f.app,
+            status,
+            Some(1),
+            f.app.write(Some(&f.jane), &named(name)),
+        )
+        .await;
+        assert_eq!(err["code"], code, "the name {name}: {err}");
+    }
     assert_eq!(
         err["message"],
         format!("\"docs\" already exists in {}", f.home),

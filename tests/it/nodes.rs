@@ -20,6 +20,17 @@ struct Node {
     app: TestApp,
 }
 
+/// A database, a bucket and `n` nodes on them (each with a data folder in the temporary
+/// one); `None` when there is no PostgreSQL to run.
+async fn cluster(n: usize) -> Option<(Postgres, S3Server, tempfile::TempDir, Vec<Node>)> {
+    let pg = Postgres::start().await?;
+    let s3 = S3Server::start();
+    s3.create_bucket("vellum");
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_nodes(n, &pg, &s3, dir.path()).await;
+    Some((pg, s3, dir, nodes))
+}
+
 async fn start_nodes(n: usize, pg: &Postgres, s3: &S3Server, dir: &std::path::Path) -> Vec<Node> {
     use rand_core::RngCore;
     let (pem, jwt_pub) = crate::common::es512_keys();
@@ -99,13 +110,9 @@ async fn read_feed(
 
 #[tokio::test]
 async fn three_nodes_on_one_database_and_one_bucket_agree_and_survive_a_kill() {
-    let Some(pg) = Postgres::start().await else {
+    let Some((_pg, _s3, _dir, mut nodes)) = cluster(3).await else {
         return;
     };
-    let s3 = S3Server::start();
-    s3.create_bucket("vellum");
-    let dir = tempfile::tempdir().unwrap();
-    let mut nodes = start_nodes(3, &pg, &s3, dir.path()).await;
     let root = nodes[0].app.token_for("root");
 
     // A feed on node A, opened before anything is written.
@@ -305,13 +312,9 @@ async fn three_nodes_on_one_database_and_one_bucket_agree_and_survive_a_kill() {
 
 #[tokio::test]
 async fn a_rotation_whose_node_is_killed_mid_run_finishes_on_another_node() {
-    let Some(pg) = Postgres::start().await else {
+    let Some((pg, _s3, _dir, mut nodes)) = cluster(2).await else {
         return;
     };
-    let s3 = S3Server::start();
-    s3.create_bucket("vellum");
-    let dir = tempfile::tempdir().unwrap();
-    let mut nodes = start_nodes(2, &pg, &s3, dir.path()).await;
     let (jane, bob) = (
         nodes[0].app.token_for("jane"),
         nodes[0].app.token_for("bob"),

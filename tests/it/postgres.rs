@@ -395,34 +395,15 @@ async fn tls_is_used_when_the_url_asks_for_it_and_the_servers_certificate_is_ver
     drop(cluster);
 }
 
-/// The root folder as an event (it has none stored): a template for the first folders.
+/// The root folder as an event (a store opened without the server has none stored): a
+/// template for the first folders.
 fn root_folder() -> vellum::model::Event {
-    use vellum::model::{Action, Event, Oid, Tstamp, UserPolicy};
-    Event {
-        tstamp: Tstamp(1),
-        userpolicy: UserPolicy {
-            label: "asRoot".into(),
-        },
-        jwthash: String::new(),
-        schemaversion: 1,
-        name: String::new(),
-        action: Action::C,
-        oid: Oid::ROOT,
-        parentoid: Oid::ROOT,
-        expiration: Tstamp::FOREVER,
-        checkedtstamp: Tstamp(0),
-        objectpolicy: None,
-        originalobjectpolicy: None,
-        mimetype: None,
-        rname: None,
-        size: None,
-        derived: None,
-        isfile: false,
-        security: None,
-        extra: Default::default(),
-        sha256plain: None,
-        fulldir: "/".into(),
-    }
+    vellum::model::Event::folder(
+        vellum::model::Oid::ROOT,
+        vellum::model::Oid::ROOT,
+        "",
+        "/".into(),
+    )
 }
 
 /// A child of `parent` (a folder), as the planner would make it.
@@ -431,13 +412,13 @@ fn folder_under(
     name: &str,
     t: &mut dyn vellum::store::MetaWrite,
 ) -> vellum::model::Event {
-    let mut e = parent.clone();
-    e.oid = t.next_oid();
+    let mut e = vellum::model::Event::folder(
+        t.next_oid(),
+        parent.oid,
+        name,
+        format!("{}{}/", parent.fulldir, parent.oid),
+    );
     e.tstamp = t.next_tstamp();
-    e.parentoid = parent.oid;
-    e.name = name.to_string();
-    e.fulldir = format!("{}{}/", parent.fulldir, parent.oid);
-    e.action = vellum::model::Action::C;
     e
 }
 

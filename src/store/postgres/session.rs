@@ -349,35 +349,17 @@ impl Session for PgWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Action, Event, Tstamp, UserPolicy};
+    use crate::model::{Event, Tstamp};
 
     fn current(oid: i64) -> Current {
-        Current {
-            event: Event {
-                tstamp: Tstamp::from_i64(oid),
-                userpolicy: UserPolicy { label: "t".into() },
-                jwthash: String::new(),
-                schemaversion: 1,
-                name: format!("n{oid}"),
-                action: Action::C,
-                oid: Oid::from_i64(oid),
-                parentoid: Oid::ROOT,
-                expiration: Tstamp::FOREVER,
-                checkedtstamp: Tstamp::from_i64(0),
-                objectpolicy: None,
-                originalobjectpolicy: None,
-                mimetype: None,
-                rname: None,
-                size: None,
-                derived: None,
-                isfile: false,
-                security: None,
-                extra: Default::default(),
-                sha256plain: None,
-                fulldir: "/".into(),
-            },
-            live: true,
-        }
+        let mut event = Event::folder(
+            Oid::from_i64(oid),
+            Oid::ROOT,
+            &format!("n{oid}"),
+            "/".into(),
+        );
+        event.tstamp = Tstamp::from_i64(oid);
+        Current { event, live: true }
     }
 
     #[test]
